@@ -1,0 +1,41 @@
+"""Flow ``store-dlq``: ``telemetry.dlq`` -> PostgreSQL ``telemetry_dlq`` for inspection (`vpp dlq`).
+
+Upserts by source position, so a replayed dead letter is one row. A DLQ
+message that cannot itself be decoded is stored as a ``malformed_avro`` row
+with its bytes (it cannot go back to the DLQ topic without looping).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Iterable
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+
+from flows.decode import dead_letter_record
+from sinks.postgres import DlqSink
+from sinks.ports import KafkaPorts, Ports
+from vpp.serde import Serde, SerdeError
+
+__all__ = ["build_flow", "dlq_records"]
+
+
+def dlq_records(serde: Serde, msgs: Iterable[KafkaSourceMessage]) -> list[dict[str, Any]]:
+    out = []
+    for msg in msgs:
+        try:
+            out.append(serde.decode(msg.value))
+        except SerdeError as exc:
+            out.append(dead_letter_record(msg, str(exc)))
+    return out
+
+
+def build_flow(settings, *, ports: Ports | None = None, sink=None) -> Dataflow:
+    ports = ports or KafkaPorts(settings)
+    flow = Dataflow("store_dlq")
+    msgs = ports.read(flow, "dlq_in", ["telemetry.dlq"])
+    records = op.flat_map_batch("decode", msgs, partial(dlq_records, ports.serde))
+    op.output("postgres_out", records, sink or DlqSink(settings.postgres_dsn))
+    return flow

@@ -1,0 +1,1 @@
+"""Avro schemas (``*.avsc``): the source of truth for every topic. Loaded by ``vpp.serde``."""

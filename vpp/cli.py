@@ -1,0 +1,75 @@
+"""The `vpp` command line: a thin layer over the functions the flows use.
+
+Each feature module exposes ``add_commands(subparsers)`` which adds its
+sub-commands with ``set_defaults(func=handler)``; a handler takes the parsed
+``argparse.Namespace`` and returns an exit code. Handlers import heavy
+libraries lazily so that ``vpp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser"]
+
+#: Modules contributing sub-commands, in help order.
+COMMAND_MODULES = (
+    "vpp.stack_cli",
+    "vpp.schema_cli",
+    "vpp.simulator.cli",
+    "vpp.assets",
+    "vpp.flows_cli",
+    "vpp.replay_cli",
+    "vpp.dlq_cli",
+    "vpp.plan_cli",
+    "vpp.demo",
+)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command shares: where the local stack lives, an optional TOML config."""
+    parser.add_argument("--state-dir", default=None, help="local stack state directory (default .vpp/ or $VPP_STATE_DIR)")
+    parser.add_argument("--config", default=None, help="optional TOML settings file (or $VPP_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpp", description="Virtual power plant stream-processing platform")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def load_settings(args: argparse.Namespace):
+    from vpp.config import Settings
+
+    return Settings.load(state_dir=getattr(args, "state_dir", None), config_file=getattr(args, "config", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from vpp.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"vpp: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

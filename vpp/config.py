@@ -1,0 +1,179 @@
+"""One typed settings object for the CLI, the flows and the tests.
+
+Read once at the edge (``Settings.load()``) and passed down. Sources, later
+ones winning:
+
+1. defaults below;
+2. the local stack's ``stack.json`` in the state directory (written by
+   ``vpp up``), so that a laptop needs no configuration at all;
+3. an optional TOML file (``VPP_CONFIG`` or ``--config``), flat keys named as
+   the fields below, plus an optional ``[partitions]`` table;
+4. environment variables ``VPP_<FIELD>`` (upper case), which is what
+   ``deploy/`` sets in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "ConfigError"]
+
+#: Every topic of the platform. Names are the contract of ../shared/spec.
+TOPICS = (
+    "telemetry.raw",
+    "telemetry.canonical",
+    "telemetry.dlq",
+    "fleet.aggregates",
+    "dispatch.commands",
+    "device.commands",
+    "dispatch.status",
+    "market.prices",
+    "market.bids",
+    "market.awards",
+)
+
+DEFAULT_PARTITIONS: Mapping[str, int] = {
+    "telemetry.raw": 4,
+    "telemetry.canonical": 4,
+    "telemetry.dlq": 1,
+    "fleet.aggregates": 2,
+    "dispatch.commands": 1,
+    "device.commands": 2,
+    "dispatch.status": 1,
+    "market.prices": 1,
+    "market.bids": 1,
+    "market.awards": 1,
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has the wrong type; the message says which."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- services --------------------------------------------------------
+    broker: str = "127.0.0.1:9092"
+    schema_registry_url: str = "http://127.0.0.1:8081"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/vpp"
+    timeseries_url: str = "http://127.0.0.1:8428"
+    timeseries_org: str = "vpp"
+    timeseries_bucket: str = "vpp"
+    timeseries_token: str = "unused"
+    state_dir: str = ".vpp"
+    # -- topics ------------------------------------------------------------
+    topic_prefix: str = ""
+    partitions: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+    # -- telemetry ------------------------------------------------------------
+    dedup_horizon_s: int = 600
+    assets_refresh_s: float = 5.0
+    # -- aggregation ----------------------------------------------------------
+    window_s: int = 10
+    lateness_s: int = 5
+    staleness_s: int = 60
+    # -- flows ----------------------------------------------------------------
+    recovery_dir: str = ""
+    snapshot_interval_s: int = 5
+    service_name: str = "vpp"
+
+    # ------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """The broker-side name of a platform topic (prefix allows sharing a cluster)."""
+        if name not in TOPICS:
+            raise ConfigError(f"unknown topic {name!r}; known topics: {', '.join(TOPICS)}")
+        return f"{self.topic_prefix}{name}"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        sd = Path(state_dir or env.get("VPP_STATE_DIR") or cls.state_dir)
+        values["state_dir"] = str(sd)
+        stack_file = sd / "stack.json"
+        if stack_file.exists():
+            values.update(_from_stack(json.loads(stack_file.read_text())))
+        cfg = config_file or env.get("VPP_CONFIG")
+        if cfg:
+            try:
+                values.update(_flatten_toml(tomllib.loads(Path(cfg).read_text())))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {cfg}: {exc}") from exc
+        for f in dataclasses.fields(cls):
+            key = f"VPP_{f.name.upper()}"
+            if key in env and f.name not in ("state_dir", "partitions"):
+                values[f.name] = env[key]
+        if "VPP_PARTITIONS" in env:  # e.g. "telemetry.raw=8,telemetry.canonical=8"
+            values["partitions"] = _parse_partitions(env["VPP_PARTITIONS"])
+        return cls._coerce(values)
+
+    @classmethod
+    def _coerce(cls, values: Mapping[str, Any]) -> "Settings":
+        kwargs: dict[str, Any] = {}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for name, raw in values.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(known))}")
+            default = getattr(cls, name, None) if name != "partitions" else {}
+            if name == "partitions":
+                merged = dict(DEFAULT_PARTITIONS)
+                merged.update({str(k): int(v) for k, v in dict(raw).items()})
+                kwargs[name] = merged
+                continue
+            try:
+                if isinstance(default, bool):
+                    kwargs[name] = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+                elif isinstance(default, int):
+                    kwargs[name] = int(raw)
+                elif isinstance(default, float):
+                    kwargs[name] = float(raw)
+                else:
+                    kwargs[name] = str(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"setting {name!r} = {raw!r} is not a {type(default).__name__}") from exc
+        return cls(**kwargs)
+
+
+def _from_stack(stack: Mapping[str, Any]) -> dict[str, Any]:
+    """Map the local stack's addresses (``vpp status --json``) onto settings."""
+    out: dict[str, Any] = {}
+    if "broker" in stack:
+        out["broker"] = stack["broker"]
+    if "schema_registry" in stack:
+        out["schema_registry_url"] = stack["schema_registry"]
+    if "postgres" in stack:
+        out["postgres_dsn"] = stack["postgres"]
+    if "timeseries" in stack:
+        out["timeseries_url"] = stack["timeseries"]
+    return out
+
+
+def _flatten_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+    if "partitions" in doc:
+        out["partitions"] = doc["partitions"]
+    return out
+
+
+def _parse_partitions(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if not count.strip().isdigit():
+            raise ConfigError(f"VPP_PARTITIONS entry {part!r} must look like topic=COUNT")
+        out[name.strip()] = int(count)
+    return out

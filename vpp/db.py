@@ -1,0 +1,78 @@
+"""The project's PostgreSQL schema (asset registry, command and control, DLQ) and its migration.
+
+Migrations are append-only: a new change is a new entry in ``MIGRATIONS``;
+``migrate(dsn)`` applies those not yet recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+__all__ = ["MIGRATIONS", "migrate", "connect"]
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "001_assets",
+        """
+        CREATE TABLE IF NOT EXISTS assets (
+            device_id        text PRIMARY KEY,
+            site_id          text NOT NULL,
+            region_path      text NOT NULL,
+            timezone         text NOT NULL,
+            capacity_wh      double precision NOT NULL CHECK (capacity_wh > 0),
+            max_charge_w     double precision NOT NULL CHECK (max_charge_w >= 0),
+            max_discharge_w  double precision NOT NULL CHECK (max_discharge_w >= 0),
+            reserve_pct      double precision NOT NULL CHECK (reserve_pct >= 0 AND reserve_pct <= 100),
+            enrolled_peak_shaving boolean NOT NULL DEFAULT true,
+            updated_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE OR REPLACE FUNCTION assets_notify() RETURNS trigger AS $$
+        BEGIN
+            PERFORM pg_notify('assets_changed', NEW.device_id);
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        DROP TRIGGER IF EXISTS assets_changed ON assets;
+        CREATE TRIGGER assets_changed AFTER INSERT OR UPDATE ON assets
+            FOR EACH ROW EXECUTE FUNCTION assets_notify();
+        """,
+    ),
+    (
+        "002_dlq",
+        """
+        CREATE TABLE IF NOT EXISTS telemetry_dlq (
+            id               bigserial PRIMARY KEY,
+            source_topic     text NOT NULL,
+            source_partition integer NOT NULL,
+            source_offset    bigint NOT NULL,
+            reason           text NOT NULL,
+            detail           text NOT NULL,
+            raw              bytea NOT NULL,
+            device_id        text,
+            received_at      timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (source_topic, source_partition, source_offset)
+        );
+        CREATE INDEX IF NOT EXISTS telemetry_dlq_reason ON telemetry_dlq (reason);
+        """,
+    ),
+)
+
+
+def connect(dsn: str, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(dsn, **kwargs)
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when up to date)."""
+    applied: list[str] = []
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("SELECT pg_advisory_xact_lock(424242)")
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, ddl in MIGRATIONS:
+            if name in done:
+                continue
+            conn.execute(ddl)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            applied.append(name)
+        conn.commit()
+    return applied

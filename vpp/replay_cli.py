@@ -1,0 +1,207 @@
+"""`vpp replay FLOW` and `vpp dump TOPIC`: the same dataflows over dump files, and dumps from the broker.
+
+``vpp replay FLOW --input DUMP --assets ASSETS.csv --out DIR`` runs the flow's
+own ``build_flow`` with file ports (no broker, no database) on one worker,
+writing ``DIR/<topic>.jsonl`` (spec telemetry.md section 6). Deterministic:
+the same dump gives byte-identical output.
+
+``vpp replay FLOW --input DUMP --to-broker`` instead republishes the dump into
+the running broker, keeping keys, timestamps and (where the topic has them)
+partitions, so a running flow consumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from vpp.cli import add_common, load_settings
+from vpp.errors import UserError
+
+__all__ = ["add_commands", "REPLAYS", "replay", "publish_dump", "dump_topic"]
+
+
+def _canonicalize(settings, dump: Path, assets_csv: Path, out: Path) -> None:
+    from flows.canonicalize import OUTPUT_TOPICS, build_flow, static_assets
+    from sinks.ports import ReplayPorts
+
+    ports = ReplayPorts(dump, out, OUTPUT_TOPICS)
+    _run(build_flow(settings, ports=ports, assets=static_assets(assets_csv)))
+
+
+def _run(flow) -> None:
+    from bytewax.testing import run_main
+
+    run_main(flow)
+
+
+#: flow name -> runner(settings, dump, assets_csv, out_dir). Later flows register theirs here.
+REPLAYS: dict[str, Callable[..., None]] = {
+    "canonicalize": _canonicalize,
+}
+
+
+def register_replay(name: str, runner: Callable[..., None]) -> None:
+    REPLAYS[name] = runner
+
+
+def replay(settings, flow: str, dump: Path, assets_csv: Path, out: Path) -> None:
+    _load_optional_replays()
+    if flow not in REPLAYS:
+        raise UserError(f"no replay for flow {flow!r}; available: {', '.join(REPLAYS)}")
+    if not dump.exists():
+        raise UserError(f"input dump {dump} does not exist")
+    if not assets_csv.exists():
+        raise UserError(f"assets file {assets_csv} does not exist")
+    if out.exists():
+        shutil.rmtree(out)  # a replay writes its whole output afresh: no mixing with an older run
+    out.mkdir(parents=True)
+    REPLAYS[flow](settings, dump, assets_csv, out)
+
+
+def _load_optional_replays() -> None:
+    import importlib
+
+    for module in ("flows.aggregate_replay", "flows.dispatch_replay"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def publish_dump(settings, dump: Path) -> dict[str, int]:
+    """Republish every record of a dump to the broker; returns counts per topic."""
+    import orjson
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    from sinks.dumps import base_topic, read_dump
+    from sinks.kafka import producer_config
+    from vpp.serde import TOPIC_SCHEMAS, Serde
+
+    serde = None
+    producer = Producer(producer_config(settings.broker))
+    meta = AdminClient({"bootstrap.servers": settings.broker}).list_topics(timeout=10)
+    counts: dict[str, int] = {}
+    errors: list[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for rec in read_dump(dump):
+        name = base_topic(rec.topic)
+        topic = settings.topic(name) if name in settings.partitions else rec.topic
+        if topic not in meta.topics:
+            raise UserError(f"topic {topic} does not exist on {settings.broker} (is the stack up? vpp up)")
+        if name in TOPIC_SCHEMAS and rec.payload is not None:
+            serde = serde or Serde.from_settings(settings)
+            value = serde.encode(topic, orjson.loads(rec.payload))
+        else:
+            value = None if rec.payload is None else rec.payload.encode("utf-8", "surrogatepass")
+        kwargs: dict[str, Any] = {"timestamp": rec.ts or 0, "on_delivery": on_delivery}
+        if rec.partition < len(meta.topics[topic].partitions):
+            kwargs["partition"] = rec.partition
+        while True:
+            try:
+                producer.produce(topic, value, rec.key, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        counts[topic] = counts.get(topic, 0) + 1
+    producer.flush(60)
+    if errors:
+        raise UserError(f"{len(errors)} records were not delivered, first: {errors[0]}")
+    return counts
+
+
+def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 30.0) -> int:
+    """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form)."""
+    import gzip
+    import time
+
+    import orjson
+    from confluent_kafka import Consumer, TopicPartition
+
+    from sinks.dumps import base_topic, dump_line
+    from vpp.serde import TOPIC_SCHEMAS, Serde, to_json_value
+
+    topic = settings.topic(topic_name) if topic_name in settings.partitions else topic_name
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "vpp-dump", "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10)
+    if topic not in meta.topics or meta.topics[topic].error is not None:
+        raise UserError(f"topic {topic} not found on {settings.broker}")
+    parts = sorted(meta.topics[topic].partitions)
+    highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    avro = base_topic(topic) in TOPIC_SCHEMAS
+    serde = Serde.from_settings(settings) if avro else None
+    lines: dict[int, list[bytes]] = {p: [] for p in parts}
+    pending = {p for p in parts if highs[p] > 0}
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=0.5):
+            if msg.error():
+                continue
+            p, offset = msg.partition(), msg.offset()
+            value = msg.value()
+            if value is None:
+                payload = None
+            elif avro:
+                payload = orjson.dumps(to_json_value(serde.decode(value))).decode()
+            else:
+                payload = value.decode("utf-8", "replace")
+            key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
+            lines[p].append(dump_line(topic, p, offset, msg.timestamp()[1], key, payload))
+            if offset + 1 >= highs[p]:
+                pending.discard(p)
+    consumer.close()
+    if pending:
+        raise UserError(f"timed out reading partitions {sorted(pending)} of {topic}")
+    opener = gzip.open if str(out).endswith(".gz") else open
+    count = 0
+    with opener(out, "wb") as fh:
+        for p in parts:
+            fh.writelines(lines[p])
+            count += len(lines[p])
+    return count
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    if args.to_broker:
+        for topic, n in publish_dump(settings, Path(args.input)).items():
+            print(f"published {n} records to {topic}")
+        return 0
+    if not args.assets or not args.out:
+        raise UserError("replay needs --assets ASSETS.csv and --out DIR (or --to-broker)")
+    replay(settings, args.flow, Path(args.input), Path(args.assets), Path(args.out))
+    for path in sorted(Path(args.out).glob("*.jsonl")):
+        with open(path, "rb") as fh:
+            print(f"{path}: {sum(1 for _ in fh)} records")
+    return 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    n = dump_topic(load_settings(args), args.topic, Path(args.out))
+    print(f"wrote {n} records to {args.out}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("replay", help="run a flow over a kcat-format dump (no services), or republish a dump")
+    add_common(p)
+    p.add_argument("flow", help="canonicalize, aggregate, pipeline, dispatch (those installed)")
+    p.add_argument("--input", required=True, help="kcat -J dump (plain or .gz)")
+    p.add_argument("--assets", help="asset registry CSV (spec section 5)")
+    p.add_argument("--out", help="output directory for <topic>.jsonl files")
+    p.add_argument("--to-broker", action="store_true", help="republish the dump into the running broker instead")
+    p.set_defaults(func=cmd_replay)
+    d = sub.add_parser("dump", help="write a topic's messages as a kcat -J dump (works where kcat cannot talk to Tansu)")
+    add_common(d)
+    d.add_argument("topic")
+    d.add_argument("--out", required=True, help="output file (.gz to compress)")
+    d.set_defaults(func=cmd_dump)
