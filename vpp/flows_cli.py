@@ -62,6 +62,15 @@ def _ensure_recovery(directory: Path, partitions: int) -> None:
     init_db_dir(directory, partitions)
 
 
+def recovery_directory(settings, name: str) -> Path | None:
+    """``$BYTEWAX_RECOVERY_DIRECTORY`` as is (one volume per pod in Kubernetes), else ``<recovery_dir>/<flow>``."""
+    if os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
+        return Path(os.environ["BYTEWAX_RECOVERY_DIRECTORY"])
+    if settings.recovery_dir:
+        return Path(settings.recovery_dir) / name
+    return None
+
+
 def run_flow(settings, name: str, *, workers: int = 1, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Run flow ``name`` in this process until its input ends (or forever, for Kafka inputs)."""
     from bytewax.recovery import RecoveryConfig
@@ -72,11 +81,12 @@ def run_flow(settings, name: str, *, workers: int = 1, process_id: int | None = 
     setup_observability(f"vpp-{name}")
     flow = build(name, settings)
     recovery = None
-    epoch = timedelta(seconds=settings.snapshot_interval_s)
-    if settings.recovery_dir:
-        directory = Path(settings.recovery_dir) / name
+    epoch = timedelta(seconds=int(os.environ.get("BYTEWAX_SNAPSHOT_INTERVAL", settings.snapshot_interval_s)))
+    directory = recovery_directory(settings, name)
+    if directory is not None:
         _ensure_recovery(directory, RECOVERY_PARTITIONS)
-        recovery = RecoveryConfig(str(directory), backup_interval=timedelta(seconds=max(30, 2 * settings.snapshot_interval_s)))
+        backup_s = int(os.environ.get("BYTEWAX_RECOVERY_BACKUP_INTERVAL", max(30, 2 * settings.snapshot_interval_s)))
+        recovery = RecoveryConfig(str(directory), backup_interval=timedelta(seconds=backup_s))
     cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses,
              epoch_interval=epoch, recovery_config=recovery)
 

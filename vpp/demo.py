@@ -1,0 +1,207 @@
+"""`vpp demo`: the whole platform on the local stack, live in the terminal.
+
+Starts the stack, registers the schemas, starts every installed flow as its
+own process (as Kubernetes would), runs the fleet simulator, and shows live
+counts per topic, dead letters by reason and the latest canonical readings.
+Ctrl-C (or ``--duration``) stops the flows, the simulator and the stack, and
+prints a closing summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vpp.cli import add_common, load_settings
+
+__all__ = ["add_commands", "DEMO_FLOWS"]
+
+#: Flows the demo runs, in start order (those not installed are skipped).
+DEMO_FLOWS = ("canonicalize", "store-telemetry", "store-dlq", "aggregate", "store-aggregates", "dispatch")
+
+
+@dataclass
+class _Processes:
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], log: Path) -> None:
+        with open(log, "ab") as fh:
+            self.procs[name] = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+
+    def states(self) -> dict[str, str]:
+        return {n: ("running" if p.poll() is None else f"exited {p.returncode}") for n, p in self.procs.items()}
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+class _Watcher:
+    """Reads what the demo shows: topic sizes, dead letters by reason, latest readings."""
+
+    def __init__(self, settings):
+        from confluent_kafka import Consumer, TopicPartition
+
+        from vpp.serde import Serde
+
+        self.settings = settings
+        self._consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "vpp-demo",
+                                   "enable.auto.commit": False})
+        self._tp = TopicPartition
+        self._serde = Serde.from_settings(settings)
+        self.baseline = self.topic_sizes()
+        canonical = settings.topic("telemetry.canonical")
+        parts = self._consumer.list_topics(canonical, timeout=10).topics[canonical].partitions
+        self._consumer.assign([TopicPartition(canonical, p, self._high(canonical, p)) for p in parts])
+        self.latest: dict[str, dict] = {}
+
+    def _high(self, topic: str, partition: int) -> int:
+        return self._consumer.get_watermark_offsets(self._tp(topic, partition), timeout=5)[1]
+
+    def topic_sizes(self) -> dict[str, int]:
+        from vpp.config import TOPICS
+
+        meta = self._consumer.list_topics(timeout=10)
+        sizes = {}
+        for name in TOPICS:
+            topic = self.settings.topic(name)
+            if topic in meta.topics:
+                sizes[name] = sum(self._high(topic, p) for p in meta.topics[topic].partitions)
+        return sizes
+
+    def poll_latest(self) -> None:
+        for msg in self._consumer.consume(2000, timeout=0.2):
+            if msg.error() is None and msg.value():
+                record = self._serde.decode(msg.value())
+                self.latest[record["device_id"]] = record
+
+    def dead_letters(self) -> dict[str, int]:
+        from vpp.dlq_cli import reason_counts
+
+        try:
+            return reason_counts(self.settings.postgres_dsn)
+        except Exception:  # noqa: BLE001 - the table fills as store-dlq runs; show nothing until then
+            return {}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _render(watcher: _Watcher, procs: _Processes, started: float):
+    from datetime import datetime, timezone
+
+    from rich.console import Group
+    from rich.table import Table
+
+    sizes = watcher.topic_sizes()
+    topics = Table(title=f"topics (messages since start, {time.monotonic() - started:.0f} s)")
+    topics.add_column("topic")
+    topics.add_column("messages", justify="right")
+    for name, n in sizes.items():
+        topics.add_row(name, f"{n - watcher.baseline.get(name, 0):,}")
+    dlq = Table(title="dead letters by reason (PostgreSQL)")
+    dlq.add_column("reason")
+    dlq.add_column("count", justify="right")
+    for reason, n in list(watcher.dead_letters().items())[:8]:
+        dlq.add_row(reason, f"{n:,}")
+    latest = Table(title="latest canonical readings")
+    for col in ("device", "region", "time (UTC)", "SoC %", "battery W", "solar W", "load W", "grid W", "flags"):
+        latest.add_column(col)
+    for r in sorted(watcher.latest.values(), key=lambda r: r["ts"], reverse=True)[:6]:
+        latest.add_row(r["device_id"], r["region_path"], datetime.fromtimestamp(r["ts"] / 1000, timezone.utc).strftime("%H:%M:%S"),
+                       _fmt(r["soc_pct"]), _fmt(r["battery_w"]), _fmt(r["solar_w"]), _fmt(r["load_w"]), _fmt(r["grid_w"]),
+                       ",".join(r["flags"]) or "-")
+    running = Table(title="processes")
+    running.add_column("process")
+    running.add_column("state")
+    for name, state in procs.states().items():
+        running.add_row(name, state)
+    return Group(topics, dlq, latest, running), sizes
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from vpp.flows_cli import available_flows
+    from vpp.schema_cli import register_all
+    from vpp.stack import Stack
+
+    console = Console()
+    settings = load_settings(args)
+    state_dir = Path(settings.state_dir).absolute()
+    stack = Stack(state_dir, partitions=dict(settings.partitions), topic_prefix=settings.topic_prefix)
+    console.print(f"[bold]vpp demo[/]: starting the local stack in {state_dir}")
+    stack.up(log=console.print)
+    settings = load_settings(args)  # now with the stack's addresses
+    register_all(settings.schema_registry_url, settings.topic_prefix)
+    console.print("schemas registered")
+
+    common = ["--state-dir", str(state_dir)] + (["--config", args.config] if args.config else [])
+    vpp = [sys.executable, "-m", "vpp.cli"]
+    logs = state_dir / "logs"
+    procs = _Processes()
+    watcher = None
+    started = time.monotonic()
+    summary = {}
+    try:
+        for name in DEMO_FLOWS:
+            if name in available_flows():
+                procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,
+                            logs / f"flow-{name}.log")
+        sim = vpp + ["simulate", "--devices", str(args.devices), "--speed", str(args.speed), "--seed", str(args.seed),
+                     "--assets-out", str(state_dir / "assets.csv")] + common
+        procs.start("simulator", sim, logs / "simulator.log")
+        console.print(f"started {len(procs.procs)} processes (logs in {logs})")
+        watcher = _Watcher(settings)
+        deadline = started + args.duration if args.duration else None
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while deadline is None or time.monotonic() < deadline:
+                watcher.poll_latest()
+                view, sizes = _render(watcher, procs, started)
+                summary = {k: v - watcher.baseline.get(k, 0) for k, v in sizes.items()}
+                live.update(view)
+                time.sleep(0.8)
+    except KeyboardInterrupt:
+        console.print("stopping (Ctrl-C)")
+    finally:
+        dead = watcher.dead_letters() if watcher else {}
+        if watcher:
+            watcher.close()
+        procs.stop()
+        if not args.keep_stack:
+            stack.down(log=console.print)
+    console.print("[bold]summary[/] (messages per topic during the demo):")
+    for name, n in summary.items():
+        console.print(f"  {name:<22} {n:>10,}")
+    console.print(f"  dead letters by reason: {dead or 'none'}")
+    return 0 if summary.get("telemetry.canonical", 0) > 0 else 1
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole platform on the local stack and show it live (Ctrl-C stops)")
+    add_common(p)
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    p.add_argument("--speed", type=float, default=1.0, help="event-time seconds per wall second (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-stack", action="store_true", help="leave the services running afterwards")
+    p.set_defaults(func=cmd_demo)
