@@ -118,35 +118,22 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
     return counts
 
 
-def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 30.0) -> int:
+def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0) -> int:
     """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form)."""
     import gzip
-    import time
 
     import orjson
-    from confluent_kafka import Consumer, TopicPartition
 
     from sinks.dumps import base_topic, dump_line
+    from vpp.kafka_tools import iter_topic
     from vpp.serde import TOPIC_SCHEMAS, Serde, to_json_value
 
     topic = settings.topic(topic_name) if topic_name in settings.partitions else topic_name
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "vpp-dump", "enable.auto.commit": False})
-    meta = consumer.list_topics(topic, timeout=10)
-    if topic not in meta.topics or meta.topics[topic].error is not None:
-        raise UserError(f"topic {topic} not found on {settings.broker}")
-    parts = sorted(meta.topics[topic].partitions)
-    highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
     avro = base_topic(topic) in TOPIC_SCHEMAS
     serde = Serde.from_settings(settings) if avro else None
-    lines: dict[int, list[bytes]] = {p: [] for p in parts}
-    pending = {p for p in parts if highs[p] > 0}
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, timeout=0.5):
-            if msg.error():
-                continue
-            p, offset = msg.partition(), msg.offset()
+    lines: dict[int, list[bytes]] = {}
+    try:
+        for msg in iter_topic(settings.broker, topic, timeout_s=timeout_s):
             value = msg.value()
             if value is None:
                 payload = None
@@ -155,19 +142,15 @@ def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 30.0)
             else:
                 payload = value.decode("utf-8", "replace")
             key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
-            lines[p].append(dump_line(topic, p, offset, msg.timestamp()[1], key, payload))
-            if offset + 1 >= highs[p]:
-                pending.discard(p)
-    consumer.close()
-    if pending:
-        raise UserError(f"timed out reading partitions {sorted(pending)} of {topic}")
+            lines.setdefault(msg.partition(), []).append(
+                dump_line(topic, msg.partition(), msg.offset(), msg.timestamp()[1], key, payload))
+    except (LookupError, TimeoutError) as exc:
+        raise UserError(str(exc)) from exc
     opener = gzip.open if str(out).endswith(".gz") else open
-    count = 0
     with opener(out, "wb") as fh:
-        for p in parts:
+        for p in sorted(lines):
             fh.writelines(lines[p])
-            count += len(lines[p])
-    return count
+    return sum(len(v) for v in lines.values())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
