@@ -51,43 +51,28 @@ class _Processes:
 
 
 class _Watcher:
-    """Reads what the demo shows: topic sizes, dead letters by reason, latest readings."""
+    """Reads what the demo shows: messages per topic since start, dead letters by reason, latest readings."""
 
     def __init__(self, settings):
-        from confluent_kafka import Consumer, TopicPartition
-
+        from vpp.config import TOPICS
+        from vpp.kafka_tools import TopicCounter
         from vpp.serde import Serde
 
         self.settings = settings
-        self._consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "vpp-demo",
-                                   "enable.auto.commit": False})
-        self._tp = TopicPartition
+        self._names = {settings.topic(name): name for name in TOPICS}
+        self._counter = TopicCounter(settings.broker, list(self._names))
+        self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
-        self.baseline = self.topic_sizes()
-        canonical = settings.topic("telemetry.canonical")
-        parts = self._consumer.list_topics(canonical, timeout=10).topics[canonical].partitions
-        self._consumer.assign([TopicPartition(canonical, p, self._high(canonical, p)) for p in parts])
         self.latest: dict[str, dict] = {}
 
-    def _high(self, topic: str, partition: int) -> int:
-        return self._consumer.get_watermark_offsets(self._tp(topic, partition), timeout=5)[1]
-
-    def topic_sizes(self) -> dict[str, int]:
-        from vpp.config import TOPICS
-
-        meta = self._consumer.list_topics(timeout=10)
-        sizes = {}
-        for name in TOPICS:
-            topic = self.settings.topic(name)
-            if topic in meta.topics:
-                sizes[name] = sum(self._high(topic, p) for p in meta.topics[topic].partitions)
-        return sizes
-
-    def poll_latest(self) -> None:
-        for msg in self._consumer.consume(2000, timeout=0.2):
-            if msg.error() is None and msg.value():
+    def poll(self) -> None:
+        for msg in self._counter.poll(0.3):
+            if msg.topic() == self._canonical and msg.value():
                 record = self._serde.decode(msg.value())
                 self.latest[record["device_id"]] = record
+
+    def topic_counts(self) -> dict[str, int]:
+        return {self._names[t]: n for t, n in self._counter.counts.items()}
 
     def dead_letters(self) -> dict[str, int]:
         from vpp.dlq_cli import reason_counts
@@ -98,7 +83,7 @@ class _Watcher:
             return {}
 
     def close(self) -> None:
-        self._consumer.close()
+        self._counter.close()
 
 
 def _render(watcher: _Watcher, procs: _Processes, started: float):
@@ -107,12 +92,12 @@ def _render(watcher: _Watcher, procs: _Processes, started: float):
     from rich.console import Group
     from rich.table import Table
 
-    sizes = watcher.topic_sizes()
+    sizes = watcher.topic_counts()
     topics = Table(title=f"topics (messages since start, {time.monotonic() - started:.0f} s)")
     topics.add_column("topic")
     topics.add_column("messages", justify="right")
     for name, n in sizes.items():
-        topics.add_row(name, f"{n - watcher.baseline.get(name, 0):,}")
+        topics.add_row(name, f"{n:,}")
     dlq = Table(title="dead letters by reason (PostgreSQL)")
     dlq.add_column("reason")
     dlq.add_column("count", justify="right")
@@ -163,6 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = {}
     try:
+        watcher = _Watcher(settings)  # counting from now: before anything starts producing
         for name in DEMO_FLOWS:
             if name in available_flows():
                 procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,
@@ -171,13 +157,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      "--assets-out", str(state_dir / "assets.csv")] + common
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
-        watcher = _Watcher(settings)
         deadline = started + args.duration if args.duration else None
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while deadline is None or time.monotonic() < deadline:
-                watcher.poll_latest()
-                view, sizes = _render(watcher, procs, started)
-                summary = {k: v - watcher.baseline.get(k, 0) for k, v in sizes.items()}
+                watcher.poll()
+                view, summary = _render(watcher, procs, started)
                 live.update(view)
                 time.sleep(0.8)
     except KeyboardInterrupt:

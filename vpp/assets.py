@@ -1,0 +1,432 @@
+"""The asset registry: which devices exist, where they sit in the fleet tree, what they can do.
+
+The import format is the CSV of spec/telemetry.md section 5::
+
+    device_id,site_id,region_path,timezone,capacity_wh,max_charge_w,max_discharge_w,reserve_pct
+
+plus an optional ``enrolled_peak_shaving`` column (``true``/``false``,
+``1``/``0``, ``yes``/``no``; absent or empty means enrolled, the table's
+default). ``parse_assets_csv`` validates a whole file and reports every bad
+row by its line number (the header is line 1); nothing is written unless the
+whole file is valid. ``upsert_assets`` writes in one transaction, so an import
+is all or nothing; a device whose row changed (it moved to another site, got a
+new battery) is updated in place.
+
+``load_assets_csv`` reads the same file for replay, where no database runs.
+The CLI (``vpp assets import|list``) is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from vpp.errors import UserError
+
+__all__ = [
+    "Asset",
+    "AssetsCsvError",
+    "ImportCounts",
+    "CSV_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "DEVICE_ID_PATTERN",
+    "parse_assets_csv",
+    "load_assets_csv",
+    "assets_to_csv",
+    "write_assets_csv",
+    "upsert_assets",
+    "list_assets",
+    "import_assets_file",
+    "add_commands",
+]
+
+#: Required columns, in the order we write them (spec section 5).
+CSV_COLUMNS = (
+    "device_id",
+    "site_id",
+    "region_path",
+    "timezone",
+    "capacity_wh",
+    "max_charge_w",
+    "max_discharge_w",
+    "reserve_pct",
+)
+OPTIONAL_COLUMNS = ("enrolled_peak_shaving",)
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_MAX_ERRORS_SHOWN = 20
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One device of the registry; ``region_path`` runs from the root to its site."""
+
+    device_id: str
+    site_id: str
+    region_path: str
+    timezone: str
+    capacity_wh: float
+    max_charge_w: float
+    max_discharge_w: float
+    reserve_pct: float
+    enrolled_peak_shaving: bool = True
+
+    @property
+    def node_path(self) -> str:
+        """The device's leaf in the fleet tree: ``<site path>/<device_id>``."""
+        return f"{self.region_path}/{self.device_id}"
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """What an upsert did: rows new, changed, and already identical."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+class AssetsCsvError(UserError):
+    """The asset CSV has bad rows; ``problems`` holds ``(line, message)`` pairs."""
+
+    def __init__(self, source: str, problems: Sequence[tuple[int, str]]):
+        self.source = source
+        self.problems = list(problems)
+        shown = "; ".join(f"line {line}: {msg}" for line, msg in self.problems[:_MAX_ERRORS_SHOWN])
+        more = len(self.problems) - _MAX_ERRORS_SHOWN
+        tail = f"; and {more} more" if more > 0 else ""
+        super().__init__(
+            f"{source}: {len(self.problems)} invalid row(s), nothing imported: {shown}{tail}. "
+            "Fix these lines and import again."
+        )
+
+    @property
+    def lines(self) -> list[int]:
+        return [line for line, _ in self.problems]
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def parse_assets_csv(text_or_path: str | os.PathLike[str]) -> list[Asset]:
+    """Parse and validate an asset CSV given as its text or as a path.
+
+    A ``str`` containing a newline or a comma is taken as CSV text, any other
+    ``str`` or ``PathLike`` as a file path. Raises ``AssetsCsvError`` naming
+    every bad line; returns the assets in file order.
+    """
+    if isinstance(text_or_path, str) and ("\n" in text_or_path or "," in text_or_path):
+        return _parse(text_or_path, "<csv text>")
+    path = Path(text_or_path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"asset file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read asset file {path}: {exc}") from exc
+    return _parse(text, str(path))
+
+
+def load_assets_csv(path: str | os.PathLike[str]) -> dict[str, Asset]:
+    """The registry from a CSV file, keyed by device_id (for replay without a database)."""
+    return {a.device_id: a for a in parse_assets_csv(Path(path))}
+
+
+def _parse(text: str, source: str) -> list[Asset]:
+    text = text.lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise AssetsCsvError(source, [(1, "empty file: expected the header " + ",".join(CSV_COLUMNS))]) from None
+    parts = [f"{what} column(s) {', '.join(cols)}" for what, cols in (
+        ("missing", [c for c in CSV_COLUMNS if c not in header]),
+        ("unknown", [c for c in header if c not in CSV_COLUMNS + OPTIONAL_COLUMNS]),
+        ("repeated", sorted({c for c in header if header.count(c) > 1})),
+    ) if cols]
+    if parts:
+        raise AssetsCsvError(source, [(1, "bad header: " + "; ".join(parts) + f"; expected {','.join(CSV_COLUMNS)}")])
+    index = {name: i for i, name in enumerate(header)}
+    assets: list[Asset] = []
+    problems: list[tuple[int, str]] = []
+    first_line: dict[str, int] = {}
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows, None)
+        except csv.Error as exc:  # a NUL byte, an unterminated quote at the end, a huge field
+            problems.append((reader.line_num, f"unreadable CSV: {exc}"))
+            break
+        if row is None:
+            break
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append((line, f"expected {len(header)} fields, found {len(row)}"))
+            continue
+        asset, errors = _parse_row({name: row[i].strip() for name, i in index.items()})
+        if errors:
+            problems.append((line, "; ".join(errors)))
+            continue
+        assert asset is not None
+        if asset.device_id in first_line:
+            problems.append((line, f"duplicate device_id {asset.device_id!r} (first on line {first_line[asset.device_id]})"))
+            continue
+        first_line[asset.device_id] = line
+        assets.append(asset)
+    if problems:
+        raise AssetsCsvError(source, problems)
+    return assets
+
+
+def _number(cells: dict[str, str], name: str, errors: list[str], *, positive: bool = False, upper: float | None = None) -> float:
+    raw = cells[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        errors.append(f"{name} {raw!r} is not a number")
+        return 0.0
+    if not math.isfinite(value):
+        errors.append(f"{name} {raw!r} is not a finite number")
+    elif positive and value <= 0:
+        errors.append(f"{name} {raw!r} must be greater than 0")
+    elif value < 0:
+        errors.append(f"{name} {raw!r} must not be negative")
+    elif upper is not None and value > upper:
+        errors.append(f"{name} {raw!r} must be at most {upper:g}")
+    return value
+
+
+def _valid_timezone(name: str) -> bool:
+    if not name or name.startswith("/") or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _parse_row(cells: dict[str, str]) -> tuple[Asset | None, list[str]]:
+    errors: list[str] = []
+    device_id, site_id, region_path, tz = cells["device_id"], cells["site_id"], cells["region_path"], cells["timezone"]
+    if not DEVICE_ID_PATTERN.fullmatch(device_id):
+        errors.append(f"device_id {device_id!r} must be 1-64 characters of [A-Za-z0-9._:-]")
+    if not DEVICE_ID_PATTERN.fullmatch(site_id):
+        errors.append(f"site_id {site_id!r} must be 1-64 characters of [A-Za-z0-9._:-]")
+    segments = region_path.split("/")
+    if not region_path or any(not s for s in segments):
+        errors.append(f"region_path {region_path!r} must be '/'-separated non-empty names, e.g. us/ca/pge/94110/site-0042")
+    elif segments[-1] != site_id:
+        errors.append(f"region_path {region_path!r} must end with its site_id {site_id!r}")
+    if not _valid_timezone(tz):
+        errors.append(f"timezone {tz!r} is not a known IANA time zone (e.g. America/Los_Angeles)")
+    capacity_wh = _number(cells, "capacity_wh", errors, positive=True)
+    max_charge_w = _number(cells, "max_charge_w", errors)
+    max_discharge_w = _number(cells, "max_discharge_w", errors)
+    reserve_pct = _number(cells, "reserve_pct", errors, upper=100.0)
+    enrolled = True
+    raw_enrolled = cells.get("enrolled_peak_shaving", "").lower()
+    if raw_enrolled in _FALSE:
+        enrolled = False
+    elif raw_enrolled and raw_enrolled not in _TRUE:
+        errors.append(f"enrolled_peak_shaving {cells['enrolled_peak_shaving']!r} must be true or false")
+    if errors:
+        return None, errors
+    return (
+        Asset(device_id, site_id, region_path, tz, capacity_wh, max_charge_w, max_discharge_w, reserve_pct, enrolled),
+        [],
+    )
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def assets_to_csv(assets: Iterable[Asset], *, with_enrollment: bool = True) -> str:
+    """The CSV text of the import format (optional enrollment column last)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS if with_enrollment else ()))
+    for a in assets:
+        row = [a.device_id, a.site_id, a.region_path, a.timezone, _fmt(a.capacity_wh), _fmt(a.max_charge_w),
+               _fmt(a.max_discharge_w), _fmt(a.reserve_pct)]
+        if with_enrollment:
+            row.append("true" if a.enrolled_peak_shaving else "false")
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_assets_csv(path: str | os.PathLike[str], assets: Iterable[Asset]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(assets_to_csv(assets), encoding="utf-8")
+    return out
+
+
+# -- database ------------------------------------------------------------------
+
+_UPSERT = """
+INSERT INTO assets (device_id, site_id, region_path, timezone, capacity_wh, max_charge_w,
+                    max_discharge_w, reserve_pct, enrolled_peak_shaving, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+ON CONFLICT (device_id) DO UPDATE SET
+    site_id = EXCLUDED.site_id, region_path = EXCLUDED.region_path, timezone = EXCLUDED.timezone,
+    capacity_wh = EXCLUDED.capacity_wh, max_charge_w = EXCLUDED.max_charge_w,
+    max_discharge_w = EXCLUDED.max_discharge_w, reserve_pct = EXCLUDED.reserve_pct,
+    enrolled_peak_shaving = EXCLUDED.enrolled_peak_shaving, updated_at = now()
+WHERE (assets.site_id, assets.region_path, assets.timezone, assets.capacity_wh, assets.max_charge_w,
+       assets.max_discharge_w, assets.reserve_pct, assets.enrolled_peak_shaving)
+      IS DISTINCT FROM
+      (EXCLUDED.site_id, EXCLUDED.region_path, EXCLUDED.timezone, EXCLUDED.capacity_wh, EXCLUDED.max_charge_w,
+       EXCLUDED.max_discharge_w, EXCLUDED.reserve_pct, EXCLUDED.enrolled_peak_shaving)
+RETURNING (xmax = 0) AS inserted
+"""
+
+_COLUMNS_SQL = ", ".join(CSV_COLUMNS + OPTIONAL_COLUMNS)
+
+
+def _connect(dsn: str, **kwargs):
+    import psycopg
+
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot connect to PostgreSQL ({first}); is the stack running (vpp up)?") from exc
+
+
+def upsert_assets(dsn: str, assets: Sequence[Asset]) -> ImportCounts:
+    """Insert or update every asset in ONE transaction: all rows are written or none.
+
+    A row identical to the stored one is left alone (no ``updated_at`` churn, no
+    change notification). The ``assets`` table must exist (``vpp.db.migrate``).
+    """
+    rows = [
+        (a.device_id, a.site_id, a.region_path, a.timezone, float(a.capacity_wh), float(a.max_charge_w),
+         float(a.max_discharge_w), float(a.reserve_pct), bool(a.enrolled_peak_shaving))
+        for a in assets
+    ]
+    if len({r[0] for r in rows}) != len(rows):
+        raise UserError("duplicate device_id in the assets to import; each device may appear once")
+    inserted = updated = 0
+    with _connect(dsn) as conn:  # commits on success, rolls back on any exception
+        with conn.cursor() as cur:
+            if rows:
+                cur.executemany(_UPSERT, rows, returning=True)
+                while True:
+                    for (was_insert,) in cur.fetchall():
+                        if was_insert:
+                            inserted += 1
+                        else:
+                            updated += 1
+                    if not cur.nextset():
+                        break
+    return ImportCounts(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
+
+
+def list_assets(dsn: str, prefix: str | None = None) -> list[Asset]:
+    """Assets whose site path is ``prefix`` or lies below it (or whose leaf is ``prefix``), by path."""
+    query = f"SELECT {_COLUMNS_SQL} FROM assets"
+    params: tuple = ()
+    p = (prefix or "").strip().strip("/")
+    if p:
+        query += (
+            " WHERE region_path = %s OR left(region_path, length(%s) + 1) = %s || '/'"
+            " OR region_path || '/' || device_id = %s"
+        )
+        params = (p, p, p, p)
+    query += " ORDER BY region_path, device_id"
+    with _connect(dsn) as conn:
+        rows = conn.execute(query, params).fetchall()
+    return [Asset(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+
+def import_assets_file(dsn: str, path: str | os.PathLike[str]) -> ImportCounts:
+    """Validate the whole file first, then migrate and upsert it in one transaction."""
+    from vpp.db import migrate
+
+    import psycopg
+
+    assets = parse_assets_csv(Path(path))
+    try:
+        migrate(dsn)
+    except psycopg.Error as exc:  # one line, the CLI's contract
+        raise UserError(f"cannot prepare the database ({str(exc).strip().splitlines()[0]}); is the stack running (vpp up)?") from exc
+    return upsert_assets(dsn, assets)
+
+
+# -- CLI -------------------------------------------------------------------------
+
+
+def add_commands(subparsers) -> None:
+    from vpp.cli import add_common
+
+    parser = subparsers.add_parser("assets", help="import and list the asset registry")
+    sub = parser.add_subparsers(dest="assets_command", metavar="ACTION")
+    sub.required = True
+
+    imp = sub.add_parser("import", help="import an asset CSV (all rows or none)")
+    imp.add_argument("file", metavar="FILE.csv", help="CSV with header " + ",".join(CSV_COLUMNS))
+    add_common(imp)
+    imp.set_defaults(func=_cmd_import)
+
+    lst = sub.add_parser("list", help="list registered assets")
+    lst.add_argument("--prefix", default=None, metavar="PATH", help="only assets at or below this region path")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_common(lst)
+    lst.set_defaults(func=_cmd_list)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from vpp.cli import load_settings
+
+    settings = load_settings(args)
+    counts = import_assets_file(settings.postgres_dsn, args.file)
+    print(
+        f"imported {counts.total} asset(s) from {args.file}: "
+        f"{counts.inserted} new, {counts.updated} updated, {counts.unchanged} unchanged"
+    )
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from vpp.cli import load_settings
+
+    settings = load_settings(args)
+    assets = list_assets(settings.postgres_dsn, args.prefix)
+    if args.json:
+        import orjson
+
+        print(orjson.dumps([asdict(a) for a in assets], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"assets{' under ' + args.prefix if args.prefix else ''} ({len(assets)})")
+    for name, justify in (("device_id", "left"), ("region_path", "left"), ("timezone", "left"),
+                          ("capacity_wh", "right"), ("max_charge_w", "right"), ("max_discharge_w", "right"),
+                          ("reserve_pct", "right"), ("peak shaving", "center")):
+        table.add_column(name, justify=justify)
+    for a in assets:
+        table.add_row(a.device_id, a.region_path, a.timezone, _fmt(a.capacity_wh), _fmt(a.max_charge_w),
+                      _fmt(a.max_discharge_w), _fmt(a.reserve_pct), "yes" if a.enrolled_peak_shaving else "no")
+    Console().print(table)
+    return 0
