@@ -1,0 +1,1 @@
+"""Forecasting and optimization models for market participation (spec fleet.md section 3)."""
