@@ -138,9 +138,14 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
     run_main(store_telemetry.build_flow(settings, ports=KafkaPorts(settings, tail=False)))
     run_main(store_dlq.build_flow(settings, ports=KafkaPorts(settings, tail=False)))
     canon = expected["telemetry.canonical"]
-    points = _export_points(settings.timeseries_url, {r["device_id"] for r in canon},
-                            min(r["ts"] for r in canon), max(r["ts"] for r in canon))
-    assert points == Counter((r["device_id"], r["ts"]) for r in canon)
+    want_points = Counter((r["device_id"], r["ts"]) for r in canon)
+    points: Counter = Counter()
+    deadline = time.monotonic() + 30
+    while points != want_points and time.monotonic() < deadline:  # the store makes fresh points searchable within seconds
+        time.sleep(1)
+        points = _export_points(settings.timeseries_url, {r["device_id"] for r in canon},
+                                min(r["ts"] for r in canon), max(r["ts"] for r in canon))
+    assert points == want_points
     import psycopg
 
     with psycopg.connect(settings.postgres_dsn) as conn:
