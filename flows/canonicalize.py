@@ -159,6 +159,7 @@ def encode_dead_letters(serde, topic: str, metrics: FlowMetrics, rejections: Ite
     for r in rejections:
         metrics.count_rejected(r.reason)
         out.append(OutMessage(topic, r.device_id, serde.encode(topic, r.to_record())))
+    metrics.count_out(len(out), topic)
     return out
 
 

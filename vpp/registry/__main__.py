@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from vpp.observability import setup_observability
+
+    setup_observability("vpp-schema-registry")
 
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

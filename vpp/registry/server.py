@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from opentelemetry import metrics, trace
+
 from vpp.registry.compat import COMPATIBILITY_LEVELS, InvalidSchemaError, canonical_schema_text, is_compatible, schema_fingerprint
 from vpp.registry.store import RegistryError, RegistryStore, SchemaNotFoundError, SubjectVersion
 
@@ -273,6 +275,11 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
 )
 
 
+_tracer = trace.get_tracer("vpp.registry")
+_requests = metrics.get_meter("vpp.registry").create_counter(
+    "vpp.registry.requests", unit="{request}", description="schema registry requests by method and HTTP status")
+
+
 def _make_handler(api: _Api) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -281,6 +288,12 @@ def _make_handler(api: _Api) -> type[BaseHTTPRequestHandler]:
         disable_nagle_algorithm = True  # headers and body go out in two writes; avoid 40 ms delayed-ACK stalls
 
         def _dispatch(self) -> None:
+            with _tracer.start_as_current_span(f"registry {self.command}") as span:
+                status = self._handle()
+                span.set_attribute("http.response.status_code", status)
+            _requests.add(1, {"method": self.command, "status": status})
+
+        def _handle(self) -> int:
             method, status, payload = self.command, 200, None
             try:
                 raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -300,6 +313,7 @@ def _make_handler(api: _Api) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            return status
 
         do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
