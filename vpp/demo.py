@@ -154,7 +154,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,
                             logs / f"flow-{name}.log")
         sim = vpp + ["simulate", "--devices", str(args.devices), "--speed", str(args.speed), "--seed", str(args.seed),
-                     "--assets-out", str(state_dir / "assets.csv")] + common
+                     "--assets-out", str(state_dir / "assets.csv"),
+                     # a little more garbage than the simulator's realistic default, so the DLQ shows in a short demo
+                     "--fault-garbage", "0.003", "--fault-nan", "0.003"] + common
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
         deadline = started + args.duration if args.duration else None
