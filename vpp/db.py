@@ -54,6 +54,47 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX IF NOT EXISTS telemetry_dlq_reason ON telemetry_dlq (reason);
         """,
     ),
+    (
+        "004_dispatch",
+        """
+        CREATE TABLE IF NOT EXISTS dispatch_commands (
+            command_id   text PRIMARY KEY,
+            node_path    text NOT NULL,
+            target_w     double precision NOT NULL,
+            start_at     timestamptz NOT NULL,
+            end_at       timestamptz NOT NULL,
+            issued_by    text NOT NULL,
+            program      text,
+            received_at  timestamptz,
+            stored_at    timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS dispatch_commands_node ON dispatch_commands (node_path, start_at);
+        CREATE TABLE IF NOT EXISTS device_setpoints (
+            command_id   text NOT NULL,
+            device_id    text NOT NULL,
+            start_at     timestamptz NOT NULL,
+            end_at       timestamptz NOT NULL,
+            node_path    text NOT NULL,
+            setpoint_w   double precision NOT NULL,
+            stored_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (command_id, device_id, start_at)
+        );
+        CREATE INDEX IF NOT EXISTS device_setpoints_device ON device_setpoints (device_id, start_at);
+        CREATE TABLE IF NOT EXISTS dispatch_statuses (
+            command_id   text NOT NULL,
+            at           timestamptz NOT NULL,
+            state        text NOT NULL CHECK (state IN ('accepted', 'reallocated', 'rejected', 'superseded', 'expired')),
+            node_path    text NOT NULL,
+            requested_w  double precision NOT NULL,
+            allocated_w  double precision NOT NULL,
+            shortfall_w  double precision NOT NULL,
+            devices      integer NOT NULL,
+            reason       text,
+            stored_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (command_id, at, state)
+        );
+        """,
+    ),
 )
 
 
