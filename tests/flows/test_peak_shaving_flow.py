@@ -1,0 +1,51 @@
+"""The peak-shaving dataflow: Avro aggregates of nodes with thresholds in, Avro dispatch commands out."""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from flows.peak_shaving import build_flow
+from flows.peak_shaving_logic import PROGRAM, ShavingConfig
+from vpp.config import Settings
+from vpp.serde import Serde
+
+T0 = 1_782_000_000_000
+
+
+class _Ports:
+    def __init__(self, msgs, out):
+        self.serde, self._msgs, self._out = Serde.local(), msgs, out
+
+    def topic(self, name):
+        return name
+
+    def read(self, flow, step_id, topics):
+        return op.input(step_id, flow, TestingSource(self._msgs))
+
+    def write(self, step_id, stream):
+        op.output(step_id, stream, TestingSink(self._out))
+
+
+def _aggregate(node: str, window: int, grid_w: float) -> dict:
+    start = T0 + window * 10_000
+    return {"node_path": node, "depth": node.count("/") + 1, "window_start": start, "window_end": start + 10_000,
+            "devices_known": 10, "devices_reporting": 10, "estimated_devices": 0, "battery_w": 0.0, "solar_w": 0.0,
+            "load_w": grid_w, "grid_w": grid_w, "energy_available_wh": 50_000.0, "headroom_wh": 50_000.0,
+            "discharge_available_w": 40_000.0, "charge_available_w": 40_000.0}
+
+
+def test_commands_for_nodes_with_a_threshold_only():
+    serde = Serde.local()
+    records = [_aggregate("us/ca", 0, 90_000), _aggregate("us/tx", 0, 500_000), _aggregate("us/ca", 1, 130_000),
+               _aggregate("us/ca", 2, 60_000)]  # with 30 kW shaved: 90 kW underneath
+    msgs = [KafkaSourceMessage(r["node_path"].encode(), serde.encode("fleet.aggregates", r), "fleet.aggregates", partition=0, offset=i)
+            for i, r in enumerate(records)]
+    msgs.append(KafkaSourceMessage(b"x", b"not avro", "fleet.aggregates", partition=0, offset=99))
+    out: list = []
+    run_main(build_flow(Settings(), ports=_Ports(msgs, out), thresholds={"us/ca": ShavingConfig(threshold_w=100_000)}))
+    commands = [serde.decode(m.value) for m in out if m.topic == "dispatch.commands"]
+    assert [(c["node_path"], c["target_w"]) for c in commands] == [("us/ca", 30_000.0), ("us/ca", 0.0)]
+    assert all(c["program"] == PROGRAM and c["issued_by"] == "peak-shaving" for c in commands)
+    assert [m.topic for m in out].count("telemetry.dlq") == 1

@@ -1,0 +1,137 @@
+"""`vpp dispatch send|show`: issue a dispatch command to a node, and see what became of it.
+
+``send`` produces one Avro ``DispatchCommand`` to ``dispatch.commands`` (keyed by node path,
+schema id from the registry) and waits for its delivery; the dispatch flow does the rest.
+``show`` reads the command-and-control store the dispatch flow writes (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from vpp.cli import add_common, load_settings
+from vpp.errors import UserError
+
+__all__ = ["add_commands", "command_record", "send_command"]
+
+
+def command_record(node_path: str, target_w: float, minutes: float, *, start_ms: int, issued_by: str = "operator",
+                   command_id: str | None = None, program: str | None = None) -> dict[str, Any]:
+    """A ``dispatch.commands`` record for ``minutes`` from ``start_ms`` (pure)."""
+    node = node_path.strip().strip("/")
+    if not node:
+        raise UserError("NODE_PATH is empty: name a node of the fleet tree, e.g. us/ca/pge")
+    if not math.isfinite(target_w):
+        raise UserError(f"--watts {target_w} is not a finite number (> 0 discharge, < 0 charge)")
+    if not (minutes > 0 and math.isfinite(minutes)):
+        raise UserError(f"--minutes {minutes} must be a positive number")
+    return {"command_id": command_id or f"cmd-{uuid.uuid4().hex[:12]}", "node_path": node, "target_w": float(target_w),
+            "start": int(start_ms), "end": int(start_ms + round(minutes * 60_000)), "issued_by": issued_by,
+            "program": program}
+
+
+def send_command(settings, record: dict[str, Any], *, timeout_s: float = 30.0) -> None:
+    """Produce one command and wait for the broker to acknowledge it."""
+    from confluent_kafka import KafkaException, Producer
+
+    from sinks.kafka import producer_config
+    from vpp.serde import Serde
+
+    topic = settings.topic("dispatch.commands")
+    value = Serde.from_settings(settings).encode(topic, record)
+    errors: list[str] = []
+    producer = Producer(producer_config(settings.broker))
+    try:
+        producer.produce(topic, value, record["node_path"], timestamp=int(time.time() * 1000),
+                         on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)
+    except KafkaException as exc:
+        raise UserError(f"cannot send to {topic} on {settings.broker}: {exc}") from exc
+    if producer.flush(timeout_s) or errors:
+        raise UserError(f"command not delivered to {topic} on {settings.broker} ({errors[0] if errors else 'timed out'}); "
+                        "is the stack running (vpp up)?")
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from vpp.simulator.cli import parse_start
+
+    settings = load_settings(args)
+    start_ms = parse_start(args.start) if args.start else int(time.time() * 1000)
+    record = command_record(args.node_path, args.watts, args.minutes, start_ms=start_ms, issued_by=args.issued_by,
+                            command_id=args.command_id, program=args.program)
+    send_command(settings, record)
+    print(json.dumps(record))
+    return 0
+
+
+def _iso(value: Any) -> Any:
+    return value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) else value
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from sinks.command_control import show_command
+
+    settings = load_settings(args)
+    try:
+        found = show_command(settings.postgres_dsn, args.command_id)
+    except psycopg.errors.UndefinedTable:
+        raise UserError("the command-and-control tables do not exist yet: run the dispatch flow (vpp run dispatch)") from None
+    except psycopg.OperationalError as exc:
+        raise UserError(f"cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]}); is the stack running (vpp up)?") from exc
+    if found is None:
+        raise UserError(f"no dispatch command {args.command_id!r} in the store (is the dispatch flow running?)")
+    if args.json:
+        print(json.dumps({k: ([{c: _iso(v) for c, v in r.items()} for r in rows] if isinstance(rows, list)
+                              else {c: _iso(v) for c, v in rows.items()} if isinstance(rows, dict) else rows)
+                          for k, rows in found.items()}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    c = found["command"]
+    console = Console()
+    console.print(f"[bold]{c['command_id']}[/] node {c['node_path']} target {c['target_w']:.0f} W "
+                  f"from {_iso(c['start_at'])} to {_iso(c['end_at'])} issued by {c['issued_by']}")
+    table = Table(title="statuses")
+    for col in ("at", "state", "requested W", "allocated W", "shortfall W", "devices", "reason"):
+        table.add_column(col, overflow="fold")
+    for s in found["statuses"]:
+        table.add_row(_iso(s["at"]), s["state"], f"{s['requested_w']:.0f}", f"{s['allocated_w']:.1f}",
+                      f"{s['shortfall_w']:.1f}", str(s["devices"]), s["reason"] or "")
+    console.print(table)
+    points = found["latest_setpoints"]
+    console.print(f"{len(points)} devices, {found['setpoint_rows']} set points stored; latest per device:")
+    for p in points[: args.limit]:
+        console.print(f"  {p['device_id']:<16} {p['setpoint_w']:>10.1f} W  from {_iso(p['start_at'])}")
+    if len(points) > args.limit:
+        console.print(f"  ... and {len(points) - args.limit} more (--limit)")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("dispatch", help="send a dispatch command to a node of the fleet, or show one")
+    actions = p.add_subparsers(dest="dispatch_command", metavar="ACTION")
+    actions.required = True
+    s = actions.add_parser("send", help="send a command to dispatch.commands")
+    add_common(s)
+    s.add_argument("node_path", metavar="NODE_PATH", help="node of the fleet tree, e.g. us/ca/pge")
+    s.add_argument("--watts", type=float, required=True, help="target power, W: > 0 discharge, < 0 charge")
+    s.add_argument("--minutes", type=float, required=True, help="how long, from the start")
+    s.add_argument("--start", default=None, metavar="ISO", help="start (ISO-8601 or epoch ms; default now)")
+    s.add_argument("--command-id", default=None, help="command id (default a new random one)")
+    s.add_argument("--issued-by", default="operator", help="who issues it (default operator)")
+    s.add_argument("--program", default=None, help="only devices enrolled in this program (peak_shaving)")
+    s.set_defaults(func=_cmd_send)
+    sh = actions.add_parser("show", help="a command's statuses and set points from the command-and-control store")
+    add_common(sh)
+    sh.add_argument("command_id", metavar="COMMAND_ID")
+    sh.add_argument("--json", action="store_true", help="print JSON")
+    sh.add_argument("--limit", type=int, default=20, help="devices to list (default 20)")
+    sh.set_defaults(func=_cmd_show)
