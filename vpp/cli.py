@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "vpp.flows_cli",
     "vpp.replay_cli",
     "vpp.dlq_cli",
+    "vpp.tree_cli",
     "vpp.dispatch_cli",
     "vpp.plan_cli",
     "vpp.demo",

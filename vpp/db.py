@@ -95,6 +95,34 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "003_node_state",
+        """
+        CREATE TABLE IF NOT EXISTS node_state (
+            node_path              text PRIMARY KEY,
+            depth                  integer NOT NULL,
+            window_start           timestamptz NOT NULL,
+            window_end             timestamptz NOT NULL,
+            devices_known          integer NOT NULL,
+            devices_reporting      integer NOT NULL,
+            estimated_devices      integer NOT NULL,
+            battery_w              double precision NOT NULL,
+            solar_w                double precision NOT NULL,
+            load_w                 double precision NOT NULL,
+            grid_w                 double precision NOT NULL,
+            energy_available_wh    double precision NOT NULL,
+            headroom_wh            double precision NOT NULL,
+            discharge_available_w  double precision NOT NULL,
+            charge_available_w     double precision NOT NULL,
+            capacity_wh            double precision NOT NULL,
+            soc_pct                double precision,
+            late                   integer NOT NULL,
+            updated_at             timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS node_state_path_prefix ON node_state (node_path text_pattern_ops);
+        CREATE INDEX IF NOT EXISTS node_state_depth ON node_state (depth);
+        """,
+    ),
 )
 
 
