@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "vpp.tree_cli",
     "vpp.dispatch_cli",
     "vpp.plan_cli",
+    "vpp.market.cli",
+    "vpp.train_cli",
     "vpp.demo",
 )
 

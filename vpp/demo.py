@@ -86,7 +86,37 @@ class _Watcher:
         self._counter.close()
 
 
-def _render(watcher: _Watcher, procs: _Processes, started: float):
+@dataclass
+class _DemoDispatch:
+    """The dispatch the demo issues: a mid-level node, a share of its rated discharge power."""
+
+    node_path: str
+    device_ids: frozenset[str]
+    target_w: float
+    command_id: str = ""
+    sent_at: float | None = None
+
+
+def choose_dispatch(assets, *, depth: int = 2, share: float = 0.3) -> _DemoDispatch | None:
+    """The node at ``depth`` with the most devices, and ``share`` of its devices' rated discharge power (pure)."""
+    by_node: dict[str, list] = {}
+    for a in assets:
+        parts = a.region_path.split("/")
+        if len(parts) >= depth:
+            by_node.setdefault("/".join(parts[:depth]), []).append(a)
+    if not by_node:
+        return None
+    node, members = max(by_node.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    return _DemoDispatch(node, frozenset(a.device_id for a in members),
+                         round(share * sum(a.max_discharge_w for a in members), -2))
+
+
+def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
+    """Sum of the latest battery power of the node's devices (each device's last canonical reading)."""
+    return sum(r["battery_w"] or 0.0 for d, r in watcher.latest.items() if d in dispatch.device_ids)
+
+
+def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None):
     from datetime import datetime, timezone
 
     from rich.console import Group
@@ -110,16 +140,33 @@ def _render(watcher: _Watcher, procs: _Processes, started: float):
         latest.add_row(r["device_id"], r["region_path"], datetime.fromtimestamp(r["ts"] / 1000, timezone.utc).strftime("%H:%M:%S"),
                        _fmt(r["soc_pct"]), _fmt(r["battery_w"]), _fmt(r["solar_w"]), _fmt(r["load_w"]), _fmt(r["grid_w"]),
                        ",".join(r["flags"]) or "-")
+    panels = [topics, dlq, latest]
+    if dispatch is not None:
+        node = Table(title=f"dispatch at {dispatch.node_path} ({len(dispatch.device_ids)} devices)")
+        for col in ("command", "target W", "measured battery W (latest readings)"):
+            node.add_column(col)
+        node.add_row(dispatch.command_id or "not yet sent",
+                     f"{dispatch.target_w:,.0f}" if dispatch.command_id else "-",
+                     f"{_node_battery_w(watcher, dispatch):,.0f}")
+        panels.append(node)
     running = Table(title="processes")
     running.add_column("process")
     running.add_column("state")
     for name, state in procs.states().items():
         running.add_row(name, state)
-    return Group(topics, dlq, latest, running), sizes
+    return Group(*panels, running), sizes
 
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:,.1f}"
+
+
+def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
+    from vpp.dispatch_cli import command_record, send_command
+
+    record = command_record(dispatch.node_path, dispatch.target_w, 15, start_ms=int(time.time() * 1000), issued_by="demo")
+    send_command(settings, record)
+    dispatch.command_id, dispatch.sent_at = record["command_id"], time.monotonic()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -160,10 +207,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
         deadline = started + args.duration if args.duration else None
+        dispatch = None
+        if "dispatch" in available_flows() and args.dispatch_after > 0:
+            from vpp.assets import load_assets_csv
+
+            assets_csv = state_dir / "assets.csv"
+            while not assets_csv.exists() and time.monotonic() < started + 30:
+                time.sleep(0.2)
+            dispatch = choose_dispatch(load_assets_csv(assets_csv).values()) if assets_csv.exists() else None
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 watcher.poll()
-                view, summary = _render(watcher, procs, started)
+                if dispatch is not None and not dispatch.command_id and time.monotonic() > started + args.dispatch_after:
+                    _send_demo_dispatch(settings, dispatch)
+                view, summary = _render(watcher, procs, started, dispatch)
                 live.update(view)
                 time.sleep(0.8)
     except KeyboardInterrupt:
@@ -190,4 +247,6 @@ def add_commands(sub) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="event-time seconds per wall second (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-stack", action="store_true", help="leave the services running afterwards")
+    p.add_argument("--dispatch-after", type=float, default=60.0,
+                   help="seconds before the demo dispatches a mid-level node (0: never; default 60)")
     p.set_defaults(func=cmd_demo)
