@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import zlib
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -146,8 +147,14 @@ def rejected_only(results: list[Any]) -> list[Rejection]:
     return [r for r in results if type(r) is Rejection]
 
 
+_by_ts = itemgetter("ts")
+
+
 def encode_canonical(serde, topic: str, metrics: FlowMetrics, items: list[tuple[str, tuple[list[dict], int]]]) -> list[OutMessage]:
     fresh = [reading for _, (readings, _) in items for reading in readings]
+    # readings were grouped by dedup bucket for the exchange; put them back in event-time order so
+    # downstream windows (aggregation) see each batch as time goes, not bucket by bucket (stable sort)
+    fresh.sort(key=_by_ts)
     metrics.count_duplicates(sum(duplicates for _, (_, duplicates) in items))
     values = serde.encode_many(topic, fresh)
     metrics.count_out(len(fresh), topic)

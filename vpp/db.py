@@ -123,6 +123,30 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX IF NOT EXISTS node_state_depth ON node_state (depth);
         """,
     ),
+    (
+        "005_autobidder",
+        """
+        CREATE TABLE IF NOT EXISTS autobidder_facts (
+            node_path       text NOT NULL,
+            interval_start  timestamptz NOT NULL,
+            step            text NOT NULL,
+            fact            jsonb NOT NULL,
+            at              timestamptz NOT NULL,
+            stored_at       timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (node_path, interval_start, step)
+        );
+        CREATE TABLE IF NOT EXISTS autobidder_workflows (
+            node_path       text NOT NULL,
+            interval_start  timestamptz NOT NULL,
+            status          text NOT NULL,
+            bid_id          text NOT NULL,
+            reason          text,
+            at              timestamptz NOT NULL,
+            stored_at       timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (node_path, interval_start)
+        );
+        """,
+    ),
 )
 
 

@@ -1,0 +1,390 @@
+"""Flow ``aggregate``: ``telemetry.canonical`` -> ``fleet.aggregates`` (+ ``telemetry.dlq`` for undecodable input).
+
+The declaration and its two stateful steps; the rules live in ``flows.aggregate_logic``.
+
+Keys and stages (both key spaces are fixed forever: recovery finds state by key):
+
+1. ``group`` (stateless, on the worker reading the input): decode a batch,
+   reduce each reading to a tuple, group by device bucket
+   (``crc32(device_id) % AGGREGATE_BUCKETS``) and compute the batch's
+   watermark candidate per source partition. EVERY bucket gets one item per
+   input batch, with its readings (maybe none) and the candidates: the
+   watermark reaches quiet buckets too, and the per-key cost is paid per
+   bucket and batch, not per reading.
+2. ``devices`` (``stateful_batch`` keyed by bucket): per device the readings
+   of each open window and its last state. When the watermark passes a
+   window's end + lateness, the bucket closes it: one summary per device
+   (emitted as the device leaf record), rolled up level by level into this
+   bucket's part of every inner node, which goes to the node's shard
+   (``crc32(node_path) % NODE_SHARDS``). Each closing sends every shard one
+   item carrying the bucket's frontier (last window closed), with or without
+   parts.
+3. ``nodes`` (``stateful_batch`` keyed by node shard): adds the parts of
+   each node; a window is complete when every bucket's frontier has passed
+   it, and is then emitted, node by node. Completeness is by count of
+   buckets, so the result does not depend on timing, batching of the
+   exchange, or worker count.
+
+Watermark: per source partition (Kafka partition, or the dump's
+``partition`` field) the 90th percentile of each batch's event times; the
+watermark is the minimum over partitions minus ``lateness_s``. With
+``idle_advance`` (the default against Kafka), a partition that has not
+advanced for ``lateness_s`` of wall time stops holding the others back, and
+when all are idle the watermark moves on with the wall clock, so the last
+windows close without more input. Replay has no wall clock: windows close by
+event time only, and the last ones at end of input.
+
+At-least-once: bucket and shard states are snapshotted in the same epoch as
+the input offsets, so after a crash the input since the snapshot is read
+again into the restored state and the same windows close with the same
+records; a record already produced may be produced again (identical), and
+the stores upsert by (node, window).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from functools import partial
+from typing import Any, Callable, Iterable
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from flows.aggregate_avro import NodeAggregateEncoder
+from flows.aggregate_logic import (
+    BucketState,
+    ShardState,
+    WindowParams,
+    close_through,
+    ingest,
+    robust_max,
+    shard_add,
+    shard_close_ready,
+    shard_flush,
+    stable_index,
+    watermark_ms,
+)
+from flows.decode import dead_letter_record
+from sinks.messages import OutMessage
+from sinks.ports import KafkaPorts, Ports
+from vpp.observability import FlowMetrics
+from vpp.serde import SerdeError
+
+__all__ = ["build_flow", "OUTPUT_TOPICS", "AGGREGATE_BUCKETS", "NODE_SHARDS", "DeviceBuckets", "NodeShards", "flow"]
+
+OUTPUT_TOPICS = ("fleet.aggregates", "telemetry.dlq")
+
+#: Fixed forever (state keys). 64 buckets of devices: enough to spread over processes, few enough that the
+#: per-key cost (one item per bucket per input batch) stays small against the readings of the batch.
+AGGREGATE_BUCKETS = 64
+#: Fixed forever. Each bucket sends every shard one item per closing: buckets x shards items a window.
+NODE_SHARDS = 16
+
+BUCKET_KEYS = tuple(f"devices-{i:02d}" for i in range(AGGREGATE_BUCKETS))
+SHARD_KEYS = tuple(f"nodes-{i:02d}" for i in range(NODE_SHARDS))
+
+_bucket_of: dict[str, int] = {}
+_shard_of: dict[str, int] = {}
+
+
+def device_bucket(device_id: str) -> int:
+    b = _bucket_of.get(device_id)
+    if b is None:
+        if len(_bucket_of) > 1_000_000:  # bounded: ids seen, not state
+            _bucket_of.clear()
+        b = _bucket_of[device_id] = stable_index(device_id, AGGREGATE_BUCKETS)
+    return b
+
+
+def node_shard(node_path: str) -> int:
+    s = _shard_of.get(node_path)
+    if s is None:
+        if len(_shard_of) > 1_000_000:
+            _shard_of.clear()
+        s = _shard_of[node_path] = stable_index(node_path, NODE_SHARDS)
+    return s
+
+
+# -- step 1: decode, group by bucket, watermark candidates ----------------------------------------------
+
+def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[KafkaSourceMessage]) -> list[Any]:
+    """``(bucket key, (bucket, candidates, readings))`` for every bucket, and dead letters (OutMessage)."""
+    registry.refresh_if_due()
+    decode = serde.decode
+    groups: list[list[tuple]] = [[] for _ in range(AGGREGATE_BUCKETS)]
+    event_times: dict[Any, list[int]] = {}
+    out: list[Any] = []
+    bucket_of = _bucket_of
+    for msg in msgs:
+        try:
+            r = decode(msg.value)
+        except SerdeError as exc:
+            record = dead_letter_record(msg, str(exc))
+            out.append(OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record),
+                                  msg.timestamp[1] if msg.timestamp else None))
+            continue
+        ts = r["ts"]
+        device = r["device_id"]
+        b = bucket_of.get(device)
+        if b is None:
+            b = device_bucket(device)
+        groups[b].append((ts, r["battery_w"], r["solar_w"], r["load_w"], r["grid_w"], r["soc_pct"],
+                          r["capacity_wh"], r["region_path"], device))
+        times = event_times.get(msg.partition)
+        if times is None:
+            event_times[msg.partition] = [ts]
+        else:
+            times.append(ts)
+    metrics.count_in(len(msgs))
+    candidates = tuple((p, robust_max(times)) for p, times in event_times.items())
+    out.extend((BUCKET_KEYS[b], (b, candidates, groups[b])) for b in range(AGGREGATE_BUCKETS))
+    return out
+
+
+def dead_letters_only(items: list[Any]) -> list[OutMessage]:
+    return [m for m in items if type(m) is OutMessage]
+
+
+def bucket_items_only(items: list[Any]) -> list[tuple[str, Any]]:
+    return [m for m in items if type(m) is not OutMessage]
+
+
+# -- step 2: device buckets ------------------------------------------------------------------------------
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeviceBuckets(StatefulBatchLogic):
+    """One bucket of devices (see ``flows.aggregate_logic.BucketState``); emits leaves and node parts.
+
+    Emits ``("leaves", window, [(site, device_id, summary)])`` and ``("parts", shard, (bucket, frontier,
+    {window: [(node, summary)]}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
+    of idle partitions; the times it uses are not snapshotted, so a restart starts them afresh.
+    """
+
+    def __init__(self, resume: bytes | None, *, params: WindowParams, registry, metrics: FlowMetrics,
+                 expected_partitions: frozenset | None, idle_advance: bool, now_ms: Callable[[], int] = _wall_ms,
+                 wake_ms: int = 1000):
+        self.state: BucketState = pickle.loads(resume) if resume else BucketState()
+        self._params = params
+        self._registry = registry
+        self._metrics = metrics
+        self._expected = expected_partitions
+        self._idle_advance = idle_advance
+        self._now_ms = now_ms
+        self._wake_ms = wake_ms
+        now = now_ms() if idle_advance else 0
+        self._started_ms = now
+        self._advanced_ms: dict[Any, int] = {p: now for p in self.state.partition_max}
+        self._next_wake = None
+
+    # -- watermark -----------------------------------------------------------------------------
+    def _watermark(self) -> int | None:
+        state, lateness = self.state, self._params.lateness_ms
+        if not self._idle_advance:
+            wm = watermark_ms(state.partition_max, lateness, expected=self._expected)
+        else:
+            now = self._now_ms()
+            idle_after = max(lateness, 1_000)  # wall ms without progress before a partition counts as idle
+            idle = {p for p, t in self._advanced_ms.items() if now - t > idle_after}
+            if self._expected and now - self._started_ms > idle_after:
+                idle |= {p for p in self._expected if p not in state.partition_max}
+            last_advance = max(self._advanced_ms.values(), default=self._started_ms)
+            wm = watermark_ms(state.partition_max, lateness, expected=self._expected, idle=idle,
+                              idle_advance_ms=max(0, now - last_advance - idle_after))
+        if wm is not None and (state.watermark is None or wm > state.watermark):
+            state.watermark = wm
+        return state.watermark
+
+    def _close(self, target: int | None) -> list[tuple]:
+        state = self.state
+        if target is None or (state.closed is not None and target <= state.closed):
+            return []
+        closed = close_through(state, target, self._params, self._registry.assets)
+        out: list[tuple] = []
+        parts: list[dict[int, list]] = [{} for _ in range(NODE_SHARDS)]
+        for window, leaves, nodes in closed:
+            out.append(("leaves", window, leaves))
+            for path, summary in nodes.items():
+                shard_parts = parts[node_shard(path)]
+                lst = shard_parts.get(window)
+                if lst is None:
+                    lst = shard_parts[window] = []
+                lst.append((path, summary))
+        for shard in range(NODE_SHARDS):  # every shard learns the new frontier, with or without parts
+            out.append(("parts", shard, (state.bucket, target, parts[shard])))
+        return out
+
+    def _close_to_watermark(self) -> list[tuple]:
+        wm = self._watermark()
+        return [] if wm is None else self._close(wm // self._params.window_ms - 1)
+
+    # -- bytewax ---------------------------------------------------------------------------------
+    def on_batch(self, items: list[tuple[int, tuple, list]]) -> tuple[list[tuple], bool]:
+        # One item is one input batch. Each is placed, then moves the watermark, then closes windows, in
+        # turn: how many items bytewax hands over at once must not decide which readings are late.
+        state, params = self.state, self._params
+        late = dups = 0
+        pmax = state.partition_max
+        out: list[tuple] = []
+        for bucket, candidates, readings in items:
+            state.bucket = bucket
+            if readings:
+                n_late, n_dups = ingest(state, readings, params)
+                late += n_late
+                dups += n_dups
+            raised = False
+            for p, t in candidates:
+                if t > pmax.get(p, t - 1):
+                    pmax[p] = t
+                    raised = True
+                    if self._idle_advance:
+                        self._advanced_ms[p] = self._now_ms()
+            if raised:
+                out.extend(self._close_to_watermark())
+        self._metrics.count_late(late)
+        self._metrics.count_duplicates(dups)
+        if self._idle_advance:
+            out.extend(self._close_to_watermark())
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self):
+        if not self._idle_advance:
+            return None
+        if self._next_wake is None:
+            from datetime import datetime, timedelta, timezone
+
+            self._next_wake = datetime.now(timezone.utc) + timedelta(milliseconds=self._wake_ms)
+        return self._next_wake
+
+    def on_notify(self) -> tuple[list[tuple], bool]:
+        self._next_wake = None
+        return self._close_to_watermark(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple], bool]:
+        """End of input: close every window up to the one holding the latest event time seen."""
+        state = self.state
+        if not state.partition_max:
+            return [], StatefulBatchLogic.RETAIN
+        final = max(state.partition_max.values()) // self._params.window_ms
+        out = self._close(final)
+        beyond = sum(len(rs) for w, window in state.open.items() if w > final for rs in window.values())
+        self._metrics.count_late(beyond)  # readings dated after the end (clocks running ahead): never counted
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def leaves_only(items: list[tuple[str, tuple]]) -> list[tuple]:
+    return [v for _, v in items if v[0] == "leaves"]
+
+
+def parts_by_shard(items: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+    return [(SHARD_KEYS[v[1]], v[2]) for _, v in items if v[0] == "parts"]
+
+
+# -- step 3: node shards --------------------------------------------------------------------------------
+
+class NodeShards(StatefulBatchLogic):
+    """Adds every bucket's part of the nodes of one shard; emits ``(window, [(node, summary)])`` when complete."""
+
+    def __init__(self, resume: bytes | None, *, buckets: int = AGGREGATE_BUCKETS):
+        self.state: ShardState = pickle.loads(resume) if resume else ShardState()
+        self._buckets = buckets
+
+    def on_batch(self, items: list[tuple[int, int, dict]]) -> tuple[list[tuple], bool]:
+        for bucket, frontier, windows in items:
+            shard_add(self.state, bucket, frontier, windows)
+        return shard_close_ready(self.state, self._buckets), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple], bool]:
+        return shard_flush(self.state), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# -- encoding --------------------------------------------------------------------------------------------
+
+def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
+                  items: Iterable[tuple]) -> list[OutMessage]:
+    out = []
+    for _, window, leaves in items:
+        encode = encoder.encoder_for(window)
+        ts = window * window_ms
+        for site, device, summary in leaves:
+            path = f"{site}/{device}"
+            out.append(OutMessage(topic, path, encode(path, summary), ts))
+    metrics.count_out(len(out), topic)
+    return out
+
+
+def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
+                 items: Iterable[tuple[str, tuple]]) -> list[OutMessage]:
+    out = []
+    for _, (window, nodes) in items:
+        encode = encoder.encoder_for(window)
+        ts = window * window_ms
+        out.extend(OutMessage(topic, path, encode(path, summary), ts) for path, summary in nodes)
+    metrics.count_out(len(out), topic)
+    return out
+
+
+# -- the flow ---------------------------------------------------------------------------------------------
+
+def build_flow(settings, *, ports: Ports | None = None, assets=None, source_partitions: Iterable | None = None,
+               idle_advance: bool | None = None) -> Dataflow:
+    """``ports`` default to the configured broker and ``assets`` to the PostgreSQL registry cache.
+
+    ``source_partitions``: the input partitions the watermark waits for (default: the configured partition
+    count of ``telemetry.canonical`` against Kafka; whatever is seen, otherwise). ``idle_advance``: let the
+    wall clock advance idle partitions (default: against Kafka only).
+    """
+    kafka = ports is None
+    ports = ports or KafkaPorts(settings)
+    if assets is None:
+        from flows.canonicalize import asset_from_row
+        from vpp.asset_cache import AssetCache
+
+        assets = AssetCache(settings.postgres_dsn, asset_from_row, refresh_s=settings.assets_refresh_s)
+    if source_partitions is None and kafka:
+        source_partitions = range(settings.partitions.get("telemetry.canonical", 1))
+    expected = frozenset(source_partitions) if source_partitions is not None else None
+    idle_advance = kafka if idle_advance is None else idle_advance
+    params = WindowParams.from_settings(settings)
+    metrics = FlowMetrics.for_flow("aggregate")
+    aggregates_topic, dlq_topic = ports.topic("fleet.aggregates"), ports.topic("telemetry.dlq")
+    encoder = NodeAggregateEncoder(ports.serde.schema_id(aggregates_topic), params.window_ms)
+
+    flow = Dataflow("aggregate")
+    canonical = ports.read(flow, "canonical_in", ["telemetry.canonical"])
+    grouped = op.flat_map_batch("group", canonical, partial(group_by_bucket, ports.serde, dlq_topic, assets, metrics))
+    dead_letters = op.flat_map_batch("dead_letters", grouped, dead_letters_only)
+    buckets_in = op.flat_map_batch("bucket_items", grouped, bucket_items_only)
+    buckets_out = op.stateful_batch("devices", buckets_in, partial(
+        DeviceBuckets, params=params, registry=assets, metrics=metrics, expected_partitions=expected,
+        idle_advance=idle_advance))
+    leaves = op.flat_map_batch("leaves", buckets_out, leaves_only)
+    parts = op.flat_map_batch("parts", buckets_out, parts_by_shard)
+    nodes = op.stateful_batch("nodes", parts, NodeShards)
+    leaf_out = op.flat_map_batch("encode_leaves", leaves, partial(encode_leaves, encoder, aggregates_topic,
+                                                                   params.window_ms, metrics))
+    node_out = op.flat_map_batch("encode_nodes", nodes, partial(encode_nodes, encoder, aggregates_topic,
+                                                                 params.window_ms, metrics))
+    ports.write("aggregates_out", op.merge("aggregates", leaf_out, node_out))
+    ports.write("dlq_out", dead_letters)
+    return flow
+
+
+def __getattr__(name: str):
+    # `python -m bytewax.run flows.aggregate:flow` builds from the environment, on first access only
+    if name == "flow":
+        from vpp.config import Settings
+
+        return build_flow(Settings.load())
+    raise AttributeError(name)

@@ -1,0 +1,216 @@
+"""`vpp replay aggregate` and `vpp replay pipeline`: the aggregation flow over dump files, no services.
+
+``aggregate``: DUMP holds ``telemetry.canonical`` records as ``vpp dump
+telemetry.canonical`` writes them (kcat ``-J`` lines, payload = the record's
+JSON form, ts epoch ms). Each payload is Avro-encoded on the way in, so the
+flow decodes exactly what it decodes from the broker. The dump's
+``partition`` field is the source partition of the watermark: the runner
+lists the partitions first, and the watermark waits for each of them, so a
+dump written partition after partition (as ``vpp dump`` does) is not read
+as "everything in partition 1 is late". Output ``DIR/fleet.aggregates.jsonl``
+(and ``DIR/telemetry.dlq.jsonl``); the final windows are flushed at the end
+of the dump. Deterministic: records are sorted by (window_start, depth,
+node_path), and the content does not depend on the number of workers or
+processes (``run_aggregate_replay(..., processes=P, workers=W)``).
+
+``pipeline``: RAW_DUMP (``telemetry.raw``) -> canonicalize -> aggregate, as
+two flows in sequence through an intermediate file: the canonicalize replay
+writes ``DIR/telemetry.canonical.jsonl`` and ``DIR/telemetry.dlq.jsonl``,
+those canonical records, in the order canonicalize produced them, become a
+one-partition dump, and the aggregate replay reads it. (Two runs rather than
+one Dataflow: each flow stays exactly the flow that runs in production, and
+the intermediate file is there to inspect.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+import bytewax.operators as op
+import orjson
+from bytewax.connectors.kafka import KafkaSourceMessage
+
+from sinks.ports import ReplayPorts
+from vpp.serde import SerdeError
+
+__all__ = ["AvroDumpPorts", "dump_partitions", "run_aggregate_replay", "run_pipeline_replay", "canonical_jsonl_to_dump",
+           "sort_aggregates"]
+
+AGGREGATES_FILE = "fleet.aggregates.jsonl"
+
+
+def _to_avro(serde, topic: str, msgs: list[KafkaSourceMessage]) -> list[KafkaSourceMessage]:
+    out = []
+    loads, encode = orjson.loads, serde.encode
+    for m in msgs:
+        try:
+            value = encode(topic, loads(m.value))
+        except (orjson.JSONDecodeError, SerdeError, TypeError, AttributeError):
+            value = m.value  # not a record of the topic: passed on as is, and the flow dead-letters it
+        out.append(KafkaSourceMessage(key=m.key, value=value, topic=m.topic, partition=m.partition, offset=m.offset,
+                                      timestamp=m.timestamp))
+    return out
+
+
+class AvroDumpPorts(ReplayPorts):
+    """Replay ports whose input payloads (JSON form of Avro records) are Avro-encoded as the broker holds them."""
+
+    def read(self, flow, step_id: str, topics: list[str]):
+        stream = super().read(flow, step_id, topics)
+        return op.flat_map_batch(f"{step_id}_avro", stream, partial(_to_avro, self.serde, topics[0]))
+
+
+def dump_partitions(dump: Path, topic: str = "telemetry.canonical") -> frozenset[int]:
+    """The partitions holding ``topic`` records in a dump."""
+    from sinks.dumps import base_topic, read_dump
+
+    return frozenset(r.partition for r in read_dump(dump) if base_topic(r.topic) == topic)
+
+
+def _sort_key(line: bytes) -> tuple:
+    v = orjson.loads(line)["value"]
+    return v["window_start"], v["depth"], v["node_path"]
+
+
+def sort_aggregates(path: Path) -> int:
+    """Sort a ``fleet.aggregates.jsonl`` by (window_start, depth, node_path); returns the record count."""
+    with open(path, "rb") as fh:
+        lines = [line for line in fh if line.strip()]
+    lines.sort(key=_sort_key)
+    with open(path, "wb") as fh:
+        fh.writelines(lines)
+    return len(lines)
+
+
+def _build(settings, dump: Path, assets_csv: Path, out: Path, partitions: frozenset[int]):
+    from flows.aggregate import OUTPUT_TOPICS, build_flow
+    from flows.canonicalize import static_assets
+
+    ports = AvroDumpPorts(dump, out, OUTPUT_TOPICS)
+    return build_flow(settings, ports=ports, assets=static_assets(assets_csv), source_partitions=partitions,
+                      idle_advance=False)
+
+
+def run_aggregate_replay(settings, dump: Path, assets_csv: Path, out: Path, *, processes: int = 1,
+                         workers: int = 1) -> None:
+    """The aggregate flow over ``dump`` into ``out``; several local processes on loopback if asked."""
+    partitions = dump_partitions(dump)
+    if processes == 1:
+        from bytewax.testing import cluster_main, run_main
+
+        flow = _build(settings, dump, assets_csv, out, partitions)
+        if workers == 1:
+            run_main(flow)
+        else:
+            cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    else:
+        _run_processes(settings, dump, assets_csv, out, processes, workers)
+    sort_aggregates(out / AGGREGATES_FILE)
+
+
+def _run_processes(settings, dump: Path, assets_csv: Path, out: Path, processes: int, workers: int) -> None:
+    from vpp.flows_cli import _free_ports
+
+    addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(processes))
+    with tempfile.TemporaryDirectory(prefix="vpp-aggregate-") as tmp:
+        config = Path(tmp) / "settings.toml"
+        config.write_text(f"window_s = {settings.window_s}\nlateness_s = {settings.lateness_s}\n"
+                          f"staleness_s = {settings.staleness_s}\n")
+        outs = [Path(tmp) / f"proc-{i}" for i in range(processes)]
+        procs = [subprocess.Popen([sys.executable, "-m", "flows.aggregate_replay", "--dump", str(dump),
+                                   "--assets", str(assets_csv), "--out", str(outs[i]), "--config", str(config),
+                                   "--workers", str(workers), "--process-id", str(i), "--addresses", addresses],
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                 for i in range(processes)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"aggregate replay processes exited with {codes}")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("fleet.aggregates.jsonl", "telemetry.dlq.jsonl"):
+            with open(out / name, "wb") as target:
+                for d in outs:
+                    if (d / name).exists():
+                        target.write((d / name).read_bytes())
+
+
+def canonical_jsonl_to_dump(jsonl: Path, dump: Path) -> int:
+    """A replay's ``telemetry.canonical.jsonl`` as a one-partition kcat dump in the same order."""
+    from sinks.dumps import dump_line
+
+    n = 0
+    with open(jsonl, "rb") as src, open(dump, "wb") as dst:
+        for line in src:
+            if not line.strip():
+                continue
+            doc = orjson.loads(line)
+            value = doc["value"]
+            dst.write(dump_line("telemetry.canonical", 0, n, value["ts"], doc.get("key"), orjson.dumps(value).decode()))
+            n += 1
+    return n
+
+
+def run_pipeline_replay(settings, raw_dump: Path, assets_csv: Path, out: Path) -> None:
+    """canonicalize -> aggregate over a raw dump (two runs through an intermediate dump in ``out``)."""
+    from vpp.replay_cli import _canonicalize
+
+    _canonicalize(settings, raw_dump, assets_csv, out)
+    intermediate = out / "telemetry.canonical.dump.jsonl"
+    canonical_jsonl_to_dump(out / "telemetry.canonical.jsonl", intermediate)
+    with tempfile.TemporaryDirectory(prefix="vpp-aggregate-", dir=out) as tmp:
+        run_aggregate_replay(settings, intermediate, assets_csv, Path(tmp))
+        shutil.move(str(Path(tmp) / AGGREGATES_FILE), str(out / AGGREGATES_FILE))
+        undecodable = Path(tmp) / "telemetry.dlq.jsonl"
+        if undecodable.exists() and undecodable.stat().st_size:  # cannot happen with records canonicalize wrote
+            with open(out / "telemetry.dlq.jsonl", "ab") as fh:
+                fh.write(undecodable.read_bytes())
+
+
+def _aggregate(settings, dump: Path, assets_csv: Path, out: Path) -> None:
+    run_aggregate_replay(settings, dump, assets_csv, out)
+
+
+def _pipeline(settings, dump: Path, assets_csv: Path, out: Path) -> None:
+    run_pipeline_replay(settings, dump, assets_csv, out)
+
+
+def _register() -> None:
+    from vpp.replay_cli import register_replay
+
+    register_replay("aggregate", _aggregate)
+    register_replay("pipeline", _pipeline)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One process of a multi-process replay (started by ``run_aggregate_replay``)."""
+    from bytewax.testing import cluster_main
+
+    from vpp.config import Settings
+
+    p = argparse.ArgumentParser(prog="python -m flows.aggregate_replay")
+    p.add_argument("--dump", required=True)
+    p.add_argument("--assets", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--process-id", type=int, required=True)
+    p.add_argument("--addresses", required=True)
+    args = p.parse_args(argv)
+    settings = Settings.load(config_file=args.config, environ={})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    flow = _build(settings, Path(args.dump), Path(args.assets), out, dump_partitions(Path(args.dump)))
+    cluster_main(flow, args.addresses.split(";"), args.process_id, worker_count_per_proc=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
