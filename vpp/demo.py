@@ -82,6 +82,15 @@ class _Watcher:
         except Exception:  # noqa: BLE001 - the table fills as store-dlq runs; show nothing until then
             return {}
 
+    def tree(self, levels: int = 1) -> list[dict]:
+        """Latest closed window of the top levels of the fleet tree (store-aggregates fills it)."""
+        from sinks.node_state import read_node_state
+
+        try:
+            return read_node_state(self.settings.postgres_dsn, None, levels=levels)
+        except Exception:  # noqa: BLE001 - empty until the first windows close; shown as nothing yet
+            return []
+
     def close(self) -> None:
         self._counter.close()
 
@@ -141,13 +150,21 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
                        _fmt(r["soc_pct"]), _fmt(r["battery_w"]), _fmt(r["solar_w"]), _fmt(r["load_w"]), _fmt(r["grid_w"]),
                        ",".join(r["flags"]) or "-")
     panels = [topics, dlq, latest]
+    from vpp.tree_cli import render_tree, tree_rows
+
+    tree = watcher.tree()
+    if tree:
+        panels.append(render_tree(tree_rows(tree), "fleet tree, top levels (latest closed window, kW / kWh)"))
     if dispatch is not None:
+        aggregate = next((r for r in watcher.tree(levels=dispatch.node_path.count("/"))
+                          if r["node_path"] == dispatch.node_path), None)
         node = Table(title=f"dispatch at {dispatch.node_path} ({len(dispatch.device_ids)} devices)")
-        for col in ("command", "target W", "measured battery W (latest readings)"):
+        for col in ("command", "target W", "battery W (latest readings)", "battery W (last window aggregate)"):
             node.add_column(col)
         node.add_row(dispatch.command_id or "not yet sent",
                      f"{dispatch.target_w:,.0f}" if dispatch.command_id else "-",
-                     f"{_node_battery_w(watcher, dispatch):,.0f}")
+                     f"{_node_battery_w(watcher, dispatch):,.0f}",
+                     "-" if aggregate is None else f"{aggregate['battery_w']:,.0f}")
         panels.append(node)
     running = Table(title="processes")
     running.add_column("process")
@@ -177,7 +194,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vpp.schema_cli import register_all
     from vpp.stack import Stack
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets readable, unwrapped tables
     settings = load_settings(args)
     state_dir = Path(settings.state_dir).absolute()
     stack = Stack(state_dir, partitions=dict(settings.partitions), topic_prefix=settings.topic_prefix)
