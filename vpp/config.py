@@ -36,6 +36,10 @@ TOPICS = (
     "market.prices",
     "market.bids",
     "market.awards",
+    "autobidder.forecast.requests",
+    "autobidder.forecast.results",
+    "autobidder.optimize.requests",
+    "autobidder.optimize.results",
 )
 
 DEFAULT_PARTITIONS: Mapping[str, int] = {
@@ -49,6 +53,10 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
     "market.prices": 1,
     "market.bids": 1,
     "market.awards": 1,
+    "autobidder.forecast.requests": 1,
+    "autobidder.forecast.results": 1,
+    "autobidder.optimize.requests": 1,
+    "autobidder.optimize.results": 1,
 }
 
 
@@ -81,6 +89,12 @@ class Settings:
     recovery_dir: str = ""
     snapshot_interval_s: int = 5
     service_name: str = "vpp"
+    # -- autobidder (appended) -------------------------------------------------
+    market_url: str = "http://127.0.0.1:8700"
+    autobidder_nodes: str = ""  # comma-separated node paths that bid, e.g. "us/ca,us/tx"
+    forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
+    autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
+    autobidder_horizon: int = 288  # intervals forecast and optimized
 
     # ------------------------------------------------------------------------
     def topic(self, name: str) -> str:

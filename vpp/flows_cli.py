@@ -35,6 +35,8 @@ FLOWS: dict[str, tuple[str, str]] = {
     "dispatch": ("flows.dispatch", "dispatch.commands -> device.commands + dispatch.status"),
     "peak-shaving": ("flows.peak_shaving", "fleet.aggregates -> dispatch.commands"),
     "autobidder": ("flows.autobidder", "market + aggregates -> bids, awards -> dispatch.commands"),
+    "forecast-worker": ("flows.forecast_worker", "autobidder.forecast.requests -> autobidder.forecast.results"),
+    "optimize-worker": ("flows.optimize_worker", "autobidder.optimize.requests -> autobidder.optimize.results"),
 }
 
 RECOVERY_PARTITIONS = 8  # fixed forever per recovery store: >= the most workers a flow will ever run with

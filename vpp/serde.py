@@ -46,6 +46,10 @@ TOPIC_SCHEMAS: Mapping[str, str] = {
     "market.prices": "market_price",
     "market.bids": "market_bid",
     "market.awards": "market_award",
+    "autobidder.forecast.requests": "forecast_request",
+    "autobidder.forecast.results": "forecast_result",
+    "autobidder.optimize.requests": "optimize_request",
+    "autobidder.optimize.results": "optimize_result",
 }
 
 _MAGIC = 0
