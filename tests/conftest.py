@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from vpp.config import DEFAULT_PARTITIONS, Settings
+
+# CI runs the same examples every time (a red CI is then a real, reproducible failure) and a loaded
+# machine does not turn slow examples into deadline errors; tests that set their own settings keep them.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -77,7 +77,9 @@ def test_a_set_point_is_followed_up_to_the_binding_limit(spec, soc, solar, load,
         assert math.isclose(-step.battery_w, min(-setpoint, spec.max_charge_w, headroom_limit_w), rel_tol=1e-9, abs_tol=1e-9)
 
 
-@given(specs, socs, powers, powers, st.floats(-20_000, 20_000).filter(lambda w: w != 0))
+# set points of at least a milliwatt: below that the feasibility arithmetic here underflows (5e-324 W
+# at 0 % SoC looked feasible), and no gateway resolves such powers
+@given(specs, socs, powers, powers, st.floats(-20_000, 20_000).filter(lambda w: abs(w) >= 1e-3))
 def test_a_feasible_set_point_is_met_exactly(spec, soc, solar, load, setpoint):
     dt = 5.0
     feasible_energy = abs(setpoint) * dt / 3600 <= (soc if setpoint > 0 else 100 - soc) / 100 * spec.capacity_wh
