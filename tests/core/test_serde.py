@@ -9,7 +9,7 @@ import fastavro
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vpp.serde import TOPIC_SCHEMAS, Serde, SerdeError, parsed_schema, schema_text
+from vpp.serde import TOPIC_SCHEMAS, Serde, SerdeError, schema_text
 
 CANONICAL = {
     "device_id": "pw-000123", "site_id": "site-0042", "region_path": "us/ca/pge/94110/site-0042",

@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from flows.autobidder_logic import bid_id_for, command_id_for
 from vpp.kafka_tools import read_topic
