@@ -115,9 +115,9 @@ def run_aggregate_replay(settings, dump: Path, assets_csv: Path, out: Path, *, p
 
 
 def _run_processes(settings, dump: Path, assets_csv: Path, out: Path, processes: int, workers: int) -> None:
-    from vpp.flows_cli import _free_ports
+    from vpp.stack import free_ports
 
-    addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(processes))
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(processes))
     with tempfile.TemporaryDirectory(prefix="vpp-aggregate-") as tmp:
         config = Path(tmp) / "settings.toml"
         config.write_text(f"window_s = {settings.window_s}\nlateness_s = {settings.lateness_s}\n"

@@ -14,7 +14,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from vpp.cli import add_common, load_settings
 from vpp.errors import UserError
+from vpp.stack import free_ports
 
 __all__ = ["FLOWS", "add_commands", "run_flow", "build"]
 
@@ -109,17 +109,6 @@ def _cluster_from_env() -> tuple[int | None, list[str] | None]:
     return process_id, addresses
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if args.recovery_dir is not None:
@@ -129,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_flow(settings, args.flow, workers=workers, process_id=args.process_id, addresses=args.addresses.split(";"))
         return 0
     if args.processes > 1:
-        addresses = [f"127.0.0.1:{p}" for p in _free_ports(args.processes)]
+        addresses = [f"127.0.0.1:{p}" for p in free_ports(args.processes)]
         base = [sys.executable, "-m", "vpp.cli", "run", args.flow, "--workers", str(workers), "--addresses", ";".join(addresses)]
         if args.state_dir:
             base += ["--state-dir", args.state_dir]

@@ -59,10 +59,20 @@ class StackStatus:
         return out
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (held open together so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def _pid_alive(pid: int | None) -> bool:
