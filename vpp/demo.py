@@ -19,21 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpp.cli import add_common, load_settings
+from vpp.errors import UserError
 
 __all__ = ["add_commands", "DEMO_FLOWS"]
 
 #: Flows the demo runs, in start order (those not installed are skipped).
-DEMO_FLOWS = ("canonicalize", "store-telemetry", "store-dlq", "aggregate", "store-aggregates", "dispatch")
+DEMO_FLOWS = ("canonicalize", "store-telemetry", "store-dlq", "aggregate", "store-aggregates", "dispatch",
+              "forecast-worker", "optimize-worker", "autobidder")
 
 
 @dataclass
 class _Processes:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], log: Path) -> None:
+    def start(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         with open(log, "ab") as fh:
             self.procs[name] = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+                                                start_new_session=True, env={**os.environ, **(env or {})})
 
     def states(self) -> dict[str, str]:
         return {n: ("running" if p.poll() is None else f"exited {p.returncode}") for n, p in self.procs.items()}
@@ -125,7 +127,42 @@ def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
     return sum(r["battery_w"] or 0.0 for d, r in watcher.latest.items() if d in dispatch.device_ids)
 
 
-def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None):
+def market_rows(facts: list[dict], measured_w: float | None) -> list[tuple[str, ...]]:
+    """Per market interval: forecast price, planned power, bid, award and clearing price (pure).
+
+    ``facts`` are the autobidder's stored facts of one node; the fleet's measured battery power
+    (latest closed window of the node) is shown on the newest awarded interval.
+    """
+    from datetime import datetime, timezone
+
+    by_interval: dict[int, dict[str, dict]] = {}
+    for f in facts:
+        by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
+    rows = []
+    newest_awarded = max((t for t, steps in by_interval.items() if "awarded" in steps), default=None)
+    for start in sorted(by_interval)[-6:]:
+        steps = by_interval[start]
+        forecast = steps.get("forecast", {}).get("prices_usd_per_mwh") or []
+        optimized = steps.get("optimized", {})
+        planned = None
+        if optimized.get("first_discharge_w") is not None:
+            planned = optimized["first_discharge_w"] - (optimized.get("first_charge_w") or 0.0)
+        bid = steps.get("bid_submitted", {}).get("pairs") or []
+        award = steps.get("awarded", {})
+        outcome = "no bid: " + steps["no_bid"]["reason"][:40] if "no_bid" in steps else ""
+        rows.append((
+            datetime.fromtimestamp(start / 1000, timezone.utc).strftime("%H:%M"),
+            f"{forecast[0]:,.1f}" if forecast else "-",
+            "-" if planned is None else f"{planned:,.0f}",
+            ", ".join(f"{p['quantity_w']:,.0f} W @ {p['price_usd_per_mwh']:,.1f}" for p in bid) or outcome or "-",
+            "-" if not award else f"{award.get('awarded_w', 0):,.0f} W @ {award.get('clearing_price_usd_per_mwh', 0):,.1f}",
+            f"{measured_w:,.0f}" if start == newest_awarded and measured_w is not None else "",
+        ))
+    return rows
+
+
+def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None,
+            bidding_node: str | None = None):
     from datetime import datetime, timezone
 
     from rich.console import Group
@@ -166,6 +203,22 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
                      f"{_node_battery_w(watcher, dispatch):,.0f}",
                      "-" if aggregate is None else f"{aggregate['battery_w']:,.0f}")
         panels.append(node)
+    if bidding_node is not None:
+        from sinks.autobidder_store import workflow_facts
+
+        try:
+            facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
+        except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
+            facts = []
+        root = next((r for r in watcher.tree(levels=0) if r["node_path"] == bidding_node), None)
+        market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals, $/MWh, W > 0 discharge)")
+        for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W"):
+            market.add_column(col)
+        for row in market_rows(facts, None if root is None else root["battery_w"]):
+            market.add_row(*row)
+        if not facts:
+            market.add_row("waiting for the first price and aggregate", "", "", "", "", "")
+        panels.append(market)
     running = Table(title="processes")
     running.add_column("process")
     running.add_column("state")
@@ -176,6 +229,20 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:,.1f}"
+
+
+def _start_market(procs: _Processes, argv: list[str], logs: Path) -> str:
+    """Start the market simulator; its first stdout line is JSON with its URL."""
+    import json
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(logs / "market.log", "ab"),
+                            stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    procs.procs["market"] = proc
+    line = proc.stdout.readline()
+    try:
+        return json.loads(line)["url"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"the market simulator did not start (see {logs / 'market.log'}): {line!r}") from exc
 
 
 def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
@@ -213,10 +280,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = {}
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
+        bidding_node = None
+        flow_env = None
+        if args.market and "autobidder" in available_flows():
+            market_url = _start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
+            bidding_node = "us"  # the simulated fleet's root
+            flow_env = {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:
             if name in available_flows():
                 procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,
-                            logs / f"flow-{name}.log")
+                            logs / f"flow-{name}.log", env=flow_env)
         sim = vpp + ["simulate", "--devices", str(args.devices), "--speed", str(args.speed), "--seed", str(args.seed),
                      "--assets-out", str(state_dir / "assets.csv"),
                      # a little more garbage than the simulator's realistic default, so the DLQ shows in a short demo
@@ -237,7 +310,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 watcher.poll()
                 if dispatch is not None and not dispatch.command_id and time.monotonic() > started + args.dispatch_after:
                     _send_demo_dispatch(settings, dispatch)
-                view, summary = _render(watcher, procs, started, dispatch)
+                view, summary = _render(watcher, procs, started, dispatch, bidding_node)
                 live.update(view)
                 time.sleep(0.8)
     except KeyboardInterrupt:
@@ -264,6 +337,8 @@ def add_commands(sub) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="event-time seconds per wall second (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-stack", action="store_true", help="leave the services running afterwards")
+    p.add_argument("--no-market", dest="market", action="store_false",
+                   help="do not run the market simulator and the autobidder")
     p.add_argument("--dispatch-after", type=float, default=60.0,
                    help="seconds before the demo dispatches a mid-level node (0: never; default 60)")
     p.set_defaults(func=cmd_demo)

@@ -23,3 +23,33 @@ def test_demo_shows_readings_flowing_and_stops_everything(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 1  # the demo stopped its services
     assert not any(s["healthy"] for s in json.loads(status.stdout)["services"].values())
+
+
+def test_the_demo_dispatches_the_mid_level_node_with_most_devices():
+    from vpp.assets import Asset
+    from vpp.demo import choose_dispatch
+
+    def asset(device, path, max_w):
+        return Asset(device, path.rsplit("/", 1)[1], path, "UTC", 10_000, max_w, max_w, 10)
+
+    fleet = [asset("a", "us/ca/x/1/s1", 5000), asset("b", "us/ca/x/1/s2", 4000), asset("c", "us/ny/y/2/s3", 5000)]
+    chosen = choose_dispatch(fleet, depth=2, share=0.3)
+    assert (chosen.node_path, chosen.device_ids, chosen.target_w) == ("us/ca", frozenset({"a", "b"}), 2700.0)
+    assert choose_dispatch([], depth=2) is None
+
+
+def test_market_rows_show_forecast_plan_bid_award_and_the_measured_response():
+    from vpp.demo import market_rows
+
+    t0, t1 = 1_795_000_200_000, 1_795_000_500_000
+    facts = [
+        {"interval_start": t0, "step": "fetched", "fact": {}},
+        {"interval_start": t0, "step": "forecast", "fact": {"prices_usd_per_mwh": [41.25, 50.0]}},
+        {"interval_start": t0, "step": "optimized", "fact": {"first_discharge_w": 3000.0, "first_charge_w": 0.0}},
+        {"interval_start": t0, "step": "bid_submitted", "fact": {"pairs": [{"price_usd_per_mwh": 35.0, "quantity_w": 3000.0}]}},
+        {"interval_start": t0, "step": "awarded", "fact": {"awarded_w": 3000.0, "clearing_price_usd_per_mwh": 44.5}},
+        {"interval_start": t1, "step": "no_bid", "fact": {"reason": "no aggregate yet"}},
+    ]
+    rows = market_rows(facts, measured_w=2950.0)
+    assert rows[0][1:] == ("41.2", "3,000", "3,000 W @ 35.0", "3,000 W @ 44.5", "2,950")
+    assert rows[1][3] == "no bid: no aggregate yet" and rows[1][4] == "-" and rows[1][5] == ""
