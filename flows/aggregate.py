@@ -67,7 +67,7 @@ from flows.aggregate_logic import (
     stable_index,
     watermark_ms,
 )
-from flows.decode import dead_letter_record
+from flows.decode import dead_letter_record, dead_letters_only
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
 from vpp.observability import FlowMetrics
@@ -144,8 +144,6 @@ def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs:
     return out
 
 
-def dead_letters_only(items: list[Any]) -> list[OutMessage]:
-    return [m for m in items if type(m) is OutMessage]
 
 
 def bucket_items_only(items: list[Any]) -> list[tuple[str, Any]]:

@@ -36,7 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows.autobidder_logic import BidderParams, BidderState, Emitted
-from flows.decode import dead_letter_record
+from flows.decode import dead_letter_record, dead_letters_only, records_only
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -125,12 +125,8 @@ def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSou
     return out
 
 
-def _dead_letters(items: list[Any]) -> list[OutMessage]:
-    return [i for i in items if type(i) is OutMessage]
 
 
-def _events(items: list[Any]) -> list[Any]:
-    return [i for i in items if type(i) is not OutMessage]
 
 
 # -- stateful: one node's workflows ----------------------------------------------------------------
@@ -247,8 +243,8 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
     flow = Dataflow("autobidder")
     msgs = ports.read(flow, "autobidder_in", INPUT_TOPICS)
     items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, ports.topic("telemetry.dlq"), nodes))
-    events = op.flat_map_batch("events", items, _events)
-    dead = op.flat_map_batch("dead_letters", items, _dead_letters)
+    events = op.flat_map_batch("events", items, records_only)
+    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     emitted = op.stateful_batch("workflows", events, partial(BidderLogic, params=params, submit=submit,
                                                              wall_clock=wall_clock))
     encoded = op.flat_map_batch("encode", emitted, partial(encode_outputs, ports.serde, topics))

@@ -15,7 +15,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from sinks.messages import OutMessage
 from vpp.serde import Serde, SerdeError
 
-__all__ = ["decode_or_dead_letter", "dead_letter_record", "is_record"]
+__all__ = ["decode_or_dead_letter", "dead_letter_record", "is_record", "records_only", "dead_letters_only"]
 
 
 def dead_letter_record(msg: KafkaSourceMessage, why: str) -> dict[str, Any]:
@@ -41,3 +41,13 @@ def decode_or_dead_letter(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSour
 
 def is_record(item: Any) -> bool:
     return not isinstance(item, OutMessage)
+
+
+def records_only(items: list[Any]) -> list[Any]:
+    """The decoded records of a batch from ``decode_or_dead_letter`` (a batch filter: cheaper than ``op.branch``)."""
+    return [i for i in items if type(i) is not OutMessage]
+
+
+def dead_letters_only(items: list[Any]) -> list[OutMessage]:
+    """The dead letters of a batch from ``decode_or_dead_letter``."""
+    return [i for i in items if type(i) is OutMessage]

@@ -44,6 +44,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows.dispatch_logic import node_covers, normalize_node_path, root_of
 from flows.dispatch_state import DeviceReading, DispatchState, Emitted
+from flows.decode import dead_letters_only, records_only
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -147,12 +148,8 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
     return out
 
 
-def dead_letters_only(items: list[Any]) -> list[OutMessage]:
-    return [i for i in items if type(i) is OutMessage]
 
 
-def events_only(items: list[Any]) -> list[tuple[str, list]]:
-    return [i for i in items if type(i) is not OutMessage]
 
 
 # -- stateful: the dispatcher of one tree ------------------------------------------------------------
@@ -277,7 +274,7 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, store: Any 
     flow = Dataflow("dispatch")
     msgs = ports.read(flow, "dispatch_in", INPUT_TOPICS)
     items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, dlq_topic, assets, metrics))
-    events = op.flat_map_batch("events", items, events_only)
+    events = op.flat_map_batch("events", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     emitted = op.stateful_batch("dispatch", events, partial(DispatchLogic, window_ms=settings.window_s * 1000,
                                                             staleness_ms=settings.staleness_s * 1000,

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.decode import decode_or_dead_letter, is_record
+from flows.decode import dead_letters_only, decode_or_dead_letter, records_only
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
 
@@ -80,12 +80,8 @@ def encode_results(serde, topic: str, records: list[dict[str, Any]]) -> list[Out
     return [OutMessage(topic, r["node_path"], v, r["produced_at"]) for r, v in zip(records, values)]
 
 
-def _dead_letters(items: list[Any]) -> list[OutMessage]:
-    return [i for i in items if not is_record(i)]
 
 
-def _records(items: list[Any]) -> list[dict[str, Any]]:
-    return [i for i in items if is_record(i)]
 
 
 def load_model(settings):
@@ -104,8 +100,8 @@ def build_flow(settings, *, ports: Ports | None = None, model: Any = _AUTO, now:
     flow = Dataflow("forecast_worker")
     msgs = ports.read(flow, "forecast_in", INPUT_TOPICS)
     items = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, dlq_topic))
-    requests = op.flat_map_batch("requests", items, _records)
-    dead = op.flat_map_batch("dead_letters", items, _dead_letters)
+    requests = op.flat_map_batch("requests", items, records_only)
+    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     results = op.map("forecast", requests, partial(answer_forecast, model, now))
     encoded = op.flat_map_batch("encode", results, partial(encode_results, ports.serde, out_topic))
     ports.write("forecast_out", op.merge("with_dead_letters", encoded, dead))

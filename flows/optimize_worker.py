@@ -17,7 +17,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows.decode import decode_or_dead_letter
-from flows.forecast_worker import _dead_letters, _records, encode_results
+from flows.decode import dead_letters_only, records_only
+from flows.forecast_worker import encode_results
 from sinks.ports import KafkaPorts, Ports
 
 __all__ = ["build_flow", "answer_optimize", "INPUT_TOPICS", "OUTPUT_TOPICS", "flow"]
@@ -59,8 +60,8 @@ def build_flow(settings, *, ports: Ports | None = None, solver: str = "cbc", tim
     flow = Dataflow("optimize_worker")
     msgs = ports.read(flow, "optimize_in", INPUT_TOPICS)
     items = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, dlq_topic))
-    requests = op.flat_map_batch("requests", items, _records)
-    dead = op.flat_map_batch("dead_letters", items, _dead_letters)
+    requests = op.flat_map_batch("requests", items, records_only)
+    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     results = op.map("optimize", requests, partial(answer_optimize, solver, time_limit_s, now))
     encoded = op.flat_map_batch("encode", results, partial(encode_results, ports.serde, out_topic))
     ports.write("optimize_out", op.merge("with_dead_letters", encoded, dead))

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.decode import decode_or_dead_letter, is_record
+from flows.decode import dead_letters_only, decode_or_dead_letter, is_record
 from flows.peak_shaving_logic import ShavingConfig, ShavingState, load_thresholds, shave_step
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -34,9 +34,6 @@ def _thresholds_from_env() -> dict[str, ShavingConfig]:
 def with_threshold(thresholds: Mapping[str, ShavingConfig], records: list[Any]) -> list[tuple[str, dict]]:
     return [(r["node_path"], r) for r in records if is_record(r) and r["node_path"] in thresholds]
 
-
-def dead_letters(items: list[Any]) -> list[OutMessage]:
-    return [i for i in items if not is_record(i)]
 
 
 def shave(thresholds: Mapping[str, ShavingConfig], state: ShavingState | None, aggregate: dict):
@@ -61,7 +58,7 @@ def build_flow(settings, *, ports: Ports | None = None, thresholds: Mapping[str,
     keyed = op.flat_map_batch("with_threshold", decoded, partial(with_threshold, thresholds))
     decisions = op.stateful_map("shave", keyed, partial(shave, thresholds))
     out = op.flat_map_batch("encode", decisions, partial(encode_commands, ports.serde, commands_topic))
-    ports.write("commands_out", op.merge("with_dead_letters", out, op.flat_map_batch("dead_letters", decoded, dead_letters)))
+    ports.write("commands_out", op.merge("with_dead_letters", out, op.flat_map_batch("dead_letters", decoded, dead_letters_only)))
     return flow
 
 
