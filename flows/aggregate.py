@@ -53,6 +53,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from flows import flow_from_environment
 from flows.aggregate_avro import NodeAggregateEncoder
 from flows.aggregate_logic import (
     BucketState,
@@ -379,10 +380,4 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, source_part
     return flow
 
 
-def __getattr__(name: str):
-    # `python -m bytewax.run flows.aggregate:flow` builds from the environment, on first access only
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -35,6 +35,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from flows import flow_from_environment
 from flows.autobidder_logic import BidderParams, BidderState, Emitted
 from flows.decode import dead_letter_record, dead_letters_only, records_only
 from sinks.dumps import base_topic
@@ -254,9 +255,4 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
     return flow
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import bytewax.operators as op
-from bytewax.operators import StatefulBatchLogic
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
 
+from flows import flow_from_environment
 from flows.canonicalize_logic import Asset, DedupState, Rejection, canonicalize, dedup_step
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -194,10 +195,4 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None) -> Dataflow
     return flow
 
 
-def __getattr__(name: str):
-    # `python -m bytewax.run flows.canonicalize:flow` builds from the environment, on first access only
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -42,9 +42,10 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from flows import flow_from_environment
+from flows.decode import dead_letters_only, records_only
 from flows.dispatch_logic import node_covers, normalize_node_path, root_of
 from flows.dispatch_state import DeviceReading, DispatchState, Emitted
-from flows.decode import dead_letters_only, records_only
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -286,10 +287,4 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, store: Any 
     return flow
 
 
-def __getattr__(name: str):
-    # `python -m bytewax.run flows.dispatch:flow` builds from the environment, on first access only
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

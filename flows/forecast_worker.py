@@ -19,6 +19,7 @@ from typing import Any, Callable
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows import flow_from_environment
 from flows.decode import dead_letters_only, decode_or_dead_letter, records_only
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
@@ -108,9 +109,4 @@ def build_flow(settings, *, ports: Ports | None = None, model: Any = _AUTO, now:
     return flow
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

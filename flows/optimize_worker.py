@@ -16,8 +16,8 @@ from typing import Any, Callable
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.decode import decode_or_dead_letter
-from flows.decode import dead_letters_only, records_only
+from flows import flow_from_environment
+from flows.decode import dead_letters_only, decode_or_dead_letter, records_only
 from flows.forecast_worker import encode_results
 from sinks.ports import KafkaPorts, Ports
 
@@ -68,9 +68,4 @@ def build_flow(settings, *, ports: Ports | None = None, solver: str = "cbc", tim
     return flow
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows import flow_from_environment
 from flows.decode import dead_letters_only, decode_or_dead_letter, is_record
 from flows.peak_shaving_logic import ShavingConfig, ShavingState, load_thresholds, shave_step
 from sinks.messages import OutMessage
@@ -62,9 +63,4 @@ def build_flow(settings, *, ports: Ports | None = None, thresholds: Mapping[str,
     return flow
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -15,6 +15,7 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows import flow_from_environment
 from flows.decode import decode_or_dead_letter, is_record
 from sinks.node_state import NodeStateSink
 from sinks.ports import KafkaPorts, Ports
@@ -35,9 +36,4 @@ def build_flow(settings, *, ports: Ports | None = None, timeseries_sink=None, no
     return flow
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        from vpp.config import Settings
-
-        return build_flow(Settings.load())
-    raise AttributeError(name)
+__getattr__ = flow_from_environment(build_flow)

@@ -14,9 +14,10 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
+from flows import flow_from_environment
 from flows.decode import dead_letter_record
-from sinks.postgres import DlqSink
 from sinks.ports import KafkaPorts, Ports
+from sinks.postgres import DlqSink
 from vpp.serde import Serde, SerdeError
 
 __all__ = ["build_flow", "dlq_records"]
@@ -39,3 +40,6 @@ def build_flow(settings, *, ports: Ports | None = None, sink=None) -> Dataflow:
     records = op.flat_map_batch("decode", msgs, partial(dlq_records, ports.serde))
     op.output("postgres_out", records, sink or DlqSink(settings.postgres_dsn))
     return flow
+
+
+__getattr__ = flow_from_environment(build_flow)

@@ -11,6 +11,7 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows import flow_from_environment
 from flows.decode import decode_or_dead_letter, is_record
 from sinks.ports import KafkaPorts, Ports
 from sinks.timeseries import TimeseriesSink, telemetry_lines
@@ -27,3 +28,6 @@ def build_flow(settings, *, ports: Ports | None = None, sink=None) -> Dataflow:
     op.output("timeseries_out", split.trues, sink or TimeseriesSink(settings, telemetry_lines))
     ports.write("dlq_out", split.falses)
     return flow
+
+
+__getattr__ = flow_from_environment(build_flow)
