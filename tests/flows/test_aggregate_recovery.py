@@ -13,14 +13,11 @@ never sees.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 import zlib
 from collections import Counter
 
@@ -28,6 +25,7 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from real_services import export_series, wait_for
 
 from flows.aggregate_replay import run_aggregate_replay, run_pipeline_replay
 from sinks.dumps import dump_line
@@ -73,26 +71,9 @@ class _OutputWatcher:
         self._consumer.close()
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _export(timeseries_url: str, metric: str, paths: set[str], start_ms: int, end_ms: int) -> dict:
-    query = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}', "start": start_ms // 1000 - 1,
-                                    "end": end_ms // 1000 + 1})
-    points: dict = {}
-    with urllib.request.urlopen(f"{timeseries_url}/api/v1/export?{query}", timeout=30) as resp:
-        for line in resp:
-            series = json.loads(line)
-            if series["metric"]["node_path"] in paths:
-                for ts, v in zip(series["timestamps"], series["values"]):
-                    points[(series["metric"]["node_path"], ts)] = v
-    return points
+    return {(labels["node_path"], ts): v for labels, timestamps, values in export_series(timeseries_url, metric, start_ms, end_ms)
+            if labels["node_path"] in paths for ts, v in zip(timestamps, values)}
 
 
 @pytest.mark.timeout(420)
@@ -152,7 +133,7 @@ def test_kill_mid_window_and_resume_loses_no_window_and_reproduces_identical_rec
         for i in range(0, half, 240):  # 20 s of event time per chunk, paced: snapshots on the way
             publish(canonical[i:min(i + 240, half)])
             time.sleep(0.3)
-        _wait_for(lambda: watcher.poll() and len(watcher.keys) > len(expected) // 4, 90,
+        wait_for(lambda: watcher.poll() and len(watcher.keys) > len(expected) // 4, 90,
                   "the flow to close a quarter of the windows")
         flow.send_signal(signal.SIGKILL)
         flow.wait(10)
@@ -160,7 +141,7 @@ def test_kill_mid_window_and_resume_loses_no_window_and_reproduces_identical_rec
         publish(canonical[half:])
         flow = subprocess.Popen(run, env=_env(settings), stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(lambda: watcher.poll() and set(expected) <= watcher.keys, 150, "every window after the resume")
+            wait_for(lambda: watcher.poll() and set(expected) <= watcher.keys, 150, "every window after the resume")
         except AssertionError:
             missing = sorted(set(expected) - watcher.keys, key=lambda k: (k[1], k[0]))
             raise AssertionError(f"{len(missing)} of {len(expected)} records never came, first {missing[:5]}, "

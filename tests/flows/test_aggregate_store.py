@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Producer
+from real_services import export_series
 
 from flows.aggregate_replay import run_pipeline_replay
 from sinks.node_state import node_state_rows, read_node_state
@@ -85,16 +83,9 @@ def _table(dsn: str) -> list[tuple]:
 
 
 def _series_points(timeseries_url: str, paths: set[str], start_ms: int, end_ms: int) -> Counter:
-    query = urllib.parse.urlencode({"match[]": '{__name__="fleet_node_devices_known"}', "start": start_ms // 1000 - 1,
-                                    "end": end_ms // 1000 + 1})
-    points: Counter = Counter()
-    with urllib.request.urlopen(f"{timeseries_url}/api/v1/export?{query}", timeout=30) as resp:
-        for line in resp:
-            series = json.loads(line)
-            if series["metric"]["node_path"] in paths:
-                for ts in series["timestamps"]:
-                    points[(series["metric"]["node_path"], ts)] += 1
-    return points
+    return Counter((labels["node_path"], ts) for labels, timestamps, _ in
+                   export_series(timeseries_url, "fleet_node_devices_known", start_ms, end_ms)
+                   if labels["node_path"] in paths for ts in timestamps)
 
 
 @pytest.mark.timeout(300)

@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 
 import pytest
 from confluent_kafka import Producer
+from real_services import export_series, wait_for
 
 from sinks.dumps import base_topic, read_dump
 from vpp.kafka_tools import TopicCounter, read_topic
@@ -38,26 +37,10 @@ def _read_topic(settings, name: str, serde: Serde) -> list[dict]:
     return read_topic(settings.broker, settings.topic(name), lambda v: to_json_value(serde.decode(v)))
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _export_points(timeseries_url: str, device_ids: set[str], start_ms: int, end_ms: int) -> Counter:
-    query = urllib.parse.urlencode({"match[]": '{__name__="telemetry_flags"}', "start": start_ms // 1000 - 1,
-                                    "end": end_ms // 1000 + 1})
-    points: Counter = Counter()
-    with urllib.request.urlopen(f"{timeseries_url}/api/v1/export?{query}", timeout=30) as resp:
-        for line in resp:
-            series = json.loads(line)
-            if series["metric"]["device_id"] in device_ids:
-                for ts in series["timestamps"]:
-                    points[(series["metric"]["device_id"], ts)] += 1
-    return points
+    return Counter((labels["device_id"], ts) for labels, timestamps, _ in
+                   export_series(timeseries_url, "telemetry_flags", start_ms, end_ms)
+                   if labels["device_id"] in device_ids for ts in timestamps)
 
 
 @pytest.mark.timeout(300)
@@ -98,14 +81,14 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
         for i in range(0, half, 500):  # paced, so the flow takes several snapshots on the way
             publish(records[i:min(i + 500, half)])
             time.sleep(0.4)
-        _wait_for(lambda: out.poll() is not None and out.total() > len(expected["telemetry.canonical"]) // 4,
+        wait_for(lambda: out.poll() is not None and out.total() > len(expected["telemetry.canonical"]) // 4,
                   60, "the flow to produce a quarter of the readings")
         flow.send_signal(signal.SIGKILL)
         flow.wait(10)
         publish(records[half:])
         flow = subprocess.Popen(run, env=_env(settings), stdout=log, stderr=subprocess.STDOUT)
         n_expected = len(expected["telemetry.canonical"]) + len(expected["telemetry.dlq"])
-        _wait_for(lambda: out.poll() is not None and out.total() >= n_expected, 120, "every reading after the resume")
+        wait_for(lambda: out.poll() is not None and out.total() >= n_expected, 120, "every reading after the resume")
         time.sleep(2)  # anything still in flight
     finally:
         flow.send_signal(signal.SIGKILL)
