@@ -68,7 +68,7 @@ from flows.aggregate_logic import (
     stable_index,
     watermark_ms,
 )
-from flows.decode import dead_letter_record, dead_letters_only
+from flows.decode import dead_letter_record, dead_letters_only, records_only
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
 from vpp.observability import FlowMetrics
@@ -143,12 +143,6 @@ def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs:
     candidates = tuple((p, robust_max(times)) for p, times in event_times.items())
     out.extend((BUCKET_KEYS[b], (b, candidates, groups[b])) for b in range(AGGREGATE_BUCKETS))
     return out
-
-
-
-
-def bucket_items_only(items: list[Any]) -> list[tuple[str, Any]]:
-    return [m for m in items if type(m) is not OutMessage]
 
 
 # -- step 2: device buckets ------------------------------------------------------------------------------
@@ -364,7 +358,7 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, source_part
     canonical = ports.read(flow, "canonical_in", ["telemetry.canonical"])
     grouped = op.flat_map_batch("group", canonical, partial(group_by_bucket, ports.serde, dlq_topic, assets, metrics))
     dead_letters = op.flat_map_batch("dead_letters", grouped, dead_letters_only)
-    buckets_in = op.flat_map_batch("bucket_items", grouped, bucket_items_only)
+    buckets_in = op.flat_map_batch("bucket_items", grouped, records_only)
     buckets_out = op.stateful_batch("devices", buckets_in, partial(
         DeviceBuckets, params=params, registry=assets, metrics=metrics, expected_partitions=expected,
         idle_advance=idle_advance))

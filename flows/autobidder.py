@@ -126,10 +126,6 @@ def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSou
     return out
 
 
-
-
-
-
 # -- stateful: one node's workflows ----------------------------------------------------------------
 
 

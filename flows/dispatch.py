@@ -149,10 +149,6 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
     return out
 
 
-
-
-
-
 # -- stateful: the dispatcher of one tree ------------------------------------------------------------
 
 

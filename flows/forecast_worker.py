@@ -81,10 +81,6 @@ def encode_results(serde, topic: str, records: list[dict[str, Any]]) -> list[Out
     return [OutMessage(topic, r["node_path"], v, r["produced_at"]) for r, v in zip(records, values)]
 
 
-
-
-
-
 def load_model(settings):
     """The configured price model, or None (persistence) when ``forecast_model_dir`` is empty."""
     if not settings.forecast_model_dir:

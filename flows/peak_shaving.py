@@ -36,7 +36,6 @@ def with_threshold(thresholds: Mapping[str, ShavingConfig], records: list[Any]) 
     return [(r["node_path"], r) for r in records if is_record(r) and r["node_path"] in thresholds]
 
 
-
 def shave(thresholds: Mapping[str, ShavingConfig], state: ShavingState | None, aggregate: dict):
     new_state, command = shave_step(state, aggregate, thresholds[aggregate["node_path"]])
     return new_state, command
