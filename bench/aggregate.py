@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def readings(devices: int, windows: int, partition: int | None = None, partition
 
 # -- one flow run (in its own process) --------------------------------------------------------------------
 
-def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], result: Path) -> None:
+def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], result: Path, pace: float = 0.0) -> None:
     import bytewax.operators as op
     from bytewax.connectors.kafka import KafkaSourceMessage
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -102,10 +103,26 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
 
         def __init__(self, values: list[bytes], p: int):
             self._values, self._p, self._i = values, p, 0
+            self._started = None
+
+        def _due(self):
+            """Paced: the wall time at which the next batch's event time is 'now' (pace x real time)."""
+            if not pace or self._i >= len(self._values):
+                return None
+            if self._started is None:
+                self._started = time.time()
+            return self._started + (decode(self._values[self._i])["ts"] - T0_MS) / 1000 / pace
+
+        def next_awake(self):
+            due = self._due()
+            return None if due is None else datetime.fromtimestamp(due, timezone.utc)
 
         def next_batch(self):
             if self._i >= len(self._values):
                 raise StopIteration()
+            due = self._due()
+            if due is not None and time.time() < due:
+                return []
             chunk = self._values[self._i:self._i + 1000]
             now = time.perf_counter()
             if stats["first_batch"] is None:
@@ -171,8 +188,10 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
 
 # -- orchestration ------------------------------------------------------------------------------------------
 
-def _spawn(args: argparse.Namespace, process_id: int, addresses: list[str], result: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--devices", str(args.devices), "--windows", str(args.windows),
+def _spawn(args: argparse.Namespace, process_id: int, addresses: list[str], result: Path, *, windows: int | None = None,
+           pace: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--devices", str(args.devices),
+                             "--windows", str(windows or args.windows), "--pace", str(pace),
                              "--run-flow", str(result), "--process-id", str(process_id),
                              "--addresses", ";".join(addresses)], env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -181,13 +200,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--windows", type=int, default=6)
+    p.add_argument("--live-windows", type=int, default=4,
+                   help="windows of the live-rate run (input paced at real time: 1 reading per device per window)")
+    p.add_argument("--pace", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--run-flow", default=None, help=argparse.SUPPRESS)
     p.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--addresses", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run_flow:
         run_flow(args.devices, args.windows, args.process_id, [a for a in args.addresses.split(";") if a],
-                 Path(args.run_flow))
+                 Path(args.run_flow), args.pace)
         return 0
 
     from vpp.serde import Serde
@@ -203,7 +225,7 @@ def main() -> int:
     del values
     print(f"baseline (decode only):   {baseline:>10,.0f} readings/s")
 
-    from vpp.flows_cli import _free_ports
+    from vpp.stack import free_ports
 
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.json"
@@ -219,7 +241,7 @@ def main() -> int:
                   f"({len(lat)} windows; source batch that allows the close -> root record at the sink)")
         print(f"  memory:                 peak RSS {r['peak_rss_mb']:,.0f} MB (input held in memory: "
               f"{r['rss_before_mb']:,.0f} MB before the run)")
-        addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
         results = [Path(tmp) / f"p{i}.json" for i in range(2)]
         procs = [_spawn(args, i, addresses, results[i]) for i in range(2)]
         for proc in procs:
@@ -229,6 +251,15 @@ def main() -> int:
         wall2 = max(x["last_write"] or 0 for x in rs) - min(x["first_batch"] or float("inf") for x in rs)
         print(f"flow, 2 processes x 1:    {n / wall2:>10,.0f} readings/s  ({sum(x['records'] for x in rs):,} records out "
               f"in {wall2:.1f} s), peak RSS per process {peaks} MB")
+        if args.live_windows:
+            live = Path(tmp) / "live.json"
+            _spawn(args, 0, [], live, windows=args.live_windows, pace=1.0).wait()
+            lat = sorted(json.loads(live.read_text())["latencies_s"])
+            print(f"live rate, 1 worker:      input paced at {args.devices // (WINDOW_MS // 1000):,} readings/s of "
+                  f"real time for {args.live_windows} windows")
+            if lat:
+                print(f"  window-close latency:   median {statistics.median(lat):.2f} s, max {lat[-1]:.2f} s "
+                      f"({len(lat)} windows; target 1 s)")
     return 0
 
 

@@ -49,18 +49,20 @@ from functools import partial
 from typing import Any, Callable, Iterable
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows import flow_from_environment
 from flows.aggregate_avro import NodeAggregateEncoder
+from flows.aggregate_devices import BucketState, close_through, ingest
 from flows.aggregate_logic import (
-    BucketState,
+    DEVICE_ID,
+    TS,
     ShardState,
     WindowParams,
-    close_through,
-    ingest,
+    reading_of,
     robust_max,
     shard_add,
     shard_close_ready,
@@ -88,7 +90,6 @@ BUCKET_KEYS = tuple(f"devices-{i:02d}" for i in range(AGGREGATE_BUCKETS))
 SHARD_KEYS = tuple(f"nodes-{i:02d}" for i in range(NODE_SHARDS))
 
 _bucket_of: dict[str, int] = {}
-_shard_of: dict[str, int] = {}
 
 
 def device_bucket(device_id: str) -> int:
@@ -98,15 +99,6 @@ def device_bucket(device_id: str) -> int:
             _bucket_of.clear()
         b = _bucket_of[device_id] = stable_index(device_id, AGGREGATE_BUCKETS)
     return b
-
-
-def node_shard(node_path: str) -> int:
-    s = _shard_of.get(node_path)
-    if s is None:
-        if len(_shard_of) > 1_000_000:
-            _shard_of.clear()
-        s = _shard_of[node_path] = stable_index(node_path, NODE_SHARDS)
-    return s
 
 
 # -- step 1: decode, group by bucket, watermark candidates ----------------------------------------------
@@ -121,24 +113,21 @@ def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs:
     bucket_of = _bucket_of
     for msg in msgs:
         try:
-            r = decode(msg.value)
+            r = reading_of(decode(msg.value))
         except SerdeError as exc:
             record = dead_letter_record(msg, str(exc))
             out.append(OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record),
                                   msg.timestamp[1] if msg.timestamp else None))
             continue
-        ts = r["ts"]
-        device = r["device_id"]
-        b = bucket_of.get(device)
+        b = bucket_of.get(r[DEVICE_ID])
         if b is None:
-            b = device_bucket(device)
-        groups[b].append((ts, r["battery_w"], r["solar_w"], r["load_w"], r["grid_w"], r["soc_pct"],
-                          r["capacity_wh"], r["region_path"], device))
+            b = device_bucket(r[DEVICE_ID])
+        groups[b].append(r)
         times = event_times.get(msg.partition)
         if times is None:
-            event_times[msg.partition] = [ts]
+            event_times[msg.partition] = [r[TS]]
         else:
-            times.append(ts)
+            times.append(r[TS])
     metrics.count_in(len(msgs))
     candidates = tuple((p, robust_max(times)) for p, times in event_times.items())
     out.extend((BUCKET_KEYS[b], (b, candidates, groups[b])) for b in range(AGGREGATE_BUCKETS))
@@ -154,8 +143,8 @@ def _wall_ms() -> int:
 class DeviceBuckets(StatefulBatchLogic):
     """One bucket of devices (see ``flows.aggregate_logic.BucketState``); emits leaves and node parts.
 
-    Emits ``("leaves", window, [(site, device_id, summary)])`` and ``("parts", shard, (bucket, frontier,
-    {window: [(node, summary)]}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
+    Emits ``("leaves", window, ClosedWindow)`` and ``("parts", shard, (bucket, frontier,
+    {window: (node paths, summaries)}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
     of idle partitions; the times it uses are not snapshotted, so a restart starts them afresh.
     """
 
@@ -199,15 +188,19 @@ class DeviceBuckets(StatefulBatchLogic):
             return []
         closed = close_through(state, target, self._params, self._registry.assets)
         out: list[tuple] = []
-        parts: list[dict[int, list]] = [{} for _ in range(NODE_SHARDS)]
-        for window, leaves, nodes in closed:
-            out.append(("leaves", window, leaves))
-            for path, summary in nodes.items():
-                shard_parts = parts[node_shard(path)]
-                lst = shard_parts.get(window)
-                if lst is None:
-                    lst = shard_parts[window] = []
-                lst.append((path, summary))
+        parts: list[dict[int, tuple]] = [{} for _ in range(NODE_SHARDS)]
+        shard_of = state.nodes.shards(NODE_SHARDS)
+        for c in closed:
+            out.append(("leaves", c.window, c))
+            shards = shard_of[c.node_ids]
+            order = np.argsort(shards, kind="stable")
+            bounds = np.searchsorted(shards[order], np.arange(NODE_SHARDS + 1)).tolist()
+            paths = c.node_paths
+            for shard in range(NODE_SHARDS):
+                lo, hi = bounds[shard], bounds[shard + 1]
+                if lo < hi:
+                    rows = order[lo:hi]
+                    parts[shard][c.window] = ([paths[i] for i in rows.tolist()], c.node_summaries[rows])
         for shard in range(NODE_SHARDS):  # every shard learns the new frontier, with or without parts
             out.append(("parts", shard, (state.bucket, target, parts[shard])))
         return out
@@ -265,7 +258,7 @@ class DeviceBuckets(StatefulBatchLogic):
             return [], StatefulBatchLogic.RETAIN
         final = max(state.partition_max.values()) // self._params.window_ms
         out = self._close(final)
-        beyond = sum(len(rs) for w, window in state.open.items() if w > final for rs in window.values())
+        beyond = sum(len(rs) for w, rs in state.open.items() if w > final)
         self._metrics.count_late(beyond)  # readings dated after the end (clocks running ahead): never counted
         return out, StatefulBatchLogic.RETAIN
 
@@ -284,7 +277,7 @@ def parts_by_shard(items: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
 # -- step 3: node shards --------------------------------------------------------------------------------
 
 class NodeShards(StatefulBatchLogic):
-    """Adds every bucket's part of the nodes of one shard; emits ``(window, [(node, summary)])`` when complete."""
+    """Adds every bucket's part of the nodes of one shard; emits ``(window, node paths, summaries)`` when complete."""
 
     def __init__(self, resume: bytes | None, *, buckets: int = AGGREGATE_BUCKETS):
         self.state: ShardState = pickle.loads(resume) if resume else ShardState()
@@ -307,12 +300,11 @@ class NodeShards(StatefulBatchLogic):
 def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
                   items: Iterable[tuple]) -> list[OutMessage]:
     out = []
-    for _, window, leaves in items:
-        encode = encoder.encoder_for(window)
+    for _, window, closed in items:
+        paths = [f"{site}/{device}" for site, device in zip(closed.leaf_sites, closed.leaf_devices)]
         ts = window * window_ms
-        for site, device, summary in leaves:
-            path = f"{site}/{device}"
-            out.append(OutMessage(topic, path, encode(path, summary), ts))
+        out.extend(OutMessage(topic, path, value, ts)
+                   for path, value in zip(paths, encoder.encode_many(window, paths, closed.leaf_summaries)))
     metrics.count_out(len(out), topic)
     return out
 
@@ -320,10 +312,10 @@ def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, met
 def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
                  items: Iterable[tuple[str, tuple]]) -> list[OutMessage]:
     out = []
-    for _, (window, nodes) in items:
-        encode = encoder.encoder_for(window)
+    for _, (window, paths, summaries) in items:
         ts = window * window_ms
-        out.extend(OutMessage(topic, path, encode(path, summary), ts) for path, summary in nodes)
+        out.extend(OutMessage(topic, path, value, ts)
+                   for path, value in zip(paths, encoder.encode_many(window, paths, summaries)))
     metrics.count_out(len(out), topic)
     return out
 

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.aggregate_avro import NodeAggregateEncoder
+from flows.aggregate_devices import BucketState, NodeIndex, close_through, ingest
 from flows.aggregate_logic import (
     SUMMARY_FIELDS,
     ZERO,
-    BucketState,
     ShardState,
     WindowParams,
-    close_through,
-    ingest,
     merge,
     merge_all,
     robust_max,
-    roll_up,
     shard_add,
     shard_close_ready,
     shard_flush,
     stable_index,
-    time_weighted_means_mw,
     to_record,
     watermark_ms,
 )
@@ -84,10 +81,10 @@ MEAN_CASES = [
 
 @pytest.mark.parametrize("why,carry,readings,window,expected", MEAN_CASES, ids=[c[0] for c in MEAN_CASES])
 def test_time_weighted_mean(why, carry, readings, window, expected):
-    ws, we = window * 10_000, (window + 1) * 10_000
-    carry_reading = rd("d1", carry[0], carry[1]) if carry else None
-    got = time_weighted_means_mw(carry_reading, [rd("d1", t, b) for t, b in readings], ws, we)
-    assert got[0] == expected
+    events = [rd("d1", carry[0], carry[1]), ("close", window - 1)] if carry else []
+    events += [rd("d1", t, b) for t, b in readings] + [("close", window)]
+    leaves, _ = run(events)
+    assert field(leaves[window][f"{SITE_A}/d1"], "battery_mw") == expected
 
 
 # -- window rules, table-driven -----------------------------------------------------------------------
@@ -243,7 +240,10 @@ leaves_st = st.lists(st.tuples(paths, st.sampled_from(["d1", "d2", "d3", "d4"]),
 
 @given(leaves_st)
 def test_roll_up_every_node_is_exactly_the_sum_of_its_children(leaves):
-    nodes = roll_up(leaves)
+    index = NodeIndex()
+    ids, sums = index.roll_up(index.ids([site for site, _, _ in leaves]),
+                              np.array([s for _, _, s in leaves], np.int64).reshape(-1, len(SUMMARY_FIELDS)))
+    nodes = {index.paths[i]: tuple(s) for i, s in zip(ids.tolist(), sums.tolist())}
     children: dict[str, list[tuple]] = {}
     for site, _, s in leaves:
         children.setdefault(site, []).append(s)
@@ -290,10 +290,11 @@ def test_results_do_not_depend_on_how_devices_are_bucketed(seed, n_buckets):
                     closed = close_through(state, e[1], P, RATED)
                     for c in closed:
                         leaves.update({(c.window, f"{s}/{d}"): v for s, d, v in c.leaves})
-                    shard_add(shard, b, e[1], {c.window: c.nodes.items() for c in closed})
+                    shard_add(shard, b, e[1], {c.window: (c.node_paths, c.node_summaries) for c in closed})
             else:
                 ingest(states[stable_index(e[-1], buckets)], [e], P)
-        nodes = {(w, p): s for w, items in shard_close_ready(shard, buckets) for p, s in items}
+        nodes = {(w, p): tuple(s) for w, paths_out, sums in shard_close_ready(shard, buckets)
+                 for p, s in zip(paths_out, sums.tolist())}
         assert not shard_flush(shard)
         return leaves, nodes
 
@@ -301,13 +302,18 @@ def test_results_do_not_depend_on_how_devices_are_bucketed(seed, n_buckets):
 
 
 def test_shard_waits_for_every_bucket():
+    def part(path, value):
+        return ([path], np.full((1, len(SUMMARY_FIELDS)), value, np.int64))
+
     shard = ShardState()
-    shard_add(shard, 0, 3, {3: [("us", (1,) * 15)]})
+    shard_add(shard, 0, 3, {3: part("us", 1)})
     assert shard_close_ready(shard, 2) == []
     shard_add(shard, 1, 2, {})
     assert shard_close_ready(shard, 2) == []
-    shard_add(shard, 1, 3, {3: [("us", (2,) * 15)]})
-    assert shard_close_ready(shard, 2) == [(3, [("us", (3,) * 15)])]
+    shard_add(shard, 1, 3, {3: part("us", 2)})
+    [(window, paths_out, sums)] = shard_close_ready(shard, 2)
+    assert (window, paths_out, sums.tolist()) == (3, ["us"], [[3] * len(SUMMARY_FIELDS)])
+    assert shard_flush(shard) == []
 
 
 @settings(max_examples=200, deadline=None)
@@ -317,3 +323,63 @@ def test_encoder_is_byte_identical_to_fastavro(path, window, summary):
     serde = Serde.local()
     encoder = NodeAggregateEncoder(serde.schema_id("fleet.aggregates"), 10_000)
     assert encoder.encode(path, window, summary) == serde.encode("fleet.aggregates", to_record(path, window, summary, 10_000))
+
+
+# -- the columns against the scalar reference model -----------------------------------------------------
+
+SHORT = WindowParams(window_ms=10_000, lateness_ms=5_000, staleness_ms=30_000, duplicate_memory_ms=30_000)
+RATED_MIXED = {**RATED, "d3": Asset("d3", "site-c", SITE_B, "UTC", capacity_wh=None, max_charge_w=None,
+                                    max_discharge_w=3_000.0, reserve_pct=None)}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32))
+def test_columnar_close_gives_the_records_of_the_scalar_reference(seed):
+    """Random streams with silences past staleness, moves, nulls, duplicates and late readings."""
+    from tests.flows import aggregate_reference as ref
+
+    rng = random.Random(seed)
+    devices = [f"d{i}" for i in range(1, 9)]
+    home = {d: rng.choice([SITE_A, SITE_B, "us/tx/oncor/75001/site-c"]) for d in devices}
+    maybe = lambda value: None if rng.random() < 0.1 else value  # noqa: E731
+    events: list = []
+    for w in range(14):
+        for d in devices:
+            if rng.random() < 0.35:
+                continue  # silent: carried forward, and stale after a few windows
+            if rng.random() < 0.05:
+                home[d] = rng.choice([SITE_A, SITE_B])
+            for _ in range(rng.randint(1, 3)):
+                reading = rd(d, w * 10 + rng.randint(0, 9_999) / 1000, maybe(round(rng.uniform(-5000, 5000), 1)),
+                             solar=maybe(round(rng.uniform(0, 6000), 1)), soc=maybe(round(rng.uniform(0, 100), 2)),
+                             cap=None if rng.random() < 0.7 else rng.choice([0.0, 9_000.0]), path=home[d])
+                events.extend([reading] * rng.choice([1, 1, 1, 2]))
+        if w >= 1 and rng.random() < 0.5:
+            events.append(rd(rng.choice(devices), (w - 1) * 10 + rng.randint(0, 9_999) / 1000))  # late
+        if w >= 1:
+            events.append(("close", w - 1))
+    events.append(("close", 14))
+
+    def results(state, ingest_, close_through_):
+        out = []
+        for e in events:
+            if e[0] == "close":
+                for c in close_through_(state, e[1], SHORT, RATED_MIXED):
+                    out.append((c.window, sorted(c.leaves), sorted(c.nodes.items())))
+            else:
+                ingest_(state, [e], SHORT)
+        return out
+
+    assert results(BucketState(bucket=0), ingest, close_through) == \
+        results(ref.BucketState(bucket=0), ref.ingest, ref.close_through)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(paths, summaries.map(lambda s: (abs(s[0]) % 10**7, abs(s[1]) % 10**7, abs(s[2]) % 10**7,
+                                                            *(v % 2**50 for v in s[3:-1]), abs(s[-1]) % 10**6))),
+                max_size=30), st.integers(0, 2**40))
+def test_batch_encoder_is_byte_identical_to_the_single_record_encoder(nodes, window):
+    encoder = NodeAggregateEncoder(7, 10_000)
+    summaries_array = np.array([s for _, s in nodes], np.int64).reshape(-1, len(SUMMARY_FIELDS))
+    assert encoder.encode_many(window, [p for p, _ in nodes], summaries_array) == \
+        [encoder.encode(p, window, s) for p, s in nodes]
