@@ -351,8 +351,8 @@ class DedupState:
 
     ``seen`` holds the ``ts`` values accepted within ``horizon_ms`` behind
     ``newest_ts`` (older ones are pruned lazily; they are never consulted).
-    Mutated in place by ``dedup_step``: bytewax deep-copies state when it
-    snapshots, so this is safe and saves a copy per reading.
+    Mutated in place by ``dedup_step`` (saves a copy per reading): the flow
+    snapshots a pickled copy of the states, never the live objects.
     """
 
     newest_ts: int

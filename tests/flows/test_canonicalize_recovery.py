@@ -133,3 +133,16 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
     with psycopg.connect(settings.postgres_dsn) as conn:
         rows = conn.execute("SELECT source_partition, source_offset, reason FROM telemetry_dlq").fetchall()
     assert sorted(rows) == sorted((r["source_partition"], r["source_offset"], r["reason"]) for r in expected["telemetry.dlq"])
+
+
+def test_dedup_bucket_resumes_from_its_pickled_snapshot_and_from_an_older_dict_snapshot():
+    from flows.canonicalize import DedupBucket
+
+    reading = {"device_id": "d1", "ts": 1_000}
+    first = DedupBucket(None, horizon_ms=60_000)
+    [(fresh, duplicates)], _ = first.on_batch([[reading]])
+    assert (len(fresh), duplicates) == (1, 0)
+    for resume in (first.snapshot(), first.states):  # bytes now; the live dict is what older versions stored
+        again = DedupBucket(resume, horizon_ms=60_000)
+        [(fresh, duplicates)], _ = again.on_batch([[dict(reading)]])
+        assert (fresh, duplicates) == ([], 1), "a copy seen before the snapshot is a duplicate after the resume"
