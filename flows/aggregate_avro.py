@@ -128,31 +128,31 @@ class NodeAggregateEncoder:
         if len(prefixes) > 1_000_000:
             prefixes.clear()
         window = self._window(w)
-        doubles = np.ascontiguousarray(summaries[:, _DOUBLE_COLUMNS] / 1000, "<f8").tobytes()
-        stored = summaries[:, STORED_MWH].tolist()
-        soc_cap = summaries[:, SOC_CAPACITY_MWH].tolist()
-        counts = summaries[:, [KNOWN, REPORTING, ESTIMATED]].tolist()
-        late = summaries[:, LATE].tolist()
+        header = self._header
+        doubles = np.ascontiguousarray(summaries[:, _DOUBLE_COLUMNS] / 1000, "<f8").view(np.uint8).reshape(n, 72)
+        counts = summaries[:, [KNOWN, REPORTING, ESTIMATED, LATE]]
+        stored, soc_cap = summaries[:, STORED_MWH], summaries[:, SOC_CAPACITY_MWH]
+        if counts.min() < 0 or counts.max() >= 64 or np.abs(stored).max() >= 2**53 // 100 or \
+                np.abs(soc_cap).max() >= 2**53:
+            return [self.encode(path, w, row) for path, row in zip(node_paths, summaries.tolist())]
+        # one block per record: the three counts (one varint byte each below 64) and the nine doubles
+        block = np.empty((n, 75), np.uint8)
+        block[:, :3] = counts[:, :3] * 2
+        block[:, 3:] = doubles
+        blocks = block.tobytes()
+        has_soc = (soc_cap != 0).tolist()
+        with np.errstate(invalid="ignore", divide="ignore"):  # both exact doubles: as Python's int / int
+            soc = np.ascontiguousarray(100 * stored / soc_cap, "<f8").tobytes()
+        late = counts[:, 3].tolist()
+        small = _SMALL
         out = []
-        small, len_small, pack1 = _SMALL, len(_SMALL), _ONE_DOUBLE
         for i, node_path in enumerate(node_paths):
             prefix = prefixes.get(node_path)
             if prefix is None:
                 path = node_path.encode()
-                prefix = prefixes[node_path] = b"".join((self._header, _int(len(path)), path,
-                                                         _int(node_path.count("/") + 1)))
-            k, r, e = counts[i]
-            lt = late[i]
-            cap = soc_cap[i]
-            out.append(b"".join((
-                prefix, window,
-                small[k] if 0 <= k < len_small else zigzag_varint(k),
-                small[r] if 0 <= r < len_small else zigzag_varint(r),
-                small[e] if 0 <= e < len_small else zigzag_varint(e),
-                doubles[i * 72:i * 72 + 72],
-                b"\x02" + pack1(100 * stored[i] / cap) if cap else b"\x00",
-                small[lt] if 0 <= lt < len_small else zigzag_varint(lt),
-            )))
+                prefix = prefixes[node_path] = b"".join((header, _int(len(path)), path, _int(node_path.count("/") + 1)))
+            out.append(b"".join((prefix, window, blocks[i * 75:i * 75 + 75],
+                                 b"\x02" + soc[i * 8:i * 8 + 8] if has_soc[i] else b"\x00", small[late[i]])))
         return out
 
 

@@ -374,12 +374,24 @@ def test_columnar_close_gives_the_records_of_the_scalar_reference(seed):
         results(ref.BucketState(bucket=0), ref.ingest, ref.close_through)
 
 
+def _batch_matches_single_records(nodes, window):
+    encoder = NodeAggregateEncoder(7, 10_000)
+    summaries_array = np.array([s for _, s in nodes], np.int64).reshape(-1, len(SUMMARY_FIELDS))
+    assert encoder.encode_many(window, [p for p, _ in nodes], summaries_array) == \
+        [encoder.encode(p, window, s) for p, s in nodes]
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(paths, summaries.map(lambda s: (abs(s[0]) % 10**7, abs(s[1]) % 10**7, abs(s[2]) % 10**7,
                                                             *(v % 2**50 for v in s[3:-1]), abs(s[-1]) % 10**6))),
                 max_size=30), st.integers(0, 2**40))
 def test_batch_encoder_is_byte_identical_to_the_single_record_encoder(nodes, window):
-    encoder = NodeAggregateEncoder(7, 10_000)
-    summaries_array = np.array([s for _, s in nodes], np.int64).reshape(-1, len(SUMMARY_FIELDS))
-    assert encoder.encode_many(window, [p for p, _ in nodes], summaries_array) == \
-        [encoder.encode(p, window, s) for p, s in nodes]
+    _batch_matches_single_records(nodes, window)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(paths, st.tuples(*[st.integers(0, 70)] * 3, *[st.integers(-10**9, 10**12)] * 11,
+                                           st.integers(0, 70))), max_size=30), st.integers(0, 2**40))
+def test_batch_encoder_with_device_sized_counts_is_byte_identical_too(nodes, window):
+    """Counts and late below 64 take the block path; one at 64 or more sends the batch the general way."""
+    _batch_matches_single_records(nodes, window)
