@@ -1,6 +1,7 @@
 """Flow ``aggregate``: ``telemetry.canonical`` -> ``fleet.aggregates`` (+ ``telemetry.dlq`` for undecodable input).
 
-The declaration and its two stateful steps; the rules live in ``flows.aggregate_logic``.
+The declaration and its two stateful steps; the rules live in ``flows.aggregate_logic``, their
+column-wise application to a bucket of devices in ``flows.aggregate_devices``.
 
 Keys and stages (both key spaces are fixed forever: recovery finds state by key):
 
@@ -11,12 +12,13 @@ Keys and stages (both key spaces are fixed forever: recovery finds state by key)
    input batch, with its readings (maybe none) and the candidates: the
    watermark reaches quiet buckets too, and the per-key cost is paid per
    bucket and batch, not per reading.
-2. ``devices`` (``stateful_batch`` keyed by bucket): per device the readings
-   of each open window and its last state. When the watermark passes a
-   window's end + lateness, the bucket closes it: one summary per device
-   (emitted as the device leaf record), rolled up level by level into this
-   bucket's part of every inner node, which goes to the node's shard
-   (``crc32(node_path) % NODE_SHARDS``). Each closing sends every shard one
+2. ``devices`` (``stateful_batch`` keyed by bucket): the readings of each
+   open window and, in columns, each device's last state. When the
+   watermark passes a window's end + lateness, the bucket closes it for all
+   its devices at once (array arithmetic): one summary per device (emitted
+   as the device leaf record), rolled up level by level into this bucket's
+   part of every inner node, which goes to the node's shard
+   (``crc32(node_path) % NODE_SHARDS``) as one array per shard. Each closing sends every shard one
    item carrying the bucket's frontier (last window closed), with or without
    parts.
 3. ``nodes`` (``stateful_batch`` keyed by node shard): adds the parts of
