@@ -5,7 +5,9 @@ import math
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from vpp.simulator.physics import BatterySpec, load_shape_w, solar_clear_sky_fraction, solar_w, step_battery
+import pytest
+
+from vpp.simulator.physics import BatterySpec, LoadSurge, load_shape_w, solar_clear_sky_fraction, solar_w, step_battery
 
 specs = st.builds(
     BatterySpec,
@@ -60,6 +62,23 @@ def test_self_consumption_never_goes_below_the_reserve(spec, soc, solar, load, d
         assert step.battery_w <= 0
 
 
+@given(specs, socs, powers, powers, dts, st.floats(0, 100))
+def test_self_consumption_keeps_what_a_program_holds(spec, soc, solar, load, dt, hold):
+    step = step_battery(spec, soc, solar, load, dt, None, hold)
+    floor = max(spec.reserve_pct, hold)
+    if soc >= floor:
+        assert step.soc_pct >= floor - 1e-9
+    else:
+        assert step.battery_w <= 0
+    if hold == 100:  # holds everything: never discharges by itself
+        assert step.battery_w <= 0
+
+
+@given(specs, socs, powers, powers, dts, st.floats(-20_000, 20_000).filter(lambda w: w != 0), st.floats(0, 100))
+def test_set_points_may_use_what_a_program_holds(spec, soc, solar, load, dt, setpoint, hold):
+    assert step_battery(spec, soc, solar, load, dt, setpoint, hold) == step_battery(spec, soc, solar, load, dt, setpoint)
+
+
 @given(specs, socs, powers, powers, dts)
 def test_a_release_is_no_command(spec, soc, solar, load, dt):
     assert step_battery(spec, soc, solar, load, dt, 0.0) == step_battery(spec, soc, solar, load, dt, None)
@@ -106,3 +125,20 @@ def test_load_peaks_in_the_evening():
     night, noon, evening = (load_shape_w(400, 2000, h) for h in (3.0, 12.0, 19.0))
     assert evening > noon > night >= 400 * 0.99
     assert load_shape_w(400, 2000, 19.0, noise=1.2) > evening
+
+
+T0 = 1_800_000_000_000
+
+
+@pytest.mark.parametrize(("offset_s", "extra_w"), [
+    (-1, 0.0), (0, 0.0), (150, 750.0), (300, 1500.0), (1000, 1500.0), (1500, 1500.0), (1650, 750.0), (1800, 0.0), (5000, 0.0),
+])
+def test_a_load_surge_rises_holds_and_falls(offset_s, extra_w):
+    surge = LoadSurge(T0, 1500.0, ramp_s=300, hold_s=1200)
+    assert surge.extra_at(T0 + offset_s * 1000) == pytest.approx(extra_w)
+    assert surge.end_ms == T0 + 1_800_000
+
+
+def test_a_surge_needs_non_negative_sizes():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        LoadSurge(T0, -1.0)
