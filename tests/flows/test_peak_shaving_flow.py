@@ -39,7 +39,8 @@ def _aggregate(node: str, window: int, grid_w: float) -> dict:
 def test_commands_for_nodes_with_a_threshold_only():
     serde = Serde.local()
     records = [_aggregate("us/ca", 0, 90_000), _aggregate("us/tx", 0, 500_000), _aggregate("us/ca", 1, 130_000),
-               _aggregate("us/ca", 2, 60_000)]  # with 30 kW shaved: 90 kW underneath
+               _aggregate("us/ca", 2, 70_000),  # 100 kW underneath: the command settles (30 s), nothing changes
+               _aggregate("us/ca", 5, 60_000)]  # with 30 kW shaved: 90 kW underneath
     msgs = [KafkaSourceMessage(r["node_path"].encode(), serde.encode("fleet.aggregates", r), "fleet.aggregates", partition=0, offset=i)
             for i, r in enumerate(records)]
     msgs.append(KafkaSourceMessage(b"x", b"not avro", "fleet.aggregates", partition=0, offset=99))
