@@ -53,6 +53,12 @@ class VppProcesses:
         self.procs.append(proc)
         return proc
 
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a ``vpp`` command to its end (e.g. ``dispatch send``); fails with its output if it fails."""
+        done = subprocess.run(VPP + list(args), env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"vpp {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+        return done
+
     def check_running(self) -> None:
         """Fail early, with the log's tail, when a process died."""
         dead = [" ".join(p.args[3:5]) for p in self.procs if p.poll() is not None]
