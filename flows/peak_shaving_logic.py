@@ -91,7 +91,8 @@ def shave_step(state: ShavingState | None, aggregate: Mapping[str, Any],
         if excess_w <= 0 or available_w <= 0:
             return state, None
         cmd = _command(node, min(excess_w, available_w), now, duration_ms)
-        return replace(state, engaged=True, target_w=cmd["target_w"], command_end_ms=cmd["end"], settle_until_ms=settle_until), cmd
+        return replace(state, engaged=True, target_w=cmd["target_w"], command_end_ms=cmd["end"],
+                       settle_until_ms=settle_until), cmd
     # renew early enough for the new command to reach the devices before the old one ends
     renew = now >= state.command_end_ms - 2 * window_ms - config.settle_s * 1000
     settling = now < state.settle_until_ms  # the last change may not show yet: judge nothing

@@ -67,6 +67,17 @@ class VppProcesses:
             tail = self.log_path.read_text(errors="replace")[-3000:]
             raise AssertionError(f"{dead} stopped early; log:\n{tail}")
 
+    def wait_for(self, predicate: Callable[[], object], timeout_s: float, what: str, *,
+                 poll: Callable[[], object] | None = None) -> None:
+        """``wait_for`` that first calls ``poll`` (e.g. a topic reader) and fails early when a process died."""
+        def check() -> object:
+            self.check_running()
+            if poll is not None:
+                poll()
+            return predicate()
+
+        wait_for(check, timeout_s, what)
+
     def __enter__(self) -> "VppProcesses":
         return self
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from real_services import VppProcesses, vpp_env, wait_for
+from real_services import VppProcesses, vpp_env
 from vpp.kafka_tools import TopicCounter
 from vpp.serde import Serde
 
@@ -77,19 +77,11 @@ def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving
     with VppProcesses(env, tmp_path / "procs.log") as procs:
         procs.start("simulate", "--devices", "80", "--seed", "11", "--speed", str(SPEED), "--no-faults",
                     "--start", start_iso, "--assets-out", str(assets_csv), "--offline-file", str(offline_file))
-        wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
+        procs.wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
         procs.start("run", "canonicalize")
         procs.start("run", "dispatch")
         canon = _Canonical(settings)
-
-        def polled(pred):
-            def check() -> bool:
-                procs.check_running()
-                canon.poll()
-                return pred()
-            return check
-
-        wait_for(polled(lambda: len(canon.latest) >= 70), 120, "canonical readings of the fleet")
+        procs.wait_for(lambda: len(canon.latest) >= 70, 120, "canonical readings of the fleet", poll=canon.poll)
 
         with open(assets_csv) as fh:
             assets = {row["device_id"]: row for row in csv.DictReader(fh)}
@@ -108,7 +100,7 @@ def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving
         procs.run("dispatch", "send", node, "--watts", str(target), "--minutes", str(MINUTES),
                   "--start", str(start_ms), "--command-id", "closed-loop")
         first = start_ms // WINDOW_MS + 1  # the first whole window after the command
-        wait_for(polled(lambda: canon.closed_windows() >= first + 8), 180, "eight windows under the command")
+        procs.wait_for(lambda: canon.closed_windows() >= first + 8, 180, "eight windows under the command", poll=canon.poll)
         powers = [canon.node_power(node, w) for w in range(first, first + 8)]
         print(f"node {node}: target {target} W; window sums {[round(p) for p in powers]}")
         reached = [i for i, p in enumerate(powers) if abs(p - target) <= 0.05 * target]
@@ -122,7 +114,8 @@ def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving
         _take_offline(offline_file, dying)
         died_at = canon.max_ts // WINDOW_MS + 1
         # stale after STALENESS_S (3 windows), re-allocated at the next window check, then a whole window
-        wait_for(polled(lambda: canon.closed_windows() >= died_at + 12), 180, "twelve windows after the devices died")
+        procs.wait_for(lambda: canon.closed_windows() >= died_at + 12, 180, "twelve windows after the devices died",
+                       poll=canon.poll)
         after_death = [canon.node_power(node, w) for w in range(died_at, died_at + 12)]
         print(f"after {len(dying)} devices died: {[round(p) for p in after_death]}")
         assert all(abs(p - target) <= 0.05 * target for p in after_death[-4:]), after_death
@@ -140,7 +133,7 @@ def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving
                                float(a["max_charge_w"]), float(a["max_discharge_w"]), float(a["reserve_pct"])))
         upsert_assets(settings.postgres_dsn, moved)
         moved_at = canon.max_ts // WINDOW_MS + 1
-        wait_for(polled(lambda: canon.closed_windows() >= moved_at + 10), 180, "ten windows after the move")
+        procs.wait_for(lambda: canon.closed_windows() >= moved_at + 10, 180, "ten windows after the move", poll=canon.poll)
         after = [canon.node_power(node, w) for w in range(moved_at, moved_at + 10)]
         print(f"after {len(leaving)} devices left: {[round(p) for p in after]}")
         assert all(abs(p - target) <= 0.05 * target for p in after[-4:]), after

@@ -30,7 +30,7 @@ from collections import defaultdict
 
 import pytest
 
-from real_services import VppProcesses, vpp_env, wait_for
+from real_services import VppProcesses, vpp_env
 from vpp.kafka_tools import TopicCounter, read_topic
 from vpp.serde import Serde
 
@@ -115,28 +115,21 @@ def test_an_evening_peak_is_held_under_the_threshold_by_enrolled_batteries(isola
                     "--program-reserve", "100", "--surge-at", str(SURGE_AT_MS), "--surge-w", str(SURGE_W),
                     "--surge-ramp-s", str(SURGE_RAMP_S), "--surge-hold-s", str(SURGE_HOLD_S))
         wall0 = time.monotonic()
-        wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
+        procs.wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
         with open(assets_csv) as fh:
             enrolled = {row["device_id"] for row in csv.DictReader(fh) if row["enrolled_peak_shaving"] == "true"}
         loop = _Loop(settings, enrolled)
-
-        def first_window() -> bool:
-            procs.check_running()
-            loop.poll()
-            return bool(loop.node)
-
-        wait_for(first_window, 120, f"the first aggregate of {NODE}")
+        procs.wait_for(lambda: loop.node, 120, f"the first aggregate of {NODE}", poll=loop.poll)
         event_now = START_MS + (time.monotonic() - wall0) * SPEED * 1000
-        print(f"first aggregate {time.monotonic() - wall0:.1f} s after the simulator started, event time +{(event_now - START_MS) / 1000:.0f} s")
+        print(f"first aggregate {time.monotonic() - wall0:.1f} s after the simulator started, "
+              f"event time +{(event_now - START_MS) / 1000:.0f} s")
         assert event_now < SURGE_AT_MS - 60_000, "the flows started too late for the surge: the loop was not live"
 
         def released_and_settled() -> bool:
-            procs.check_running()
-            loop.poll()
             release = loop.release()
             return release is not None and max(loop.node) >= release["start"] + (LOOP_WINDOWS + 3) * WINDOW_MS
 
-        wait_for(released_and_settled, 300, "the release after the surge and the loop's delay")
+        procs.wait_for(released_and_settled, 300, "the release after the surge and the loop's delay", poll=loop.poll)
     setpoints = read_topic(settings.broker, settings.topic("device.commands"), loop.serde.decode)
 
     ends = loop.windows()

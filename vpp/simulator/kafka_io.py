@@ -134,7 +134,8 @@ def read_offline_file(path: Path) -> list[str]:
         text = path.read_text()
     except FileNotFoundError:
         return []
-    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    entries = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [e for e in entries if e]
 
 
 class _OfflineFile:

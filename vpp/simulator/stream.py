@@ -156,7 +156,7 @@ class Simulation:
 
     # -- set points --------------------------------------------------------------
     def apply_setpoint(self, sp: SetPoint) -> bool:
-        """Take a set point; returns False for a device this fleet does not have.
+        """Take a set point; returns False when the device does not take it (unknown, or offline).
 
         A newer set point supersedes older ones from its start on (they are cut
         at its start and never resume). A release (0 W) is "no command". A
