@@ -2,9 +2,11 @@
 
 The declaration only: the decision is ``flows.peak_shaving_logic.shave_step``, keyed by node
 (each node's state is independent). Thresholds per node come from the ``[peak_shaving]`` tables
-of the TOML settings file (``VPP_CONFIG``), read once here at the edge; a node without a
-threshold is ignored. Commands carry ``program = peak_shaving`` so the dispatch flow uses only
-enrolled devices. Undecodable aggregates go to ``telemetry.dlq``.
+of the TOML settings file named by ``VPP_CONFIG`` (the environment variable: ``vpp run --config``
+does not reach it), read once here at the edge; a node without a threshold is ignored, and a flow
+with none at all refuses to start. In Kubernetes the file is a ConfigMap
+(``deploy/overlays/peak-shaving``). Commands carry ``program = peak_shaving`` so the dispatch flow
+uses only enrolled devices. Undecodable aggregates go to ``telemetry.dlq``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flows.decode import dead_letters_only, decode_or_dead_letter, is_record
 from flows.peak_shaving_logic import ShavingConfig, ShavingState, load_thresholds, shave_step
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
+from vpp.errors import UserError
 
 __all__ = ["build_flow", "OUTPUT_TOPICS", "flow"]
 
@@ -29,7 +32,15 @@ OUTPUT_TOPICS = ("dispatch.commands", "telemetry.dlq")
 
 def _thresholds_from_env() -> dict[str, ShavingConfig]:
     path = os.environ.get("VPP_CONFIG")
-    return load_thresholds(path) if path else {}
+    try:
+        thresholds = load_thresholds(path) if path else {}
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not thresholds:
+        raise UserError(f"peak shaving has no thresholds ({'VPP_CONFIG is not set' if not path else path}): set "
+                        'VPP_CONFIG to a TOML file with a [peak_shaving.nodes."<node path>"] table per node, '
+                        "each with threshold_w (see deploy/overlays/peak-shaving/peak-shaving.toml)")
+    return thresholds
 
 
 def with_threshold(thresholds: Mapping[str, ShavingConfig], records: list[Any]) -> list[tuple[str, dict]]:
@@ -47,7 +58,7 @@ def encode_commands(serde, topic: str, items: list[tuple[str, dict | None]]) -> 
 
 
 def build_flow(settings, *, ports: Ports | None = None, thresholds: Mapping[str, ShavingConfig] | None = None) -> Dataflow:
-    """``thresholds`` default to the ``[peak_shaving]`` tables of ``$VPP_CONFIG``."""
+    """``thresholds`` default to the ``[peak_shaving]`` tables of ``$VPP_CONFIG`` (at least one node)."""
     ports = ports or KafkaPorts(settings)
     thresholds = dict(_thresholds_from_env() if thresholds is None else thresholds)
     commands_topic, dlq_topic = ports.topic("dispatch.commands"), ports.topic("telemetry.dlq")

@@ -50,7 +50,8 @@ REQUIRED_BYTEWAX_ENV = (
     "BYTEWAX_WORKERS_PER_PROCESS",
     "BYTEWAX_RECOVERY_DIRECTORY",
 )
-SETTINGS_VARIABLES = frozenset(f"VPP_{f.name.upper()}" for f in dataclasses.fields(Settings))
+#: ``VPP_<FIELD>`` of every setting, and ``VPP_CONFIG``: the optional TOML settings file ``Settings.load`` reads.
+SETTINGS_VARIABLES = frozenset(f"VPP_{f.name.upper()}" for f in dataclasses.fields(Settings)) | {"VPP_CONFIG"}
 
 
 # -- tools ------------------------------------------------------------------------
@@ -120,6 +121,11 @@ def _env_value(container: dict[str, Any], name: str) -> str:
 def _mounts(container: dict[str, Any]) -> dict[str, str]:
     """Volume name -> mount path."""
     return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def _settings_config_map() -> dict[str, Any]:
+    (config,) = [c for c in _objects(ALL_IN_ONE, "ConfigMap") if c["metadata"]["name"] == "vpp-config"]
+    return config
 
 
 def _statefulsets() -> list[tuple[str, dict[str, Any]]]:
@@ -303,7 +309,7 @@ def test_recovery_partitions_are_created_once_and_are_enough(overlay_sts: tuple[
 
 @needs_kubectl
 def test_recovery_directory_agrees_with_the_settings() -> None:
-    (config,) = _objects(ALL_IN_ONE, "ConfigMap")
+    config = _settings_config_map()
     for sts in _objects(ALL_IN_ONE, "StatefulSet"):
         assert _env_value(_container(sts, "flow"), "BYTEWAX_RECOVERY_DIRECTORY") == config["data"]["VPP_RECOVERY_DIR"]
 
@@ -357,7 +363,7 @@ def test_deploy_sets_only_settings_variables() -> None:
 
 @needs_kubectl
 def test_postgres_dsn_comes_from_the_vpp_postgres_secret() -> None:
-    (config,) = _objects(ALL_IN_ONE, "ConfigMap")
+    config = _settings_config_map()
     assert "VPP_POSTGRES_DSN" not in config["data"], "a DSN holds a password: keep it in the Secret"
     users = 0
     for kind in ("Deployment", "StatefulSet"):
@@ -378,6 +384,23 @@ def test_flows_read_the_shared_settings() -> None:
     for sts in _objects(ALL_IN_ONE, "StatefulSet"):
         sources = _container(sts, "flow").get("envFrom", [])
         assert {"configMapRef": {"name": "vpp-config"}} in sources, sts["metadata"]["name"]
+
+
+@needs_kubectl
+def test_peak_shaving_reads_its_thresholds_from_a_mounted_config_map(tmp_path) -> None:
+    from flows.peak_shaving_logic import load_thresholds
+
+    (sts,) = _objects("peak-shaving", "StatefulSet")
+    flow = _container(sts, "flow")
+    path = Path(_env_value(flow, "VPP_CONFIG"))
+    volume = next(v for v, mounted in _mounts(flow).items() if mounted == str(path.parent))
+    source = next(v for v in _pod_spec(sts)["volumes"] if v["name"] == volume)["configMap"]["name"]
+    config_maps = {c["metadata"]["name"]: c for c in _objects("peak-shaving", "ConfigMap")}
+    assert source in config_maps, f"volume {volume} mounts ConfigMap {source}, which the overlay does not render"
+    toml = tmp_path / path.name
+    toml.write_text(config_maps[source]["data"][path.name])
+    assert load_thresholds(toml), f"{path.name} in ConfigMap {source} has no [peak_shaving.nodes] table"
+    assert Settings.load(config_file=toml, environ={}) == Settings.load(environ={})  # no stray settings in it
 
 
 # -- schema registry -------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bytewax.operators as op
+import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.peak_shaving import build_flow
 from flows.peak_shaving_logic import PROGRAM, ShavingConfig
 from vpp.config import Settings
+from vpp.errors import UserError
 from vpp.serde import Serde
 
 T0 = 1_782_000_000_000
@@ -39,7 +41,8 @@ def _aggregate(node: str, window: int, grid_w: float) -> dict:
 def test_commands_for_nodes_with_a_threshold_only():
     serde = Serde.local()
     records = [_aggregate("us/ca", 0, 90_000), _aggregate("us/tx", 0, 500_000), _aggregate("us/ca", 1, 130_000),
-               _aggregate("us/ca", 2, 60_000)]  # with 30 kW shaved: 90 kW underneath
+               _aggregate("us/ca", 2, 70_000),  # 100 kW underneath: the command settles (30 s), nothing changes
+               _aggregate("us/ca", 5, 60_000)]  # with 30 kW shaved: 90 kW underneath
     msgs = [KafkaSourceMessage(r["node_path"].encode(), serde.encode("fleet.aggregates", r), "fleet.aggregates", partition=0, offset=i)
             for i, r in enumerate(records)]
     msgs.append(KafkaSourceMessage(b"x", b"not avro", "fleet.aggregates", partition=0, offset=99))
@@ -49,3 +52,14 @@ def test_commands_for_nodes_with_a_threshold_only():
     assert [(c["node_path"], c["target_w"]) for c in commands] == [("us/ca", 30_000.0), ("us/ca", 0.0)]
     assert all(c["program"] == PROGRAM and c["issued_by"] == "peak-shaving" for c in commands)
     assert [m.topic for m in out].count("telemetry.dlq") == 1
+
+
+def test_without_thresholds_the_flow_refuses_to_start(tmp_path, monkeypatch):
+    monkeypatch.delenv("VPP_CONFIG", raising=False)
+    with pytest.raises(UserError, match="VPP_CONFIG is not set"):
+        build_flow(Settings(), ports=_Ports([], []))
+    empty = tmp_path / "vpp.toml"
+    empty.write_text('broker = "127.0.0.1:9092"\n')
+    monkeypatch.setenv("VPP_CONFIG", str(empty))
+    with pytest.raises(UserError, match=r"peak_shaving.nodes"):
+        build_flow(Settings(), ports=_Ports([], []))

@@ -5,6 +5,8 @@ import pytest
 
 from vpp.simulator.dump import dump_lines, murmur2, partition_for, simulate_to_dump
 from vpp.simulator.faults import NO_FAULTS, FaultConfig
+from vpp.simulator.kafka_io import read_offline_file
+from vpp.simulator.physics import LoadSurge
 from vpp.simulator.stream import SetPoint, Simulation, SimulationConfig
 from vpp.simulator.tree import build_fleet
 
@@ -128,3 +130,73 @@ def test_set_points_change_physics_but_not_faults_or_timing():
     a, b = plain.run(300), commanded.run(300)
     assert [(e.device_id, e.tick_ms, e.record.timestamp_ms, e.faults) for e in a] == \
         [(e.device_id, e.tick_ms, e.record.timestamp_ms, e.faults) for e in b]
+
+
+EVENING_MS = 1_797_303_600_000  # 2026-12-15T03:00:00Z: 19:00 in California, dark, the evening peak
+
+
+def _by_device(emissions):
+    out = {}
+    for e in emissions:
+        out.setdefault(e.device_id, []).append(e.reading)
+    return out
+
+
+def test_enrolled_devices_hold_their_energy_for_the_program_and_the_others_cover_their_homes():
+    fleet = build_fleet(30, depth=3, fanout=1, seed=4)
+    enrolled = {d.device_id for d in fleet.devices if d.asset.enrolled_peak_shaving}
+    assert 0 < len(enrolled) < len(fleet)
+    plain = _by_device(Simulation(fleet, SimulationConfig(EVENING_MS, 5.0, NO_FAULTS)).run(600))
+    held = _by_device(Simulation(fleet, SimulationConfig(EVENING_MS, 5.0, NO_FAULTS, program_reserve_pct=100.0)).run(600))
+    for d in fleet.devices:
+        if d.device_id in enrolled:  # no solar at night: a held battery is idle and the home imports its load
+            assert all(r.battery_w == 0.0 and r.grid_w == r.load_w for r in held[d.device_id])
+            assert any(r.battery_w > 0 for r in plain[d.device_id])
+        else:
+            assert held[d.device_id] == plain[d.device_id]
+
+
+def test_a_program_reserve_is_a_percentage():
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        SimulationConfig(START_MS, program_reserve_pct=120.0)
+
+
+def test_a_load_surge_adds_the_same_load_to_every_home_and_nothing_else_changes():
+    fleet = build_fleet(12, seed=2)
+    surge = LoadSurge(EVENING_MS + 60_000, 2000.0, ramp_s=60, hold_s=120)
+    config = SimulationConfig(EVENING_MS, 5.0, NOISY)
+    plain = Simulation(fleet, config).run(400)
+    surged = Simulation(fleet, SimulationConfig(EVENING_MS, 5.0, NOISY, load_surge=surge)).run(400)
+    assert [(e.device_id, e.tick_ms, e.faults) for e in plain] == [(e.device_id, e.tick_ms, e.faults) for e in surged]
+    extras = [b.reading.load_w - a.reading.load_w for a, b in zip(plain, surged)]
+    assert extras == pytest.approx([surge.extra_at(e.tick_ms) for e in plain], abs=1e-6)
+    assert max(extras) == pytest.approx(2000.0)
+
+
+def test_devices_taken_offline_fall_silent_miss_set_points_and_come_back():
+    fleet = build_fleet(20, seed=8)
+    gone = fleet.devices[0]
+    site = fleet.devices[5].asset.region_path  # a region path takes every device under it
+    under_site = {d.device_id for d in fleet.devices if d.asset.region_path == site}
+    sim = Simulation(fleet, SimulationConfig(START_MS, 5.0, NO_FAULTS))
+    twin = Simulation(fleet, SimulationConfig(START_MS, 5.0, NO_FAULTS))
+    before = sim.advance(START_MS + 60_000)
+    assert before == twin.advance(START_MS + 60_000)
+    assert sim.set_offline([gone.device_id, site + "/", "  ", "no-such-device"]) == {gone.device_id} | under_site
+    assert not sim.apply_setpoint(SetPoint(gone.device_id, 1000.0, START_MS + 60_000, START_MS + 600_000))
+    during = sim.advance(START_MS + 120_000)
+    twin_during = twin.advance(START_MS + 120_000)
+    silent = {gone.device_id} | under_site
+    assert not {e.device_id for e in during} & silent
+    assert [e for e in during] == [e for e in twin_during if e.device_id not in silent]
+    assert sim.set_offline([]) == set()
+    after = sim.advance(START_MS + 180_000)
+    assert {e.device_id for e in after} == {d.device_id for d in fleet.devices}
+    assert sim.active_setpoint_w(gone.device_id, START_MS + 170_000) is None  # the missed set point stays missed
+
+
+def test_the_offline_file_names_devices_and_paths_one_per_line(tmp_path):
+    path = tmp_path / "offline.txt"
+    assert read_offline_file(path) == []  # no file: nobody offline
+    path.write_text("# taken down for the test\npw-000001\n\nus/ca/pge  # a whole utility\n")
+    assert read_offline_file(path) == ["pw-000001", "us/ca/pge"]

@@ -32,7 +32,7 @@ _FAULT_HELP = {
 }
 
 
-def parse_start(text: str) -> int:
+def parse_start(text: str, flag: str = "--start") -> int:
     """ISO-8601 (``Z`` or an offset; naive means UTC) or epoch milliseconds -> epoch ms."""
     text = text.strip()
     if text.isdigit():
@@ -40,20 +40,30 @@ def parse_start(text: str) -> int:
     try:
         dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--start {text!r} is not an ISO-8601 time (e.g. 2026-11-23T19:30:00Z) or epoch ms") from None
+        raise UserError(f"{flag} {text!r} is not an ISO-8601 time (e.g. 2026-11-23T19:30:00Z) or epoch ms") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate between 0 and 1")
-    return value
+def _within(low: float, high: float, what: str):
+    """An argparse type: a number in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_rate = _within(0.0, 1.0, "a rate between 0 and 1")
+_percent = _within(0.0, 100.0, "a percentage between 0 and 100")
+_non_negative = _within(0.0, float("inf"), "a number of at least 0")
 
 
 def _positive(kind):
@@ -95,6 +105,19 @@ def add_commands(subparsers) -> None:
         p.add_argument(flag, type=_rate, default=None, metavar="RATE", dest=f"fault_{f.name}",
                        help=f"{_FAULT_HELP[f.name]} (default {getattr(defaults, f.name):g})")
     p.add_argument("--no-faults", action="store_true", help="set every fault rate to 0 (single --fault-* flags still apply)")
+    p.add_argument("--offline-file", default=None, metavar="FILE",
+                   help="take devices offline on demand: FILE names device ids or region paths, one per line; "
+                        "the running simulator re-reads it when it changes and keeps exactly those devices silent "
+                        "and deaf to set points (remove a line, or the file, to bring them back)")
+    g = p.add_argument_group("scenario (off by default)")
+    g.add_argument("--program-reserve", type=_percent, default=None, metavar="PCT",
+                   help="devices enrolled in peak shaving hold this SoC for the program: their self-consumption "
+                        "stops there (100: they only charge from solar), dispatch set points may use it")
+    g.add_argument("--surge-at", default=None, metavar="ISO",
+                   help="an evening peak: from this time (ISO-8601 or epoch ms) every home's load rises by --surge-w")
+    g.add_argument("--surge-w", type=_positive(float), default=None, metavar="W", help="extra load per home at the surge's plateau")
+    g.add_argument("--surge-ramp-s", type=_non_negative, default=600.0, metavar="S", help="seconds the surge takes to rise and to fall (default 600)")
+    g.add_argument("--surge-hold-s", type=_non_negative, default=1800.0, metavar="S", help="seconds the surge holds its plateau (default 1800)")
     p.add_argument("--assets-out", default=None, metavar="FILE.csv", help="where to write the assets CSV")
     p.add_argument("--no-register", action="store_true", help="do not write the assets to PostgreSQL")
     p.add_argument("--dump", default=None, metavar="FILE", help="write a kcat -J JSON Lines dump instead of publishing (no broker)")
@@ -108,6 +131,18 @@ def _faults(args: argparse.Namespace):
     base = NO_FAULTS if args.no_faults else FaultConfig()
     changes = {f.name: getattr(args, f"fault_{f.name}") for f in fields(FaultConfig) if getattr(args, f"fault_{f.name}") is not None}
     return FaultConfig(**{**{f.name: getattr(base, f.name) for f in fields(FaultConfig)}, **changes})
+
+
+def _scenario(args: argparse.Namespace) -> dict:
+    """The scenario options shared by SimulationConfig and PublishOptions."""
+    from vpp.simulator.physics import LoadSurge
+
+    if (args.surge_at is None) != (args.surge_w is None):
+        raise UserError("--surge-at and --surge-w go together: when the evening peak starts and how much load it adds per home")
+    surge = None
+    if args.surge_at is not None:
+        surge = LoadSurge(parse_start(args.surge_at, "--surge-at"), args.surge_w, args.surge_ramp_s, args.surge_hold_s)
+    return {"program_reserve_pct": args.program_reserve, "load_surge": surge}
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -129,7 +164,8 @@ def _dump(args: argparse.Namespace, settings, faults) -> int:
     from vpp.simulator.tree import build_fleet
 
     fleet = build_fleet(args.devices, args.depth, args.fanout, args.seed)
-    config = SimulationConfig(start_ms=parse_start(args.start or DEFAULT_DUMP_START), rate_s=args.rate_s, faults=faults, seed=args.seed)
+    config = SimulationConfig(start_ms=parse_start(args.start or DEFAULT_DUMP_START), rate_s=args.rate_s, faults=faults, seed=args.seed,
+                              **_scenario(args))
     duration = args.duration or _DEFAULT_DUMP_DURATION_S
     partitions = int(settings.partitions.get("telemetry.raw", 4))
     lines, assets_path, sim = simulate_to_dump(args.dump, fleet, config, duration, partitions, args.assets_out)
@@ -147,7 +183,8 @@ def _publish(args: argparse.Namespace, settings, faults) -> int:
     options = PublishOptions(
         n_devices=args.devices, depth=args.depth, fanout=args.fanout, seed=args.seed, rate_s=args.rate_s,
         duration_s=args.duration, speed=args.speed, start_ms=parse_start(args.start) if args.start else None,
-        faults=faults, assets_out=args.assets_out, register=not args.no_register,
+        faults=faults, assets_out=args.assets_out, register=not args.no_register, offline_file=args.offline_file,
+        **_scenario(args),
     )
     stop = threading.Event()
 
@@ -157,8 +194,9 @@ def _publish(args: argparse.Namespace, settings, faults) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def progress(report) -> None:
+        offline = f"; offline on demand {report.offline_devices}" if options.offline_file else ""
         print(f"sent {report.produced} readings; event time {_iso(report.last_event_ms)}; "
-              f"set points applied {report.setpoints_applied}", file=sys.stderr)
+              f"set points applied {report.setpoints_applied}{offline}", file=sys.stderr)
 
     print(f"simulating {args.devices} devices to {settings.topic('telemetry.raw')} on {settings.broker} "
           f"(speed x{args.speed:g}; Ctrl-C stops)", file=sys.stderr)

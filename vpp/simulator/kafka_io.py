@@ -8,6 +8,12 @@ timestamp, through librdkafka's ``murmur2_random`` partitioner (Kafka's
 default, the one dumps use). Between steps it reads ``device.commands`` from
 the end of every partition (``assign()``, no consumer group) and applies the
 set points.
+
+Taking devices offline on demand (``offline_file``): the file lists device
+ids or region paths, one per line (``#`` starts a comment). The running
+simulator re-reads it whenever it changes and keeps exactly the devices it
+names offline: silent, and deaf to set points (``Simulation.set_offline``).
+Removing a line, or the file, brings them back.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from typing import Any, Callable
 
 from vpp.errors import UserError
 from vpp.simulator.faults import FaultConfig
+from vpp.simulator.physics import LoadSurge
 from vpp.simulator.stream import SetPoint, Simulation, SimulationConfig
 from vpp.simulator.tree import Fleet, build_fleet
 
-__all__ = ["PublishOptions", "PublishReport", "run_publisher", "decode_setpoint", "register_fleet"]
+__all__ = ["PublishOptions", "PublishReport", "run_publisher", "decode_setpoint", "register_fleet", "read_offline_file"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,11 @@ class PublishOptions:
     #: Broker-side topic names; None means ``settings.topic(...)``.
     raw_topic: str | None = None
     commands_topic: str | None = None
+    #: Scenario (see ``SimulationConfig``): the SoC enrolled devices hold for peak shaving, an evening peak.
+    program_reserve_pct: float | None = None
+    load_surge: LoadSurge | None = None
+    #: A file naming the devices to keep offline now (device ids or region paths, one per line).
+    offline_file: str | None = None
 
 
 @dataclass
@@ -62,6 +74,8 @@ class PublishReport:
     setpoints_applied: int = 0
     bad_commands: int = 0
     last_event_ms: int = 0
+    #: Devices offline on demand now (``offline_file``).
+    offline_devices: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -112,6 +126,40 @@ def _ensure_topic(settings: Any, topic: str, partitions: int) -> None:
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise UserError(f"cannot create topic {topic} on {settings.broker}: {exc}") from exc
+
+
+def read_offline_file(path: Path) -> list[str]:
+    """The device ids and region paths an offline file names (none when it does not exist)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    entries = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [e for e in entries if e]
+
+
+class _OfflineFile:
+    """Applies the offline file to the simulation whenever the file changes."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.seen: tuple[int, int] | None = None
+
+    def apply(self, sim: Simulation) -> int | None:
+        """The number of devices offline after a change of the file, None when nothing changed."""
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp == self.seen:
+            return None
+        self.seen = stamp
+        offline = sim.set_offline(read_offline_file(self.path))
+        log.info("devices offline on demand: %d (%s)", len(offline), ", ".join(sorted(offline)[:10]))
+        return len(offline)
 
 
 class _Commands:
@@ -189,7 +237,8 @@ def run_publisher(
 
     start_ms = options.start_ms if options.start_ms is not None else int(time.time() * 1000)
     end_ms = None if options.duration_s is None else start_ms + round(options.duration_s * 1000)
-    sim = Simulation(fleet, SimulationConfig(start_ms=start_ms, rate_s=options.rate_s, faults=options.faults, seed=options.seed))
+    sim = Simulation(fleet, SimulationConfig(start_ms=start_ms, rate_s=options.rate_s, faults=options.faults, seed=options.seed,
+                                             program_reserve_pct=options.program_reserve_pct, load_surge=options.load_surge))
     producer = Producer({"bootstrap.servers": settings.broker, "partitioner": "murmur2_random",
                          "linger.ms": 20, "compression.type": "lz4"})
 
@@ -211,10 +260,14 @@ def run_publisher(
         producer.poll(0)
 
     commands = _Commands(settings, commands_topic)
+    offline_file = _OfflineFile(options.offline_file)
     wall0 = time.monotonic()
     last_progress = wall0
     try:
         while not stop_event.is_set():
+            offline = offline_file.apply(sim)
+            if offline is not None:
+                report.offline_devices = offline
             for sp in commands.poll():
                 if sim.apply_setpoint(sp):
                     report.setpoints_applied += 1

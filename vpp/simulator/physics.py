@@ -17,12 +17,18 @@ Model choices, written down because downstream checks depend on them:
   solar surplus (solar > load) and discharges to cover the deficit, within
   its power limits, never above 100 % and never below its reserve. Below the
   reserve (after a dispatch drew it down) it only charges.
+- A program may ask a device to hold energy for it (``hold_pct``, a program
+  reserve): self-consumption then discharges only down to
+  ``max(reserve, hold_pct)``; 100 holds everything (it still charges from
+  solar surplus). Set points may use the held energy: it is the program's.
 - With an active set point (> 0 discharge, < 0 charge) the battery follows
   it within its power limits and its energy: it may go down to 0 % and up to
   100 %, the reserve is the dispatcher's concern. A set point of 0 is a
   release, i.e. no command.
 - The grid balances the home: ``grid_w = load_w - solar_w - battery_w``
   (> 0 imports). Canonical signs throughout (spec/telemetry.md section 3).
+- A ``LoadSurge`` adds the same extra load to every home for a while (an
+  evening peak event), on top of the daily shape.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 __all__ = [
     "BatterySpec",
     "BatteryStep",
+    "LoadSurge",
     "step_battery",
     "soc_after",
     "solar_clear_sky_fraction",
@@ -82,11 +89,13 @@ def step_battery(
     load_w: float,
     dt_s: float,
     setpoint_w: float | None = None,
+    hold_pct: float = 0.0,
 ) -> BatteryStep:
     """Choose the battery power for the next ``dt_s`` seconds and evolve the SoC.
 
-    ``setpoint_w`` None or 0 means self-consumption; otherwise follow it
-    (> 0 discharge) within the power and energy limits.
+    ``setpoint_w`` None or 0 means self-consumption (discharging down to
+    ``max(reserve, hold_pct)``); otherwise follow it (> 0 discharge) within
+    the power and energy limits.
     """
     if dt_s <= 0:
         raise ValueError(f"dt_s must be positive, got {dt_s}")
@@ -102,7 +111,7 @@ def step_battery(
         if surplus_w >= 0:
             battery_w = -min(surplus_w, _max_charge_w(spec, soc_pct, dt_s))
         else:
-            battery_w = min(-surplus_w, _max_discharge_w(spec, soc_pct, spec.reserve_pct, dt_s))
+            battery_w = min(-surplus_w, _max_discharge_w(spec, soc_pct, max(spec.reserve_pct, hold_pct), dt_s))
     battery_w = battery_w + 0.0  # no -0.0 in the output
     return BatteryStep(
         battery_w=battery_w,
@@ -152,3 +161,36 @@ def load_shape_w(base_w: float, evening_w: float, local_hour: float, noise: floa
         + evening_w * _bump(local_hour, 19.0, 1.8)
     )
     return max(0.0, shape * noise)
+
+
+@dataclass(frozen=True)
+class LoadSurge:
+    """Extra load in every home for a while: an evening peak (air conditioning on a hot evening).
+
+    From ``start_ms`` the extra load rises linearly over ``ramp_s`` to ``extra_w``, holds it for
+    ``hold_s``, then falls back linearly over ``ramp_s``.
+    """
+
+    start_ms: int
+    extra_w: float
+    ramp_s: float = 600.0
+    hold_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if not (self.extra_w >= 0 and self.ramp_s >= 0 and self.hold_s >= 0):
+            raise ValueError(f"load surge {self}: extra_w, ramp_s and hold_s must be >= 0")
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + round((2 * self.ramp_s + self.hold_s) * 1000)
+
+    def extra_at(self, t_ms: int) -> float:
+        """The extra load in W at ``t_ms``."""
+        s = (t_ms - self.start_ms) / 1000.0
+        if s <= 0 or t_ms >= self.end_ms:
+            return 0.0
+        if s < self.ramp_s:
+            return self.extra_w * s / self.ramp_s
+        if s <= self.ramp_s + self.hold_s:
+            return self.extra_w
+        return self.extra_w * max(0.0, 2 * self.ramp_s + self.hold_s - s) / self.ramp_s

@@ -11,6 +11,11 @@ Each device reads every ``rate_s`` seconds at its own phase. A reading
 reports the SoC at its tick and the powers held until the next tick
 (physics.py). The edge receives it 20-400 ms later (``received_at``) and
 sends it 0-50 ms after that unless a fault delays it (faults.py).
+
+Scenarios (``SimulationConfig``, all off by default): a program reserve that
+enrolled devices hold for peak shaving, and a load surge (an evening peak).
+On demand, ``set_offline`` takes chosen devices offline (silent, deaf to set
+points) until they are named no more.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from vpp.simulator.dialects import Reading, _zone, encode_envelope, envelope_bytes
 from vpp.simulator.faults import (
@@ -35,7 +40,7 @@ from vpp.simulator.faults import (
     inject_nan,
     inject_not_implemented,
 )
-from vpp.simulator.physics import BatterySpec, load_shape_w, solar_w, step_battery
+from vpp.simulator.physics import BatterySpec, LoadSurge, load_shape_w, solar_w, step_battery
 from vpp.simulator.tree import Device, Fleet
 
 __all__ = ["Record", "Emission", "SetPoint", "SimulationConfig", "Simulation"]
@@ -81,10 +86,17 @@ class SimulationConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Seed of the readings' noise and faults; None uses the fleet's seed.
     seed: int | None = None
+    #: Devices enrolled in peak shaving hold this SoC for the program: their self-consumption
+    #: stops there (100: they only charge from solar), set points may go below. None: no program.
+    program_reserve_pct: float | None = None
+    #: Extra load in every home for a while (an evening peak); None: the daily shape only.
+    load_surge: LoadSurge | None = None
 
     def __post_init__(self) -> None:
         if not (self.rate_s > 0 and math.isfinite(self.rate_s)):
             raise ValueError(f"rate_s must be a positive number of seconds, got {self.rate_s}")
+        if self.program_reserve_pct is not None and not 0.0 <= self.program_reserve_pct <= 100.0:
+            raise ValueError(f"program_reserve_pct must be between 0 and 100, got {self.program_reserve_pct}")
 
 
 @dataclass
@@ -100,6 +112,10 @@ class _DeviceState:
     spike_w: float = 0.0
     spike_until_ms: int = 0
     offline_until_ms: int = -1
+    #: Taken offline on demand (``Simulation.set_offline``): silent and deaf to set points.
+    forced_offline: bool = False
+    #: Self-consumption floor on top of the device's reserve (the program reserve, if enrolled).
+    hold_pct: float = 0.0
     setpoints: list[SetPoint] = field(default_factory=list)
 
 
@@ -129,6 +145,7 @@ class Simulation:
                     phase_ms=phase,
                     skew_ms=skew,
                     cloud=rng.uniform(0.0, 0.6),
+                    hold_pct=(config.program_reserve_pct or 0.0) if a.enrolled_peak_shaving else 0.0,
                 )
             )
             self._ticks.append((config.start_ms + phase, i))
@@ -139,16 +156,20 @@ class Simulation:
 
     # -- set points --------------------------------------------------------------
     def apply_setpoint(self, sp: SetPoint) -> bool:
-        """Take a set point; returns False for a device this fleet does not have.
+        """Take a set point; returns False when the device does not take it (unknown, or offline).
 
         A newer set point supersedes older ones from its start on (they are cut
-        at its start and never resume). A release (0 W) is "no command".
+        at its start and never resume). A release (0 W) is "no command". A
+        device taken offline misses it (and keeps what it had).
         """
         i = self._index.get(sp.device_id)
         if i is None:
             self.stats["setpoints_unknown_device"] += 1
             return False
         state = self._states[i]
+        if state.forced_offline:
+            self.stats["setpoints_missed_offline"] += 1
+            return False
         kept = []
         for old in state.setpoints:
             end = min(old.end_ms, sp.start_ms)
@@ -167,6 +188,21 @@ class Simulation:
     def soc_pct(self, device_id: str) -> float:
         """The device's true SoC now (after its last tick)."""
         return self._states[self._index[device_id]].soc_pct
+
+    # -- devices taken offline on demand -------------------------------------------
+    def set_offline(self, selectors: Iterable[str]) -> set[str]:
+        """Take offline exactly the devices named (by device id, or by a region path covering them).
+
+        An offline device keeps running (its battery follows the set point it has) but sends no
+        reading and receives no set point, as a gateway that lost its uplink; devices not named
+        any more come back from their next tick. Returns the ids offline now.
+        """
+        wanted = {s.strip().strip("/") for s in selectors} - {""}
+        offline = {d.device_id for d in self.fleet.devices
+                   if d.device_id in wanted or any(_covers(node, d.asset.region_path) for node in wanted)}
+        for st in self._states:
+            st.forced_offline = st.device.device_id in offline
+        return offline
 
     # -- time ----------------------------------------------------------------------
     def advance(self, now_ms: int) -> list[Emission]:
@@ -228,10 +264,12 @@ class Simulation:
                 st.spike_until_ms = tick_ms + rng.randrange(60_000, 1_200_001)
         solar = solar_w(device.solar_peak_w, hour, local.timetuple().tm_yday, st.cloud, dst)
         load = load_shape_w(device.load_base_w, device.load_evening_w, hour, st.load_noise) + st.spike_w
+        if self.config.load_surge is not None:
+            load += self.config.load_surge.extra_at(tick_ms)
         soc_before = st.soc_pct
         if st.setpoints:
             st.setpoints = [sp for sp in st.setpoints if sp.end_ms > tick_ms]
-        step = step_battery(st.spec, soc_before, solar, load, dt_s, _active(st, tick_ms))
+        step = step_battery(st.spec, soc_before, solar, load, dt_s, _active(st, tick_ms), st.hold_pct)
         st.soc_pct = step.soc_pct
         sub_ms_ns = rng.randrange(1_000_000)
         received_ms = tick_ms + rng.randint(*_RECEIVE_LATENCY_MS)
@@ -245,6 +283,9 @@ class Simulation:
             st.offline_until_ms = tick_ms + rng.randint(*OFFLINE_MS)
             self.stats["offline_episodes"] += 1
             self.stats["offline_silent"] += 1
+            return
+        if st.forced_offline:
+            self.stats["offline_forced_silent"] += 1
             return
         if draws[1] < faults.drop:
             self.stats["dropped"] += 1
@@ -294,6 +335,10 @@ class Simulation:
         heapq.heappush(self._pending, (emission.record.timestamp_ms, self._seq, emission))
         self._seq += 1
         self.stats["sent"] += 1
+
+
+def _covers(node: str, region_path: str) -> bool:
+    return region_path == node or region_path.startswith(node + "/")
 
 
 def _active(state: _DeviceState, at_ms: int) -> float | None:
