@@ -2,8 +2,7 @@
 
 The declaration only: the decision is ``flows.peak_shaving_logic.shave_step``, keyed by node
 (each node's state is independent). Thresholds per node come from the ``[peak_shaving]`` tables
-of the TOML settings file named by ``VPP_CONFIG`` (the environment variable: ``vpp run --config``
-does not reach it), read once here at the edge; a node without a threshold is ignored, and a flow
+of the TOML settings file (``vpp run --config FILE`` or ``VPP_CONFIG``), read once here at the edge; a node without a threshold is ignored, and a flow
 with none at all refuses to start. In Kubernetes the file is a ConfigMap
 (``deploy/overlays/peak-shaving``). Commands carry ``program = peak_shaving`` so the dispatch flow
 uses only enrolled devices. Undecodable aggregates go to ``telemetry.dlq``.
@@ -30,15 +29,15 @@ __all__ = ["build_flow", "OUTPUT_TOPICS", "flow"]
 OUTPUT_TOPICS = ("dispatch.commands", "telemetry.dlq")
 
 
-def _thresholds_from_env() -> dict[str, ShavingConfig]:
-    path = os.environ.get("VPP_CONFIG")
+def _configured_thresholds(settings) -> dict[str, ShavingConfig]:
+    path = settings.config_file or os.environ.get("VPP_CONFIG")
     try:
         thresholds = load_thresholds(path) if path else {}
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if not thresholds:
-        raise UserError(f"peak shaving has no thresholds ({'VPP_CONFIG is not set' if not path else path}): set "
-                        'VPP_CONFIG to a TOML file with a [peak_shaving.nodes."<node path>"] table per node, '
+        raise UserError(f"peak shaving has no thresholds ({'no settings file' if not path else path}): give "
+                        'vpp run --config (or VPP_CONFIG) a TOML file with a [peak_shaving.nodes."<node path>"] table per node, '
                         "each with threshold_w (see deploy/overlays/peak-shaving/peak-shaving.toml)")
     return thresholds
 
@@ -58,9 +57,9 @@ def encode_commands(serde, topic: str, items: list[tuple[str, dict | None]]) -> 
 
 
 def build_flow(settings, *, ports: Ports | None = None, thresholds: Mapping[str, ShavingConfig] | None = None) -> Dataflow:
-    """``thresholds`` default to the ``[peak_shaving]`` tables of ``$VPP_CONFIG`` (at least one node)."""
+    """``thresholds`` default to the ``[peak_shaving]`` tables of the settings file (at least one node)."""
     ports = ports or KafkaPorts(settings)
-    thresholds = dict(_thresholds_from_env() if thresholds is None else thresholds)
+    thresholds = dict(_configured_thresholds(settings) if thresholds is None else thresholds)
     commands_topic, dlq_topic = ports.topic("dispatch.commands"), ports.topic("telemetry.dlq")
 
     flow = Dataflow("peak_shaving")

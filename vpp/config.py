@@ -95,6 +95,7 @@ class Settings:
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
     autobidder_horizon: int = 288  # intervals forecast and optimized
+    config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
 
     # ------------------------------------------------------------------------
     def topic(self, name: str) -> str:
@@ -123,6 +124,7 @@ class Settings:
             values.update(_from_stack(json.loads(stack_file.read_text())))
         cfg = config_file or env.get("VPP_CONFIG")
         if cfg:
+            values["config_file"] = str(cfg)
             try:
                 values.update(_flatten_toml(tomllib.loads(Path(cfg).read_text())))
             except (OSError, tomllib.TOMLDecodeError) as exc:

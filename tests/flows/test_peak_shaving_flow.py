@@ -56,10 +56,27 @@ def test_commands_for_nodes_with_a_threshold_only():
 
 def test_without_thresholds_the_flow_refuses_to_start(tmp_path, monkeypatch):
     monkeypatch.delenv("VPP_CONFIG", raising=False)
-    with pytest.raises(UserError, match="VPP_CONFIG is not set"):
+    with pytest.raises(UserError, match="no settings file"):
         build_flow(Settings(), ports=_Ports([], []))
     empty = tmp_path / "vpp.toml"
     empty.write_text('broker = "127.0.0.1:9092"\n')
     monkeypatch.setenv("VPP_CONFIG", str(empty))
     with pytest.raises(UserError, match=r"peak_shaving.nodes"):
         build_flow(Settings(), ports=_Ports([], []))
+
+
+def test_thresholds_come_from_the_settings_file_given_with_config(tmp_path, monkeypatch):
+    """``vpp run peak-shaving --config FILE``: Settings.load remembers the file and the flow reads its tables."""
+    monkeypatch.delenv("VPP_CONFIG", raising=False)
+    config = tmp_path / "shaving.toml"
+    config.write_text('[peak_shaving.nodes."us/ca"]\nthreshold_w = 100000\n')
+    settings = Settings.load(state_dir=tmp_path, config_file=config, environ={})
+    assert settings.config_file == str(config)
+    out: list = []
+    serde = Serde.local()
+    record = _aggregate("us/ca", 0, 130_000)
+    msgs = [KafkaSourceMessage(b"us/ca", serde.encode("fleet.aggregates", record), "fleet.aggregates", partition=0,
+                               offset=0)]
+    run_main(build_flow(settings, ports=_Ports(msgs, out)))
+    commands = [serde.decode(m.value) for m in out if m.topic == "dispatch.commands"]
+    assert [(c["node_path"], c["target_w"]) for c in commands] == [("us/ca", 30_000.0)]
