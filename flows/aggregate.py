@@ -188,7 +188,8 @@ class DeviceBuckets(StatefulBatchLogic):
         state = self.state
         if target is None or (state.closed is not None and target <= state.closed):
             return []
-        closed = close_through(state, target, self._params, self._registry.assets)
+        closed = close_through(state, target, self._params, self._registry.assets,
+                               getattr(self._registry, "generation", None))
         out: list[tuple] = []
         parts: list[dict[int, tuple]] = [{} for _ in range(NODE_SHARDS)]
         shard_of = state.nodes.shards(NODE_SHARDS)

@@ -132,12 +132,13 @@ class NodeAggregateEncoder:
         doubles = np.ascontiguousarray(summaries[:, _DOUBLE_COLUMNS] / 1000, "<f8").view(np.uint8).reshape(n, 72)
         counts = summaries[:, [KNOWN, REPORTING, ESTIMATED, LATE]]
         stored, soc_cap = summaries[:, STORED_MWH], summaries[:, SOC_CAPACITY_MWH]
-        if counts.min() < 0 or counts.max() >= 64 or np.abs(stored).max() >= 2**53 // 100 or \
-                np.abs(soc_cap).max() >= 2**53:
-            return [self.encode(path, w, row) for path, row in zip(node_paths, summaries.tolist())]
+        # rows the block cannot hold (a count of 64 or more: upper nodes; energies beyond exact doubles)
+        general = ((counts < 0) | (counts >= 64)).any(axis=1) | (np.abs(stored) >= 2**53 // 100) | \
+            (np.abs(soc_cap) >= 2**53)
+        general_rows = np.flatnonzero(general).tolist()
         # one block per record: the three counts (one varint byte each below 64) and the nine doubles
         block = np.empty((n, 75), np.uint8)
-        block[:, :3] = counts[:, :3] * 2
+        block[:, :3] = counts[:, :3] * 2  # (rows with larger counts are encoded the general way below)
         block[:, 3:] = doubles
         blocks = block.tobytes()
         has_soc = (soc_cap != 0).tolist()
@@ -146,6 +147,8 @@ class NodeAggregateEncoder:
         late = counts[:, 3].tolist()
         small = _SMALL
         out = []
+        for i in general_rows:
+            late[i] = 0  # keeps the lookup below in range; the row is replaced after the loop
         for i, node_path in enumerate(node_paths):
             prefix = prefixes.get(node_path)
             if prefix is None:
@@ -153,6 +156,10 @@ class NodeAggregateEncoder:
                 prefix = prefixes[node_path] = b"".join((header, _int(len(path)), path, _int(node_path.count("/") + 1)))
             out.append(b"".join((prefix, window, blocks[i * 75:i * 75 + 75],
                                  b"\x02" + soc[i * 8:i * 8 + 8] if has_soc[i] else b"\x00", small[late[i]])))
+        if general_rows:
+            rows = summaries[general_rows].tolist()
+            for i, row in zip(general_rows, rows):
+                out[i] = self.encode(node_paths[i], w, row)
         return out
 
 

@@ -65,6 +65,8 @@ class DeviceTable:
         # registry limits per slot, refreshed when the registry's object for the device changes
         self.rated_obj: list[Any] = []
         self.rated = np.zeros((0, 5))  # has, capacity (NaN), max_charge, max_discharge, reserve (0 for null)
+        self.rated_generation: int | None = None  # registry generation the limits were read at (None: unknown)
+        self.unrated: list[int] = []  # slots given out since the limits were read
 
     def __len__(self) -> int:
         return len(self.slot_of)
@@ -100,6 +102,7 @@ class DeviceTable:
                         self.rated_obj.append(None)
                         self._grow(s + 1)
                     self.slot_of[d] = s
+                    self.unrated.append(s)
                 slots[i] = s
         return np.array(slots, np.int64)
 
@@ -121,13 +124,22 @@ class DeviceTable:
             mask[np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))] = True
         return mask
 
-    def refresh_rated(self, rated: Mapping[str, RatedLimits]) -> None:
-        """Registry limits of every device, re-read for the devices whose registry entry changed."""
-        objs = list(map(rated.get, self.ids))  # (a free slot's id is None: no entry)
-        cached = self.rated_obj
-        if objs == cached:  # identical objects compare equal at C speed; equal values need no refresh either
-            return
-        for s, obj in enumerate(objs):
+    def refresh_rated(self, rated: Mapping[str, RatedLimits], generation: int | None = None) -> None:
+        """Registry limits of every device, re-read for the devices whose registry entry changed.
+
+        ``generation`` (the registry's change counter, if it keeps one): while it stays the same only
+        the slots given out since are read; without one every device is looked up again.
+        """
+        if generation is not None and generation == self.rated_generation:
+            slots = self.unrated
+        else:
+            slots = range(len(self.ids))
+        self.unrated = []
+        self.rated_generation = generation
+        ids, cached = self.ids, self.rated_obj
+        for s in slots:
+            d = ids[s]
+            obj = None if d is None else rated.get(d)
             if obj is not cached[s]:
                 cached[s] = obj
                 if obj is None:
@@ -140,6 +152,8 @@ class DeviceTable:
         n = len(self.ids)
         state = dict(self.__dict__)
         state["rated_obj"] = [None] * n  # registry objects are not state: re-read after a restore
+        state["rated_generation"] = None
+        state["unrated"] = []
         for name in ("site", "last_ts", "last_pw", "soc", "capacity"):
             state[name] = state[name][:n].copy()
         state["rated"] = np.zeros((n, 5))
@@ -297,7 +311,7 @@ def _per_device(readings: list[Reading], table: DeviceTable):
     powers = np.array((b_t, s_t, l_t, g_t), float).T[idx]  # None -> NaN
     socs = np.array(soc_t, float)[idx]
     caps = np.array(cap_t, float)[idx]
-    return slots[idx], ts[idx], powers, socs, caps, [path_t[i] for i in idx.tolist()], (dev_t, ts_t)
+    return slots[idx], ts[idx], powers, socs, caps, idx, path_t, (dev_t, ts_t)
 
 
 def _means_mw(group: np.ndarray, n_groups: int, values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -348,16 +362,19 @@ def _summaries(powers_mw: np.ndarray, soc: np.ndarray, capacity: np.ndarray, rat
     return out
 
 
-def close_window(state: BucketState, w: int, params: WindowParams,
-                 rated: Mapping[str, RatedLimits]) -> ClosedWindow | None:
-    """Close window ``w`` of a bucket: every device leaf to emit, and the bucket's part of the nodes above."""
+def close_window(state: BucketState, w: int, params: WindowParams, rated: Mapping[str, RatedLimits],
+                 rated_generation: int | None = None) -> ClosedWindow | None:
+    """Close window ``w`` of a bucket: every device leaf to emit, and the bucket's part of the nodes above.
+
+    ``rated``: registry limits by device id; ``rated_generation``: its change counter, if it keeps one.
+    """
     ws = w * params.window_ms
     we = ws + params.window_ms
     table = state.devices
     readings = state.open.pop(w, None)
     extra: list[tuple[str, str, Summary]] = []  # zero and late-only leaves, few
     if readings:
-        slots, ts, powers, socs, caps, paths, counted = _per_device(readings, table)
+        slots, ts, powers, socs, caps, idx, paths, counted = _per_device(readings, table)
         state.counted[w] = counted
         n = len(slots)
         first = np.ones(n, bool)
@@ -380,7 +397,7 @@ def close_window(state: BucketState, w: int, params: WindowParams,
         cap_idx = np.maximum.reduceat(np.where(np.isnan(caps), -1, last_valid), starts)
         soc_w = np.where(soc_idx >= 0, socs[soc_idx], np.where(carry_ok, table.soc[u], np.nan))
         cap_w = np.where(cap_idx >= 0, caps[cap_idx], table.capacity[u])
-        new_sites = state.nodes.ids([paths[i] for i in ends.tolist()])
+        new_sites = state.nodes.ids([paths[i] for i in idx[ends].tolist()])
         old_sites = table.site[u]
         for i in np.flatnonzero((old_sites >= 0) & (old_sites != new_sites)).tolist():
             extra.append((int(old_sites[i]), table.ids[u[i]], ZERO))  # moved: the old leaf counts it no more
@@ -396,7 +413,7 @@ def close_window(state: BucketState, w: int, params: WindowParams,
     for old_w in [k for k in state.counted if (k + 1) * params.window_ms <= we - params.duplicate_memory_ms]:
         del state.counted[old_w]
 
-    table.refresh_rated(rated)
+    table.refresh_rated(rated, rated_generation)
     live = table.live_mask()
     silent = live.copy()
     silent[u] = False
@@ -444,7 +461,7 @@ def close_window(state: BucketState, w: int, params: WindowParams,
 
 
 def close_through(state: BucketState, target: int, params: WindowParams,
-                  rated: Mapping[str, RatedLimits]) -> list[ClosedWindow]:
+                  rated: Mapping[str, RatedLimits], rated_generation: int | None = None) -> list[ClosedWindow]:
     """Close every window up to ``target`` (inclusive) in order; windows with nothing to say are skipped."""
     closed = state.closed
     if closed is not None and target <= closed:
@@ -458,7 +475,7 @@ def close_through(state: BucketState, target: int, params: WindowParams,
             if nxt is None or nxt > target:
                 break
             w = nxt
-        result = close_window(state, w, params, rated)
+        result = close_window(state, w, params, rated, rated_generation)
         if result is not None:
             out.append(result)
         w += 1

@@ -50,6 +50,7 @@ class StaticAssets:
 
     def __init__(self, assets: Mapping[str, Asset]):
         self.assets = dict(assets)
+        self.generation = 0  # never changes
 
     def refresh_if_due(self, *, missing: bool = False) -> int:
         return 0

@@ -43,6 +43,8 @@ class AssetCache:
         self._last_refresh = float("-inf")
         self._conn = None
         self.assets: dict[str, Any] = {}
+        #: goes up whenever ``assets`` changes: a consumer that derived something from it knows when to look again
+        self.generation = 0
 
     def _connection(self):
         import psycopg
@@ -66,6 +68,8 @@ class AssetCache:
         for row in rows:
             self.assets[row["device_id"]] = self._make_asset(row)
             self._since = row["updated_at"]
+        if rows:
+            self.generation += 1
         self._last_refresh = self._clock()
         return len(rows)
 

@@ -395,3 +395,19 @@ def test_batch_encoder_is_byte_identical_to_the_single_record_encoder(nodes, win
 def test_batch_encoder_with_device_sized_counts_is_byte_identical_too(nodes, window):
     """Counts and late below 64 take the block path; one at 64 or more sends the batch the general way."""
     _batch_matches_single_records(nodes, window)
+
+
+def test_registry_limits_are_read_again_when_the_registry_generation_changes():
+    import dataclasses
+
+    rated = dict(RATED)
+    state = BucketState(bucket=0)
+    ingest(state, [rd("d1", 1, soc=50.0), rd("d1", 11, soc=50.0), rd("d1", 21, soc=50.0)], P)
+    [first] = close_through(state, 0, P, rated, rated_generation=1)
+    rated["d1"] = dataclasses.replace(rated["d1"], max_discharge_w=1_000.0)
+    [same_generation] = close_through(state, 1, P, rated, rated_generation=1)
+    ingest(state, [rd("d2", 25, soc=50.0)], P)  # a new device is read even within a generation
+    [next_generation] = close_through(state, 2, P, rated, rated_generation=2)
+    discharge = [c.leaves[0][2][F["discharge_available_mw"]] for c in (first, same_generation, next_generation)]
+    assert discharge == [4_000_000, 4_000_000, 1_000_000]
+    assert field(next_generation.nodes[SITE_A], "discharge_available_mw") == 1_000_000 + 5_000_000
