@@ -357,14 +357,16 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, source_part
     buckets_out = op.stateful_batch("devices", buckets_in, partial(
         DeviceBuckets, params=params, registry=assets, metrics=metrics, expected_partitions=expected,
         idle_advance=idle_advance))
-    leaves = op.flat_map_batch("leaves", buckets_out, leaves_only)
+    # the node path is declared first: the scheduler then tends to finish a window's nodes (the root
+    # that consumers wait for) before encoding its many device leaves
     parts = op.flat_map_batch("parts", buckets_out, parts_by_shard)
     nodes = op.stateful_batch("nodes", parts, NodeShards)
-    leaf_out = op.flat_map_batch("encode_leaves", leaves, partial(encode_leaves, encoder, aggregates_topic,
-                                                                   params.window_ms, metrics))
     node_out = op.flat_map_batch("encode_nodes", nodes, partial(encode_nodes, encoder, aggregates_topic,
                                                                  params.window_ms, metrics))
-    ports.write("aggregates_out", op.merge("aggregates", leaf_out, node_out))
+    leaves = op.flat_map_batch("leaves", buckets_out, leaves_only)
+    leaf_out = op.flat_map_batch("encode_leaves", leaves, partial(encode_leaves, encoder, aggregates_topic,
+                                                                   params.window_ms, metrics))
+    ports.write("aggregates_out", op.merge("aggregates", node_out, leaf_out))
     ports.write("dlq_out", dead_letters)
     return flow
 
