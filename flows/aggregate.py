@@ -142,6 +142,23 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _resume(snapshot: bytes | None, kind: type):
+    """The state a step snapshotted, or a fresh one; a snapshot of another layout stops the flow with why."""
+    if not snapshot:
+        return kind()
+    try:
+        state = pickle.loads(snapshot)
+    except (pickle.UnpicklingError, AttributeError, ImportError, TypeError, EOFError, ValueError) as exc:
+        state = exc
+    if not isinstance(state, kind):
+        raise RuntimeError(
+            f"aggregate: the recovery snapshot is not a {kind.__name__} of this version ({state!r:.200}); it was "
+            "written by an older layout (before device state in columns). Resume it with the version that wrote "
+            "it, or start this flow on a fresh recovery directory (deploy/README.md: re-reading telemetry.canonical "
+            "rebuilds the state; the stores upsert by node and window)")
+    return state
+
+
 class DeviceBuckets(StatefulBatchLogic):
     """One bucket of devices (see ``flows.aggregate_logic.BucketState``); emits leaves and node parts.
 
@@ -153,7 +170,7 @@ class DeviceBuckets(StatefulBatchLogic):
     def __init__(self, resume: bytes | None, *, params: WindowParams, registry, metrics: FlowMetrics,
                  expected_partitions: frozenset | None, idle_advance: bool, now_ms: Callable[[], int] = _wall_ms,
                  wake_ms: int = 1000):
-        self.state: BucketState = pickle.loads(resume) if resume else BucketState()
+        self.state: BucketState = _resume(resume, BucketState)
         self._params = params
         self._registry = registry
         self._metrics = metrics
@@ -283,7 +300,7 @@ class NodeShards(StatefulBatchLogic):
     """Adds every bucket's part of the nodes of one shard; emits ``(window, node paths, summaries)`` when complete."""
 
     def __init__(self, resume: bytes | None, *, buckets: int = AGGREGATE_BUCKETS):
-        self.state: ShardState = pickle.loads(resume) if resume else ShardState()
+        self.state: ShardState = _resume(resume, ShardState)
         self._buckets = buckets
 
     def on_batch(self, items: list[tuple[int, int, dict]]) -> tuple[list[tuple], bool]:

@@ -411,3 +411,16 @@ def test_registry_limits_are_read_again_when_the_registry_generation_changes():
     discharge = [c.leaves[0][2][F["discharge_available_mw"]] for c in (first, same_generation, next_generation)]
     assert discharge == [4_000_000, 4_000_000, 1_000_000]
     assert field(next_generation.nodes[SITE_A], "discharge_available_mw") == 1_000_000 + 5_000_000
+
+
+def test_a_snapshot_of_another_layout_stops_the_flow_with_a_reason():
+    import pickle
+
+    from flows.aggregate import DeviceBuckets, NodeShards
+
+    with pytest.raises(RuntimeError, match="older layout"):
+        NodeShards(pickle.dumps({"not": "a shard state"}))
+    with pytest.raises(RuntimeError, match="older layout"):
+        DeviceBuckets(b"\x80\x05garbage", params=P, registry=None, metrics=None, expected_partitions=None,
+                      idle_advance=False)
+    assert NodeShards(pickle.dumps(ShardState())).state == ShardState()
