@@ -156,9 +156,10 @@ class DispatchLogic(StatefulBatchLogic):
     """Adapter from bytewax to ``DispatchState``: feeds events, keeps wall-clock time for Kafka runs."""
 
     def __init__(self, resume: bytes | None, *, window_ms: int, staleness_ms: int,
-                 wall_clock: Callable[[], float] | None):
+                 wall_clock: Callable[[], float] | None, resend_ms: int = 0):
         self.state = DispatchState.loads(resume) if resume else DispatchState(
             window_ms=window_ms, staleness_ms=staleness_ms, max_lead_ms=3 * window_ms)
+        self.state.resend_ms = resend_ms  # configuration, not state: the current setting wins after a restart
         self._wall_clock = wall_clock
         self._anchor_event_ms: int | None = None  # event time and wall time of the last clock move
         self._anchor_wall_s = 0.0
@@ -275,7 +276,8 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, store: Any 
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     emitted = op.stateful_batch("dispatch", events, partial(DispatchLogic, window_ms=settings.window_s * 1000,
                                                             staleness_ms=settings.staleness_s * 1000,
-                                                            wall_clock=wall_clock))
+                                                            wall_clock=wall_clock,
+                                                            resend_ms=settings.setpoint_resend_s * 1000))
     encoded = op.flat_map_batch("encode", emitted, partial(encode_outputs, ports.serde, setpoint_topic, status_topic, metrics))
     ports.write("dispatch_out", op.merge("with_dead_letters", encoded, dead))
     if store is not None:

@@ -80,8 +80,12 @@ def _within(child: str, parent: str) -> bool:
 class DispatchState:
     """Everything dispatch knows about one tree; picklable (``dumps``/``loads`` for snapshots)."""
 
-    def __init__(self, *, window_ms: int = 10_000, staleness_ms: int = 60_000, max_lead_ms: int = 30_000):
+    def __init__(self, *, window_ms: int = 10_000, staleness_ms: int = 60_000, max_lead_ms: int = 30_000,
+                 resend_ms: int = 0):
         self.window_ms, self.staleness_ms, self.max_lead_ms = window_ms, staleness_ms, max_lead_ms
+        #: > 0: a device's unchanged set point is sent again once it is this old (a gateway that restarted or
+        #: missed a message converges), with its first start, so stores keyed by (command, device, start) upsert
+        self.resend_ms = resend_ms
         self.table = DeviceTable()
         self.clock_ms: int | None = None
         self.next_check_ms: int | None = None
@@ -92,7 +96,13 @@ class DispatchState:
         #: The set point each device row follows as last emitted: the command's seq (-1: none) and watts.
         self.current_seq = np.zeros(0, dtype=np.int64)
         self.current_w = np.zeros(0)
+        self.current_start = np.zeros(0, dtype=np.int64)  # start of the set point each row follows
+        self.sent_ms = np.zeros(0, dtype=np.int64)  # when it was last sent
         self._ahead: dict[str, int] = {}
+
+    def __setstate__(self, state: dict) -> None:  # snapshots from before set points were re-sent
+        self.__dict__.update({"resend_ms": 0, "current_start": np.zeros(0, dtype=np.int64),
+                              "sent_ms": np.zeros(0, dtype=np.int64), **state})
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -249,11 +259,14 @@ class DispatchState:
         """Emit the difference between the set points devices follow and those the active commands want.
 
         A device gets a set point when its command or its power changes, and a release (0 W) when no
-        command wants it any more: at the command's end when it expired, now otherwise.
+        command wants it any more: at the command's end when it expired, now otherwise. With
+        ``resend_ms``, an unchanged set point is sent again (same start) once it is that old.
         """
         n = self.table.n
         self.current_seq = _fit(self.current_seq, n, -1)
         self.current_w = _fit(self.current_w, n, 0.0)
+        self.current_start = _fit(self.current_start, n, 0)
+        self.sent_ms = _fit(self.sent_ms, n, 0)
         want_seq = np.full(n, -1, dtype=np.int64)
         want_w = np.zeros(n)
         by_seq = {c.seq: c for c in self.active}
@@ -262,12 +275,23 @@ class DispatchState:
             want_w[cmd.alloc_idx] = cmd.alloc_w
         changed = np.flatnonzero((want_seq != self.current_seq) | (want_w != self.current_w))
         ids, wanted = self.table.ids, want_seq[changed]
+        stale_sent = np.zeros(n, dtype=bool)
+        if self.resend_ms > 0:
+            stale_sent = (want_seq >= 0) & (want_seq == self.current_seq) & (want_w == self.current_w) & \
+                (now - self.sent_ms >= self.resend_ms)
         for cmd in self.active:  # new set points, command by command, in device-row order
             rows = changed[wanted == cmd.seq]
             if rows.size:
                 start = int(max(now, cmd.start_ms))
                 out.setpoints.extend(_setpoint(cmd, ids[i], w, start, cmd.end_ms)
                                      for i, w in zip(rows.tolist(), want_w[rows].tolist()))
+                self.current_start[rows] = start
+                self.sent_ms[rows] = now
+            again = np.flatnonzero(stale_sent & (want_seq == cmd.seq))
+            if again.size:
+                out.setpoints.extend(_setpoint(cmd, ids[i], w, s, cmd.end_ms) for i, w, s in
+                                     zip(again.tolist(), want_w[again].tolist(), self.current_start[again].tolist()))
+                self.sent_ms[again] = now
         released = changed[wanted < 0]
         old_seq = self.current_seq[released]
         for seq in np.unique(old_seq).tolist():

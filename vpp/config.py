@@ -95,6 +95,7 @@ class Settings:
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
     autobidder_horizon: int = 288  # intervals forecast and optimized
+    setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
 
     # ------------------------------------------------------------------------

@@ -204,3 +204,24 @@ def test_with_a_wall_clock_commands_expire_without_new_input():
     # and the snapshot carries the state, not the wall-clock anchor
     restored = DispatchLogic(logic.snapshot(), window_ms=10_000, staleness_ms=60_000, wall_clock=lambda: 5000.0)
     assert restored.state.clock_ms == logic.state.clock_ms and not restored.state.active
+
+
+def test_an_unchanged_setpoint_is_sent_again_with_its_first_start_once_it_is_old():
+    """A gateway that restarted or missed a message gets its set point again (level, not edge)."""
+    state, out = running(), Emitted()
+    state.resend_ms = 30_000
+    state.on_command(command("c1", "us/ca", 6000), True, out)
+    first = {sp["device_id"]: sp for sp in out.setpoints}
+    assert set(first) == {"d1", "d3", "d5"}
+    resent: list[dict] = []
+    for k in range(1, 8):  # 70 s of readings, powers unchanged
+        resent += tick(state, T0 + k * 10_000).setpoints
+    assert {sp["device_id"] for sp in resent} == set(first)
+    assert all(sp == first[sp["device_id"]] for sp in resent), "the same record: same start, watts and end"
+    assert len(resent) == 2 * len(first), "sent again at +30 s and +60 s, not every window"
+
+
+def test_without_resend_only_changes_are_sent():
+    state, out = running(), Emitted()
+    state.on_command(command("c1", "us/ca", 6000), True, out)
+    assert [sp for k in range(1, 8) for sp in tick(state, T0 + k * 10_000).setpoints] == []
