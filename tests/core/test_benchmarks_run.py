@@ -1,0 +1,28 @@
+"""Every benchmark still runs (on a tiny input): a refactor must not leave a benchmark behind broken.
+
+The figures are not checked here; targets live in the benchmarks and bench/README.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SMALL_RUNS = [
+    ("canonicalize", ["--devices", "20", "--duration-s", "60", "--rounds", "1"], "ratio flow / baseline"),
+    ("aggregate", ["--devices", "300", "--windows", "2", "--live-windows", "0"], "flow, 2 processes"),
+    ("dispatch", ["--devices", "2000", "--repeat", "1"], "end to end"),
+]
+
+
+@pytest.mark.parametrize("name,args,expect", SMALL_RUNS, ids=[r[0] for r in SMALL_RUNS])
+def test_benchmark_runs_on_a_small_input(name, args, expect):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expect in done.stdout, done.stdout[-3000:]
