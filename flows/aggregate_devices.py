@@ -362,50 +362,63 @@ def _summaries(powers_mw: np.ndarray, soc: np.ndarray, capacity: np.ndarray, rat
     return out
 
 
+def _count_readings(state: BucketState, w: int, readings: list[Reading], params: WindowParams,
+                    moved: list[tuple[int, str, Summary]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The devices that reported in window ``w``: ``(slots, powers mW, SoC, capacity)``; their columns updated.
+
+    A device whose latest reading names another site than the one it was counted under gets a zero
+    record for the old leaf in ``moved``.
+    """
+    ws = w * params.window_ms
+    we = ws + params.window_ms
+    table = state.devices
+    slots, ts, powers, socs, caps, idx, paths, counted = _per_device(readings, table)
+    state.counted[w] = counted
+    n = len(slots)
+    first = np.ones(n, bool)
+    first[1:] = slots[1:] != slots[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], n) - 1
+    u = slots[starts]
+    m = len(u)
+    group = np.cumsum(first) - 1
+    nxt = np.empty(n, np.int64)  # each reading holds until the next of its device, or the window end
+    nxt[:-1] = ts[1:]
+    nxt[ends] = we
+    carry_ok = table.last_ts[u] >= ws - params.staleness_ms
+    carry_span = np.where(carry_ok, ts[starts] - ws, 0)
+    carry_pw = np.where(carry_ok[:, None], table.last_pw[u], np.nan)
+    pw_mw = _means_mw(np.concatenate((np.arange(m), group)), m, np.concatenate((carry_pw, powers)),
+                      np.concatenate((carry_span, nxt - ts)))
+    positions = np.arange(n)
+    soc_idx = np.maximum.reduceat(np.where(np.isnan(socs), -1, positions), starts)  # last known in the window
+    cap_idx = np.maximum.reduceat(np.where(np.isnan(caps), -1, positions), starts)
+    soc_w = np.where(soc_idx >= 0, socs[soc_idx], np.where(carry_ok, table.soc[u], np.nan))
+    cap_w = np.where(cap_idx >= 0, caps[cap_idx], table.capacity[u])
+    new_sites = state.nodes.ids([paths[i] for i in idx[ends].tolist()])
+    old_sites = table.site[u]
+    for i in np.flatnonzero((old_sites >= 0) & (old_sites != new_sites)).tolist():
+        moved.append((int(old_sites[i]), table.ids[u[i]], ZERO))  # the old leaf counts it no more
+    table.site[u] = new_sites
+    table.last_ts[u] = ts[ends]
+    table.last_pw[u] = powers[ends]
+    table.soc[u] = soc_w
+    table.capacity[u] = cap_w
+    return u, pw_mw, soc_w, cap_w
+
+
 def close_window(state: BucketState, w: int, params: WindowParams, rated: Mapping[str, RatedLimits],
                  rated_generation: int | None = None) -> ClosedWindow | None:
     """Close window ``w`` of a bucket: every device leaf to emit, and the bucket's part of the nodes above.
 
     ``rated``: registry limits by device id; ``rated_generation``: its change counter, if it keeps one.
     """
-    ws = w * params.window_ms
-    we = ws + params.window_ms
+    we = (w + 1) * params.window_ms
     table = state.devices
     readings = state.open.pop(w, None)
-    extra: list[tuple[str, str, Summary]] = []  # zero and late-only leaves, few
+    extra: list[tuple[int, str, Summary]] = []  # (site id, device, summary): zero and late-only leaves, few
     if readings:
-        slots, ts, powers, socs, caps, idx, paths, counted = _per_device(readings, table)
-        state.counted[w] = counted
-        n = len(slots)
-        first = np.ones(n, bool)
-        first[1:] = slots[1:] != slots[:-1]
-        starts = np.flatnonzero(first)
-        ends = np.append(starts[1:], n) - 1
-        u = slots[starts]
-        m = len(u)
-        group = np.cumsum(first) - 1
-        nxt = np.empty(n, np.int64)
-        nxt[:-1] = ts[1:]
-        nxt[ends] = we
-        carry_ok = table.last_ts[u] >= ws - params.staleness_ms
-        carry_span = np.where(carry_ok, ts[starts] - ws, 0)
-        carry_pw = np.where(carry_ok[:, None], table.last_pw[u], np.nan)
-        pw_mw = _means_mw(np.concatenate((np.arange(m), group)), m, np.concatenate((carry_pw, powers)),
-                          np.concatenate((carry_span, nxt - ts)))
-        last_valid = np.arange(n)
-        soc_idx = np.maximum.reduceat(np.where(np.isnan(socs), -1, last_valid), starts)
-        cap_idx = np.maximum.reduceat(np.where(np.isnan(caps), -1, last_valid), starts)
-        soc_w = np.where(soc_idx >= 0, socs[soc_idx], np.where(carry_ok, table.soc[u], np.nan))
-        cap_w = np.where(cap_idx >= 0, caps[cap_idx], table.capacity[u])
-        new_sites = state.nodes.ids([paths[i] for i in idx[ends].tolist()])
-        old_sites = table.site[u]
-        for i in np.flatnonzero((old_sites >= 0) & (old_sites != new_sites)).tolist():
-            extra.append((int(old_sites[i]), table.ids[u[i]], ZERO))  # moved: the old leaf counts it no more
-        table.site[u] = new_sites
-        table.last_ts[u] = ts[ends]
-        table.last_pw[u] = powers[ends]
-        table.soc[u] = soc_w
-        table.capacity[u] = cap_w
+        u, pw_mw, soc_w, cap_w = _count_readings(state, w, readings, params, extra)
     else:
         u = np.zeros(0, np.int64)
         pw_mw = np.zeros((0, 4), np.int64)
