@@ -1,10 +1,13 @@
 """Solve times of the battery optimizer by horizon and solver, against its LP relaxation.
 
-Run: ``python bench/optimize.py [--runs 5] [--seed 7]``. Each row times the
-whole ``plan`` call (model building, solver process or library call, reading
-the result back), median over ``--runs`` runs, next to ``relaxation_bound`` on
-the same instance in the same run: the same model with the charge/discharge
-binaries relaxed, i.e. what the binaries cost.
+Run: ``python bench/optimize.py [--runs 5] [--seed 7] [--instances 1]``. Each
+row times the whole ``plan`` call (model building, solver process or library
+call, reading the result back), median over ``--runs`` runs, next to
+``relaxation_bound`` on the same instance in the same run: the same model
+with the charge/discharge binaries relaxed, i.e. what the binaries cost.
+With ``--instances N`` each row draws N price days (seeds ``seed*1000+T+k``)
+and also prints the slowest one's median: one random day says little about
+branch-and-bound.
 
 Two price days: ``typical``, a diurnal curve with noise and a few negative
 intervals (binaries almost always slack), and ``negative``, a day of deeply
@@ -66,30 +69,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--solvers", default="cbc,highs")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--instances", type=int, default=1, help="price days per row; the slowest is printed too")
     args = parser.parse_args(argv)
 
     print(f"{'scenario':<9} {'T':>4} {'solver':<6} {'status':<10} {'revenue $':>11} {'LP bound $':>11} "
-          f"{'MILP s':>8} {'LP s':>8} {'MILP/LP':>8}")  # fmt: skip
+          f"{'MILP s':>8} {'LP s':>8} {'MILP/LP':>8} {'slowest s':>9}")  # fmt: skip
     for scenario in args.scenarios.split(","):
         for n in HORIZONS:
-            prices, b = SCENARIOS[scenario](n, random.Random(args.seed * 1000 + n))
+            days = [SCENARIOS[scenario](n, random.Random(args.seed * 1000 + n + k)) for k in range(args.instances)]
             for solver in args.solvers.split(","):
-                milp_s, lp_s = [], []
                 try:
-                    for _ in range(args.runs):
-                        seconds, schedule = _timed(plan, prices, b, solver=solver)
-                        milp_s.append(seconds)
-                        seconds, bound = _timed(relaxation_bound, prices, b, solver=solver)
-                        lp_s.append(seconds)
+                    rows = [_time_day(prices, b, solver, args.runs) for prices, b in days]
                 except SolverUnavailableError as exc:
                     print(f"{scenario:<9} {n:>4} {solver:<6} unavailable: {exc}")
                     continue
-                milp, lp = statistics.median(milp_s), statistics.median(lp_s)
+                schedule, bound, milp, lp = rows[0]
                 revenue = f"{schedule.revenue_usd:11.2f}" if schedule.revenue_usd is not None else f"{'-':>11}"
                 bound_text = f"{bound:11.2f}" if bound is not None else f"{'-':>11}"
+                slowest = max(row[2] for row in rows)
                 print(f"{scenario:<9} {n:>4} {solver:<6} {schedule.status:<10} {revenue} {bound_text} "
-                      f"{milp:8.3f} {lp:8.3f} {milp / lp:8.1f}")  # fmt: skip
+                      f"{milp:8.3f} {lp:8.3f} {milp / lp:8.1f} {slowest:9.3f}")  # fmt: skip
     return 0
+
+
+def _time_day(prices, b, solver: str, runs: int):
+    """``(schedule, LP bound, median plan s, median relaxation s)`` of one price day."""
+    milp_s, lp_s = [], []
+    for _ in range(runs):
+        seconds, schedule = _timed(plan, prices, b, solver=solver)
+        milp_s.append(seconds)
+        seconds, bound = _timed(relaxation_bound, prices, b, solver=solver)
+        lp_s.append(seconds)
+    return schedule, bound, statistics.median(milp_s), statistics.median(lp_s)
 
 
 if __name__ == "__main__":

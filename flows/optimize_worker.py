@@ -1,8 +1,9 @@
 """Flow ``optimize-worker``: ``autobidder.optimize.requests`` -> ``autobidder.optimize.results``.
 
 Answers each request of the autobidder with ``models.optimize.plan`` over the request's
-forecast prices and battery (solver CBC, bounded by ``time_limit_s``); the solver status comes
-back with the schedule. Stateless: a request read twice is answered twice, and the autobidder
+forecast prices and battery, with the solver ``settings.optimize_solver`` and each solve bounded
+by ``settings.optimize_time_limit_s`` (0: no bound); the solver status comes back with the
+schedule. Stateless: a request read twice is answered twice, and the autobidder
 takes the first answer to its request id.
 """
 
@@ -21,7 +22,7 @@ from flows.decode import dead_letters_only, decode_or_dead_letter, records_only
 from flows.forecast_worker import encode_results
 from sinks.ports import KafkaPorts, Ports
 
-__all__ = ["build_flow", "answer_optimize", "INPUT_TOPICS", "OUTPUT_TOPICS", "flow"]
+__all__ = ["build_flow", "answer_optimize", "solver_options", "INPUT_TOPICS", "OUTPUT_TOPICS", "flow"]
 
 INPUT_TOPICS = ["autobidder.optimize.requests"]
 OUTPUT_TOPICS = ("autobidder.optimize.results", "telemetry.dlq")
@@ -53,8 +54,19 @@ def answer_optimize(solver: str, time_limit_s: float | None, now: Callable[[], f
     return out
 
 
-def build_flow(settings, *, ports: Ports | None = None, solver: str = "cbc", time_limit_s: float | None = 20.0,
-               now: Callable[[], float] = time.time) -> Dataflow:
+def solver_options(settings) -> tuple[str, float | None]:
+    """``(solver, time_limit_s)`` of the settings; ``ValueError`` for a solver ``plan`` does not know."""
+    from models.optimize import SOLVERS
+
+    if settings.optimize_solver not in SOLVERS:
+        raise ValueError(f"optimize_solver {settings.optimize_solver!r} is not one of {', '.join(SOLVERS)}")
+    if settings.optimize_time_limit_s < 0:
+        raise ValueError(f"optimize_time_limit_s must be 0 (no bound) or positive, got {settings.optimize_time_limit_s}")
+    return settings.optimize_solver, settings.optimize_time_limit_s or None
+
+
+def build_flow(settings, *, ports: Ports | None = None, now: Callable[[], float] = time.time) -> Dataflow:
+    solver, time_limit_s = solver_options(settings)
     ports = ports or KafkaPorts(settings)
     out_topic, dlq_topic = ports.topic("autobidder.optimize.results"), ports.topic("telemetry.dlq")
     flow = Dataflow("optimize_worker")

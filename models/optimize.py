@@ -24,11 +24,20 @@ thing for a 5 kWh home battery and a 100 MWh plant; results are reported in W,
 Wh and $. The optimality gap is closed to ``1e-9`` (relative and absolute, in
 scaled units), not left at a solver's default (HiGHS stops at 1e-4).
 
-Speed (bench/optimize.py): a 288-interval day solves in about 0.15 s with CBC
-when the binaries are slack, as they are whenever charging and discharging at
-once cannot pay, i.e. unless ``p_t < -deg eta / (1 - eta)``. On days of deeply
-negative prices they bind and branch-and-bound can take seconds; pass
-``time_limit_s`` to bound it (status ``"not_solved"`` with the best plan found).
+Only the intervals that need it get a binary. Charging and discharging at
+once burns energy through the losses, which pays only when ``p_t < -deg eta /
+(1 - eta)`` (never when ``eta = 1``): elsewhere an interval that does both can
+be netted to one direction with the same stored energy and no less revenue
+(see ``_burning_pays_below``), so the model leaves ``b_t`` out there and nets
+the answer. The optimum is the same, exactly; the binaries left are the ones
+that can bind.
+
+Speed (bench/optimize.py, 288 intervals): a typical day, where few prices if
+any are that low, is nearly an LP (0.04-0.09 s). On days of deeply negative
+prices the binaries bind and branch-and-bound does real work: 0.25-1.05 s with
+HiGHS, 0.3-2.1 s with CBC, which finds the optimum at once and spends the rest
+proving it. Pass ``time_limit_s`` to bound a solve (status ``"not_solved"``
+with the best plan found, netted like an optimal one).
 
 ``Schedule.intervals[t].energy_wh`` is ``E_t``, the energy at the START of
 interval ``t``; ``Schedule.final_energy_wh`` is ``E_T``.
@@ -72,6 +81,11 @@ STATUSES = ("optimal", "infeasible", "unbounded", "not_solved", "error")
 _GAP = 1e-9
 # Solver noise below this (in scaled units) is reported as exactly zero.
 _SNAP = 1e-9
+# Search settings, not tolerances (bench/optimize.py): CBC's cheap strategy (less strong branching
+# at the root) takes about a third off its negative-price days; HiGHS's RINS/RENS sub-MIPs took
+# 60-75 % of its time on them and never found a better plan than its other heuristics had.
+_CBC_OPTIONS = ("strategy", "0")
+_HIGHS_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False}
 
 
 class SolverUnavailableError(RuntimeError):
@@ -198,14 +212,15 @@ def _make_solver(solver: str, time_limit_s: float | None):
         # is deprecated); without it, a `cbc` on PATH (PuLP 4's `pulp[cbc]`).
         bundled = getattr(pulp.PULP_CBC_CMD, "pulp_cbc_path", None)
         path = bundled if bundled and os.path.isfile(bundled) else None
-        made = pulp.COIN_CMD(msg=False, path=path, timeLimit=time_limit_s, gapRel=_GAP, gapAbs=_GAP)
+        made = pulp.COIN_CMD(msg=False, path=path, timeLimit=time_limit_s, gapRel=_GAP, gapAbs=_GAP,
+                             options=list(_CBC_OPTIONS))
         if not made.available():
             raise SolverUnavailableError(
                 "the 'cbc' solver binary was not found: reinstall pulp (pip install pulp==3.3.2 bundles it)"
             )
         return made
     if solver == "highs":
-        made = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=_GAP, gapAbs=_GAP)
+        made = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=_GAP, gapAbs=_GAP, **_HIGHS_OPTIONS)
         if not made.available():
             raise SolverUnavailableError(
                 "the 'highs' solver needs the highspy package (pip install highspy==1.15.1); or use solver 'cbc'"
@@ -223,6 +238,19 @@ class _Model:
     power_unit_w: float
 
 
+def _burning_pays_below(battery: Battery) -> float:
+    """The price below which charging and discharging in one interval pays: ``-deg eta / (1 - eta)``.
+
+    Doing both at once moves no more energy than netting them to one
+    direction, and the netted interval earns at least as much exactly when
+    ``p (1 - eta) + deg eta >= 0``: it saves ``d (p (1 - eta) / eta + deg)``
+    (net charging, ``c - d / eta``) or ``c (p (1 - eta) + deg eta)`` (net
+    discharging, ``d - eta c``). Only below this price can the binaries bind.
+    """
+    eta, deg = battery.efficiency, battery.degradation_usd_per_mwh
+    return -math.inf if eta == 1.0 else -deg * eta / (1.0 - eta)
+
+
 def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool) -> _Model:
     n = len(prices)
     price = [p.price_usd_per_mwh for p in prices]
@@ -233,12 +261,12 @@ def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool) -> 
     step = INTERVAL_H * unit_w / battery.capacity_wh  # fraction of capacity moved by 1 unit of power in one interval
     deg = battery.degradation_usd_per_mwh
     objective_unit = max(max(abs(x) for x in price), deg) or 1.0
+    threshold = _burning_pays_below(battery)
 
     problem = pulp.LpProblem("battery_schedule", pulp.LpMaximize)
     charge = [problem.add_variable(f"c_{t}", 0, pc) for t in range(n)]
     discharge = [problem.add_variable(f"d_{t}", 0, pd) for t in range(n)]
     mode_kind = pulp.LpContinuous if relaxed else pulp.LpBinary
-    mode = [problem.add_variable(f"b_{t}", 0, 1, cat=mode_kind) for t in range(n)]
     energy = [problem.add_variable(f"e_{t + 1}", battery.reserve_pct / 100.0, 1.0) for t in range(n)]
 
     problem += pulp.lpSum(
@@ -246,13 +274,26 @@ def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool) -> 
     )
     previous: pulp.LpVariable | float = battery.soc_pct / 100.0
     for t in range(n):
-        problem += charge[t] <= pc * mode[t], f"charge_mode_{t}"
-        problem += discharge[t] <= pd * (1 - mode[t]), f"discharge_mode_{t}"
+        # Where charging and discharging at once cannot pay, no binary: a solution that does both
+        # is netted afterwards (_net) to one that does not, with the same energy and no less revenue.
+        if price[t] < threshold and pc > 0 and pd > 0:
+            mode = problem.add_variable(f"b_{t}", 0, 1, cat=mode_kind)
+            problem += charge[t] <= pc * mode, f"charge_mode_{t}"
+            problem += discharge[t] <= pd * (1 - mode), f"discharge_mode_{t}"
         problem += energy[t] == previous + root * step * charge[t] - step / root * discharge[t], f"energy_{t + 1}"
         previous = energy[t]
     if battery.final_soc_pct is not None:
         problem += energy[-1] >= battery.final_soc_pct / 100.0, "final_soc"
     return _Model(problem, charge, discharge, energy, unit_w)
+
+
+def _net(charge: float, discharge: float, efficiency: float) -> tuple[float, float]:
+    """Charge and discharge of one interval netted to one direction, the stored energy unchanged."""
+    if charge <= 0.0 or discharge <= 0.0:
+        return charge, discharge
+    if efficiency * charge >= discharge:
+        return charge - discharge / efficiency, 0.0
+    return 0.0, discharge - efficiency * charge
 
 
 def _revenue_usd(prices: Sequence[PricePoint], charge_w, discharge_w, deg: float) -> float:
@@ -282,11 +323,14 @@ def _has_values(model: _Model) -> bool:
     return all(v.varValue is not None for v in (*model.charge, *model.discharge, *model.energy))
 
 
-def _power_w(var: pulp.LpVariable, unit_w: float, limit_w: float) -> float:
-    scaled = var.varValue
-    if scaled < _SNAP:
-        return 0.0
-    return min(scaled * unit_w, limit_w)
+def _powers_w(model: _Model, battery: Battery) -> tuple[list[float], list[float]]:
+    """Charge and discharge (W) as solved, netted per interval; solver noise below ``_SNAP`` is zero."""
+    charge_w, discharge_w = [], []
+    for c_var, d_var in zip(model.charge, model.discharge, strict=True):
+        c, d = _net(c_var.varValue, d_var.varValue, battery.efficiency)
+        charge_w.append(0.0 if c < _SNAP else min(c * model.power_unit_w, battery.max_charge_w))
+        discharge_w.append(0.0 if d < _SNAP else min(d * model.power_unit_w, battery.max_discharge_w))
+    return charge_w, discharge_w
 
 
 def _meets_constraints(charge_w, discharge_w, energy_wh, battery: Battery) -> bool:
@@ -346,8 +390,7 @@ def plan(
         status = _confirm_infeasible(prices, battery, solver, time_limit_s)
     if status not in ("optimal", "not_solved") or not _has_values(model):
         return Schedule(status=status, revenue_usd=None, intervals=())
-    charge_w = [_power_w(v, model.power_unit_w, battery.max_charge_w) for v in model.charge]
-    discharge_w = [_power_w(v, model.power_unit_w, battery.max_discharge_w) for v in model.discharge]
+    charge_w, discharge_w = _powers_w(model, battery)
     energy_wh = [battery.soc_pct / 100.0 * battery.capacity_wh]
     energy_wh += [v.varValue * battery.capacity_wh for v in model.energy]
     if not _meets_constraints(charge_w, discharge_w, energy_wh, battery):

@@ -73,3 +73,31 @@ def test_a_request_the_optimizer_cannot_take_is_answered_with_an_error_status() 
            "reserve_pct": 10.0, "efficiency": 0.9, "degradation_usd_per_mwh": 5.0, "requested_at": 0}
     result = answer_optimize("cbc", None, lambda: 2.0, req)
     assert result["status"].startswith("error: capacity_wh must be positive") and result["charge_w"] == []
+
+
+@pytest.mark.parametrize(("toml", "environ", "expected"), [
+    ("", {}, ("cbc", 20.0)),                                                               # defaults
+    ('optimize_solver = "highs"\noptimize_time_limit_s = 2.5\n', {}, ("highs", 2.5)),      # the TOML file
+    ('optimize_solver = "highs"\n', {"VPP_OPTIMIZE_SOLVER": "cbc"}, ("cbc", 20.0)),        # the environment wins
+    ("", {"VPP_OPTIMIZE_TIME_LIMIT_S": "0"}, ("cbc", None)),                               # 0: no time limit
+])
+def test_the_optimize_worker_takes_solver_and_time_limit_from_the_settings(tmp_path, toml, environ, expected) -> None:
+    from flows.optimize_worker import solver_options
+    from vpp.config import Settings
+
+    config = tmp_path / "vpp.toml"
+    config.write_text(toml)
+    settings = Settings.load(state_dir=tmp_path, config_file=config, environ=environ)
+    assert solver_options(settings) == expected
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"optimize_solver": "gurobi"}, "optimize_solver 'gurobi' is not one of cbc, highs"),
+    ({"optimize_time_limit_s": -1.0}, "optimize_time_limit_s must be 0"),
+])
+def test_the_optimize_worker_refuses_bad_solver_settings_before_it_starts(tmp_path, changes, message) -> None:
+    from flows.optimize_worker import build_flow
+    from vpp.config import Settings
+
+    with pytest.raises(ValueError, match=message):
+        build_flow(Settings.load(state_dir=tmp_path, environ={}).replace(**changes))

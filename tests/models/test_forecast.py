@@ -44,6 +44,66 @@ def test_features_read_nothing_from_the_origin_on(history):
     assert np.array_equal(rows, origin_features(changed, start_ms, origin, -8 * 3_600_000), equal_nan=True)
 
 
+def _kind_series(days: int, weekday: float, weekend: float, start_ms: int) -> np.ndarray:
+    """One price per day kind, for ``days`` local days from ``start_ms`` (UTC days: offset 0)."""
+    day = (start_ms // 86_400_000 + np.arange(days * 288) // 288 + 3) % 7  # Monday = 0
+    return np.where(day >= 5, weekend, weekday).astype(float)
+
+
+MONDAY_MS = 1_767_571_200_000  # 2026-01-05 00:00 UTC, a Monday
+
+
+# Windows reach 30 min (the reference) and 2 h (anomalies) into the neighbouring days: the middle of the day.
+MIDDLE = slice(30, 288 - 30)
+
+
+@pytest.mark.parametrize(
+    ("origin_day", "expected_reference"),
+    [
+        pytest.param(21, 40.0, id="monday-from-weekdays"),
+        pytest.param(19, 60.0, id="saturday-from-weekend-days"),
+        pytest.param(18, 40.0, id="friday"),
+    ],
+)
+def test_the_reference_is_the_slot_on_days_of_the_same_kind(origin_day, expected_reference):
+    values = _kind_series(28, weekday=40.0, weekend=60.0, start_ms=MONDAY_MS)
+    column = dict(zip(FEATURE_NAMES, origin_features(values, MONDAY_MS, origin_day * 288, 0).T))
+    assert column["reference"][MIDDLE].tolist() == pytest.approx([expected_reference] * 228)
+    assert column["anomaly_1d_wide"][MIDDLE].tolist() == pytest.approx([0.0] * 228)
+    assert column["weekend"].tolist() == [float(origin_day % 7 >= 5)] * 288
+
+
+def test_the_anomaly_a_day_before_is_how_far_that_day_was_from_its_reference():
+    values = _kind_series(28, weekday=40.0, weekend=60.0, start_ms=MONDAY_MS)
+    origin = 23 * 288 + 144  # Wednesday noon
+    values[origin - 288 : origin] += 5.0  # the 24 h before it 5 $/MWh above their kind
+    column = dict(zip(FEATURE_NAMES, origin_features(values, MONDAY_MS, origin, 0).T))
+    assert column["anomaly_1d_wide"][143] == pytest.approx(5.0)  # target - 24 h +- 2 h lies inside them
+    assert column["anomaly_2d_wide"][143] == pytest.approx(0.0)
+
+
+def test_the_anomaly_of_the_last_hour_fades_with_the_step():
+    values = _kind_series(28, weekday=40.0, weekend=60.0, start_ms=MONDAY_MS)
+    origin = 23 * 288 + 144
+    values[origin - 12 : origin] += 3.0
+    column = dict(zip(FEATURE_NAMES, origin_features(values, MONDAY_MS, origin, 0).T))
+    assert column["anomaly_last_1h"].tolist() == pytest.approx([3.0] * 288)
+    assert column["anomaly_last_1h_decayed_1h"][[0, 12]].tolist() == pytest.approx([3.0, 3.0 / np.e])
+    assert column["anomaly_last_1h_decayed_4h"][[0, 48]].tolist() == pytest.approx([3.0, 3.0 / np.e])
+
+
+def test_fit_learns_that_a_day_above_its_reference_is_followed_by_another():
+    # Daily levels follow an AR(1) with persistence 0.8: the base must carry a good part of yesterday over.
+    rng = np.random.default_rng(3)
+    level, values = 0.0, []
+    for _ in range(60):
+        level = 0.8 * level + rng.normal(0.0, 10.0)
+        values.extend(50.0 + level + rng.normal(0.0, 2.0, 288))
+    points = [PricePoint(START + k * STEP, float(v)) for k, v in enumerate(values)]
+    coefficients = forecast.fit(points, utc_offset_h=-8, rounds=2).metadata["linear_coefficients"]
+    assert 0.4 <= coefficients["anomaly_1d_wide"] + coefficients["anomaly_2d_wide"] <= 1.0
+
+
 @pytest.mark.parametrize("origin_index", [10 * 288, 10 * 288 + 131, 11 * 288 + 5])
 def test_perturbing_the_future_does_not_change_a_forecast(model, history, origin_index):
     origin = history[origin_index].interval_start

@@ -87,8 +87,11 @@ def reference_revenue_usd(prices: list[PricePoint], b: Battery) -> float | None:
         LinearConstraint(np.hstack([eye, zero, -pc_kw * eye]), -np.inf, 0.0),
         LinearConstraint(np.hstack([zero, eye, pd_kw * eye]), -np.inf, pd_kw),
     ]
+    # HiGHS's absolute gap (1e-6) would swallow a whole objective of micro-dollars: solve in units of the
+    # largest cost coefficient.
+    scale = float(np.max(np.abs(cost))) or 1.0
     result = milp(
-        cost,
+        cost / scale,
         constraints=constraints,
         integrality=np.concatenate([np.zeros(2 * n), np.ones(n)]),
         bounds=Bounds(np.zeros(3 * n), np.concatenate([np.full(n, pc_kw), np.full(n, pd_kw), np.ones(n)])),
@@ -97,7 +100,7 @@ def reference_revenue_usd(prices: list[PricePoint], b: Battery) -> float | None:
     if result.status == 2:
         return None
     assert result.status == 0, result.message
-    return -result.fun
+    return -result.fun * scale
 
 
 def assert_feasible(schedule: Schedule, prices: list[PricePoint], b: Battery) -> None:
@@ -186,7 +189,9 @@ def test_final_soc_is_met_even_when_selling_pays(solver):
 
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_below_reserve_at_start_must_be_back_above_it_after_the_first_interval(solver):
-    b = battery(capacity_wh=10_000.0, soc_pct=5.0, reserve_pct=10.0)  # 12000 W charges 1000 Wh per interval
+    # 12000 W charges 1000 Wh per interval. A degradation cost makes charging more and selling it
+    # back at the same price a loss, so that the least charge back to the reserve is the one optimum.
+    b = battery(capacity_wh=10_000.0, soc_pct=5.0, reserve_pct=10.0, degradation_usd_per_mwh=1.0)
     schedule = plan(prices_of(30.0, 30.0, 30.0), b, solver=solver)
     assert schedule.status == "optimal"
     assert schedule.intervals[1].energy_wh >= 1000.0 - 1e-6
@@ -273,6 +278,45 @@ def test_a_time_limit_gives_a_feasible_plan_or_none_never_a_false_infeasible(sol
         assert_feasible(schedule, prices, b)
     else:
         assert schedule.revenue_usd is None
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_day_of_deeply_negative_prices_matches_the_reference(solver):
+    # Nearly every interval lies below -deg eta / (1 - eta): the binaries bind and are all in the model.
+    prices, b = negative_price_day()
+    prices = prices[:96]
+    schedule = plan(prices, b, solver=solver)
+    assert schedule.status == "optimal"
+    assert_feasible(schedule, prices, b)
+    assert math.isclose(schedule.revenue_usd, reference_revenue_usd(prices, b), rel_tol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    charge=st.floats(0.0, 1.0),
+    discharge=st.floats(0.0, 1.0),
+    efficiency=st.floats(0.5, 1.0),
+    degradation=st.floats(0.0, 40.0),
+    price=st.floats(-3000.0, 3000.0),
+)
+def test_netting_keeps_the_energy_and_loses_no_revenue_exactly_where_the_model_has_no_binary(
+    charge, discharge, efficiency, degradation, price
+):
+    from models.optimize import _burning_pays_below, _net
+
+    b = battery(efficiency=efficiency, degradation_usd_per_mwh=degradation)
+    c, d = _net(charge, discharge, efficiency)
+    assert c >= 0.0 and d >= 0.0 and min(c, d) == 0.0 and c <= charge and d <= discharge
+    root = math.sqrt(efficiency)
+    assert root * c - d / root == pytest.approx(root * charge - discharge / root, abs=1e-12)
+    revenue = lambda c_, d_: (price - degradation) * d_ - price * c_  # noqa: E731
+    gain = revenue(c, d) - revenue(charge, discharge)
+    scale = 1e-9 * (abs(price) + degradation)
+    threshold = _burning_pays_below(b)
+    if price >= threshold:
+        assert gain >= -scale
+    elif price < threshold - 1.0 and min(charge, discharge) > 1e-3:  # well below it burning pays: netting loses
+        assert gain < 0.0
 
 
 def test_schedule_as_dict_is_the_cli_json_shape():
