@@ -11,7 +11,7 @@ from operator import add
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from flows.aggregate_logic import (
-    _POWERS, BATTERY_W, CAPACITY_WH, DEVICE_ID, REGION_PATH, SOC_PCT, TS, ZERO, RatedLimits, Reading, Summary,
+    _POWERS, CAPACITY_WH, DEVICE_ID, REGION_PATH, SOC_PCT, TS, ZERO, RatedLimits, Reading, Summary,
     WindowParams, _late_only, _ts_of,
 )
 
