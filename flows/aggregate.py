@@ -154,13 +154,13 @@ def _resume(snapshot: bytes | None, kind: type):
         raise RuntimeError(
             f"aggregate: the recovery snapshot is not a {kind.__name__} of this version ({state!r:.200}); it was "
             "written by an older layout (before device state in columns). Resume it with the version that wrote "
-            "it, or start this flow on a fresh recovery directory (deploy/README.md: re-reading telemetry.canonical "
-            "rebuilds the state; the stores upsert by node and window)")
+            "it, or start this flow on a fresh recovery directory: it then reads telemetry.canonical from its "
+            "starting offset again, and the stores upsert by node and window")
     return state
 
 
 class DeviceBuckets(StatefulBatchLogic):
-    """One bucket of devices (see ``flows.aggregate_logic.BucketState``); emits leaves and node parts.
+    """One bucket of devices (see ``flows.aggregate_devices.BucketState``); emits leaves and node parts.
 
     Emits ``("leaves", window, ClosedWindow)`` and ``("parts", shard, (bucket, frontier,
     {window: (node paths, summaries)}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
