@@ -98,8 +98,6 @@ class WindowParams:
 #: A canonical reading reduced to what aggregation needs (a tuple: one is built per reading).
 Reading = tuple  # (ts, battery_w, solar_w, load_w, grid_w, soc_pct, capacity_wh, region_path, device_id)
 TS, BATTERY_W, SOLAR_W, LOAD_W, GRID_W, SOC_PCT, CAPACITY_WH, REGION_PATH, DEVICE_ID = range(9)
-_POWERS = (BATTERY_W, SOLAR_W, LOAD_W, GRID_W)
-_ts_of = itemgetter(TS)
 
 
 #: ``reading_of(record)``: the aggregation view of a decoded ``telemetry.canonical`` record (one C call).

@@ -7,13 +7,16 @@ records on random streams (the columns are the fast path, this is the readable s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import add
+from operator import add, itemgetter
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from flows.aggregate_logic import (
-    _POWERS, CAPACITY_WH, DEVICE_ID, REGION_PATH, SOC_PCT, TS, ZERO, RatedLimits, Reading, Summary,
-    WindowParams, _late_only, _ts_of,
+    BATTERY_W, CAPACITY_WH, DEVICE_ID, GRID_W, LOAD_W, REGION_PATH, SOC_PCT, SOLAR_W, TS, ZERO, RatedLimits,
+    Reading, Summary, WindowParams, _late_only,
 )
+
+_POWERS = (BATTERY_W, SOLAR_W, LOAD_W, GRID_W)
+_ts_of = itemgetter(TS)
 
 
 def time_weighted_means_mw(carry: Reading | None, readings: Sequence[Reading], window_start: int,
