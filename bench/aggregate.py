@@ -93,6 +93,7 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
     from flows.aggregate import build_flow
     from flows.canonicalize import StaticAssets
     from vpp.config import Settings
+    from vpp.gc_policy import tune_for_streaming
     from vpp.serde import Serde
 
     partitions = max(1, len(addresses))
@@ -184,6 +185,7 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
     flow = build_flow(Settings(), ports=_Ports(), assets=StaticAssets(fleet(devices)),
                       source_partitions=range(partitions), idle_advance=False)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tune_for_streaming()  # as `vpp run` does
     if addresses:
         cluster_main(flow, addresses, process_id, worker_count_per_proc=1)
     else:

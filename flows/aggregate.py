@@ -63,6 +63,7 @@ from flows.aggregate_logic import (
     DEVICE_ID,
     TS,
     ShardState,
+    ShardWindow,
     WindowParams,
     reading_of,
     robust_max,
@@ -220,7 +221,8 @@ class DeviceBuckets(StatefulBatchLogic):
                 lo, hi = bounds[shard], bounds[shard + 1]
                 if lo < hi:
                     rows = order[lo:hi]
-                    parts[shard][c.window] = ([paths[i] for i in rows.tolist()], c.node_summaries[rows])
+                    parts[shard][c.window] = ([paths[i] for i in rows.tolist()], c.node_summaries[rows],
+                                              c.node_is_site[rows])
         for shard in range(NODE_SHARDS):  # every shard learns the new frontier, with or without parts
             out.append(("parts", shard, (state.bucket, target, parts[shard])))
         return out
@@ -278,7 +280,7 @@ class DeviceBuckets(StatefulBatchLogic):
             return [], StatefulBatchLogic.RETAIN
         final = max(state.partition_max.values()) // self._params.window_ms
         out = self._close(final)
-        beyond = sum(len(rs) for w, rs in state.open.items() if w > final)
+        beyond = sum(len(rows) for w, rows in state.open.items() if w > final)
         self._metrics.count_late(beyond)  # readings dated after the end (clocks running ahead): never counted
         return out, StatefulBatchLogic.RETAIN
 
@@ -297,7 +299,7 @@ def parts_by_shard(items: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
 # -- step 3: node shards --------------------------------------------------------------------------------
 
 class NodeShards(StatefulBatchLogic):
-    """Adds every bucket's part of the nodes of one shard; emits ``(window, node paths, summaries)`` when complete."""
+    """Adds every bucket's part of the nodes of one shard; emits a ``ShardWindow`` when a window is complete."""
 
     def __init__(self, resume: bytes | None, *, buckets: int = AGGREGATE_BUCKETS):
         self.state: ShardState = _resume(resume, ShardState)
@@ -340,6 +342,24 @@ def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metr
     return out
 
 
+def _split(items: list[tuple[str, ShardWindow]], sites: bool) -> list[tuple[str, tuple]]:
+    out = []
+    for key, (window, paths, summaries, is_site) in items:
+        rows = np.flatnonzero(is_site if sites else ~is_site)
+        if len(rows):
+            out.append((key, (window, [paths[i] for i in rows.tolist()], summaries[rows])))
+    return out
+
+
+def regions_only(items: list[tuple[str, ShardWindow]]) -> list[tuple[str, tuple]]:
+    """The nodes above the sites (the root, states, utilities...): few, and what most consumers wait for."""
+    return _split(items, sites=False)
+
+
+def sites_only(items: list[tuple[str, ShardWindow]]) -> list[tuple[str, tuple]]:
+    return _split(items, sites=True)
+
+
 # -- the flow ---------------------------------------------------------------------------------------------
 
 def build_flow(settings, *, ports: Ports | None = None, assets=None, source_partitions: Iterable | None = None,
@@ -374,16 +394,22 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, source_part
     buckets_out = op.stateful_batch("devices", buckets_in, partial(
         DeviceBuckets, params=params, registry=assets, metrics=metrics, expected_partitions=expected,
         idle_advance=idle_advance))
-    # the node path is declared first: the scheduler then tends to finish a window's nodes (the root
-    # that consumers wait for) before encoding its many device leaves
+    # Records leave in three streams, declared in the order a window's records should reach the topic: the
+    # regions above the sites (the root first in line: what dispatch, peak shaving and the autobidder read),
+    # then the sites, then the device leaves. A worker runs its steps in the order they are declared, so the
+    # regions' sink writes a window before its ~100,000 sites and leaves are encoded.
     parts = op.flat_map_batch("parts", buckets_out, parts_by_shard)
     nodes = op.stateful_batch("nodes", parts, NodeShards)
-    node_out = op.flat_map_batch("encode_nodes", nodes, partial(encode_nodes, encoder, aggregates_topic,
-                                                                 params.window_ms, metrics))
+    regions = op.flat_map_batch("regions", nodes, regions_only)
+    ports.write("regions_out", op.flat_map_batch("encode_regions", regions, partial(
+        encode_nodes, encoder, aggregates_topic, params.window_ms, metrics)))
+    sites = op.flat_map_batch("sites", nodes, sites_only)
+    site_out = op.flat_map_batch("encode_sites", sites, partial(encode_nodes, encoder, aggregates_topic,
+                                                                params.window_ms, metrics))
     leaves = op.flat_map_batch("leaves", buckets_out, leaves_only)
     leaf_out = op.flat_map_batch("encode_leaves", leaves, partial(encode_leaves, encoder, aggregates_topic,
                                                                    params.window_ms, metrics))
-    ports.write("aggregates_out", op.merge("aggregates", node_out, leaf_out))
+    ports.write("aggregates_out", op.merge("aggregates", site_out, leaf_out))
     ports.write("dlq_out", dead_letters)
     return flow
 

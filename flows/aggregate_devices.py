@@ -10,8 +10,11 @@ keeps aggregation within reach of the cost of decoding its input.
 State per device is a *slot* (an index into the columns): its latest
 counted reading's time and powers, its last known SoC and capacity, the
 site it is counted under, and the registry limits seen for it. Readings
-wait in their open window as the tuples the flow built
-(``flows.aggregate_logic.Reading``); a closed window keeps only
+wait in their open window as column chunks (``ReadingChunk``: one per
+input batch, built where the batch is decoded), so that the work per
+reading is done as readings arrive, not in the burst at a window's close,
+and a snapshot pickles arrays rather than a tuple per reading; a closed
+window keeps only
 ``(device_id, ts)`` pairs for a while, so that a late copy of a counted
 reading is recognised as a duplicate and not counted as late.
 
@@ -24,7 +27,7 @@ order), so the results do not depend on how devices are bucketed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -43,11 +46,42 @@ from flows.aggregate_logic import (
     stable_index,
 )
 
-__all__ = ["DeviceTable", "NodeIndex", "BucketState", "ClosedWindow", "ingest", "close_window", "close_through"]
+__all__ = ["DeviceTable", "NodeIndex", "BucketState", "ClosedWindow", "OpenWindow", "ReadingChunk", "chunk_of",
+           "ingest", "close_window", "close_through"]
 
 _NEVER = np.iinfo(np.int64).min // 4  # last_ts of a slot that has counted nothing
 _WIDTH = len(SUMMARY_FIELDS)
 _LATE_COL = _WIDTH - 1
+
+
+class ReadingChunk(NamedTuple):
+    """Readings in columns (a row per reading, in arrival order); NaN stands for a null value."""
+
+    ts: np.ndarray  # int64 epoch ms
+    powers: np.ndarray  # (rows, 4) float: battery, solar, load, grid W
+    soc: np.ndarray  # float %
+    capacity: np.ndarray  # float Wh
+    paths: Sequence[str]  # region path (the site the reading names)
+    devices: Sequence[str]
+    sites: np.ndarray | None = None  # id of each path in the bucket's NodeIndex (set when the bucket ingests it)
+
+
+def chunk_of(readings: Sequence[Reading]) -> ReadingChunk:
+    """The columns of reading tuples (``flows.aggregate_logic.Reading``)."""
+    if not readings:
+        return ReadingChunk(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0), [], [])
+    ts_t, b_t, s_t, l_t, g_t, soc_t, cap_t, path_t, dev_t = zip(*readings)
+    return ReadingChunk(np.array(ts_t, np.int64), np.array((b_t, s_t, l_t, g_t), float).T, np.array(soc_t, float),
+                        np.array(cap_t, float), path_t, dev_t)
+
+
+def _concat(chunks: Sequence[ReadingChunk]) -> ReadingChunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    return ReadingChunk(np.concatenate([c.ts for c in chunks]), np.concatenate([c.powers for c in chunks]),
+                        np.concatenate([c.soc for c in chunks]), np.concatenate([c.capacity for c in chunks]),
+                        list(chain.from_iterable(c.paths for c in chunks)),
+                        list(chain.from_iterable(c.devices for c in chunks)), np.concatenate([c.sites for c in chunks]))
 
 
 class DeviceTable:
@@ -234,12 +268,57 @@ class BucketState:
     closed: int | None = None  # id of the last closed window
     partition_max: dict[Any, int] = field(default_factory=dict)  # source partition -> robust max event ts
     watermark: int | None = None  # monotonic
-    open: dict[int, list[Reading]] = field(default_factory=dict)  # window -> readings in arrival order
+    open: dict[int, OpenWindow] = field(default_factory=dict)  # window -> its readings
     devices: DeviceTable = field(default_factory=DeviceTable)
     nodes: NodeIndex = field(default_factory=NodeIndex)
     late: dict[str, tuple[int, str]] = field(default_factory=dict)  # device -> (late readings unreported, path)
     #: closed window -> its counted (device_id, ts) pairs, kept for ``duplicate_memory_ms``
     counted: dict[int, Any] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict) -> None:
+        # snapshots written before OpenWindow hold a list of reading tuples per window
+        state["open"] = {w: OpenWindow(list(rows)) if isinstance(rows, list) else rows
+                         for w, rows in state.get("open", {}).items()}
+        self.__dict__.update(state)
+
+
+#: Rows an open window keeps as tuples before turning them into a column chunk: enough to pay numpy's
+#: per-call cost over many readings, few enough that the close finds most of them already in columns.
+CHUNK_ROWS = 256
+#: Chunks an open window keeps before merging them into one (so a close concatenates few arrays).
+MERGE_CHUNKS = 16
+
+
+class OpenWindow:
+    """The readings of one open window of a bucket, in arrival order: column chunks, then recent tuples."""
+
+    __slots__ = ("chunks", "rows")
+
+    def __init__(self, rows: list[Reading] | None = None) -> None:
+        self.chunks: list[ReadingChunk] = []
+        self.rows: list[Reading] = rows if rows is not None else []
+
+    def __len__(self) -> int:
+        return sum(len(c.ts) for c in self.chunks) + len(self.rows)
+
+    def settle(self, nodes: "NodeIndex") -> None:
+        """Turn the tuples into a chunk (site ids from ``nodes``), merging chunks when they pile up."""
+        if self.rows:
+            chunk = chunk_of(self.rows)
+            self.chunks.append(chunk._replace(sites=nodes.ids(chunk.paths)))
+            self.rows = []
+        if len(self.chunks) > MERGE_CHUNKS:
+            self.chunks = [_concat(self.chunks)]
+
+    def columns(self, nodes: "NodeIndex") -> ReadingChunk:
+        self.settle(nodes)
+        return _concat(self.chunks)
+
+    def __getstate__(self) -> tuple:
+        return self.chunks, self.rows
+
+    def __setstate__(self, state: tuple) -> None:
+        self.chunks, self.rows = state
 
 
 def ingest(state: BucketState, readings: Iterable[Reading], params: WindowParams) -> tuple[int, int]:
@@ -250,11 +329,12 @@ def ingest(state: BucketState, readings: Iterable[Reading], params: WindowParams
     late = dups = 0
     current = -1
     rows: list = []
+    touched: set[OpenWindow] = set()
     for r in readings:
         w = r[TS] // window_ms
         if w != current:
             if closed is not None and w <= closed:
-                if _is_counted(state, w, r):
+                if _is_counted(state, w, r[DEVICE_ID], r[TS]):
                     dups += 1
                 else:
                     count, _ = state.late.get(r[DEVICE_ID], (0, ""))
@@ -262,20 +342,26 @@ def ingest(state: BucketState, readings: Iterable[Reading], params: WindowParams
                     late += 1
                 continue
             current = w
-            rows = open_windows.get(w)
-            if rows is None:
-                rows = open_windows[w] = []
+            window = open_windows.get(w)
+            if window is None:
+                window = open_windows[w] = OpenWindow()
+            rows = window.rows
+            touched.add(window)
         rows.append(r)
+    for window in touched:
+        if len(window.rows) >= CHUNK_ROWS:
+            window.settle(state.nodes)
     return late, dups
 
 
-def _is_counted(state: BucketState, w: int, r: Reading) -> bool:
+def _is_counted(state: BucketState, w: int, device: str, ts: int) -> bool:
     counted = state.counted.get(w)
     if counted is None:
         return False
     if not isinstance(counted, set):  # built on the first late reading of the window
-        counted = state.counted[w] = set(zip(*counted))
-    return (r[DEVICE_ID], r[TS]) in counted
+        devices, times = counted
+        counted = state.counted[w] = set(zip(devices, times.tolist() if isinstance(times, np.ndarray) else times))
+    return (device, ts) in counted
 
 
 class ClosedWindow(NamedTuple):
@@ -288,6 +374,7 @@ class ClosedWindow(NamedTuple):
     node_ids: np.ndarray  # in the bucket's NodeIndex
     node_paths: list[str]
     node_summaries: np.ndarray
+    node_is_site: np.ndarray  # bool per node: devices are counted directly under it
 
     @property
     def leaves(self) -> list[tuple[str, str, Summary]]:
@@ -298,20 +385,15 @@ class ClosedWindow(NamedTuple):
         return dict(zip(self.node_paths, map(tuple, self.node_summaries.tolist())))
 
 
-def _per_device(readings: list[Reading], table: DeviceTable):
-    """The window's readings in columns, sorted by (slot, ts), without repeated (device, ts)."""
-    ts_t, b_t, s_t, l_t, g_t, soc_t, cap_t, path_t, dev_t = zip(*readings)
-    slots = table.slots_for(dev_t)
-    ts = np.array(ts_t, np.int64)
-    order = np.lexsort((ts, slots))  # stable: the first copy of a (device, ts) comes first
-    sl, t = slots[order], ts[order]
+def _per_device(c: ReadingChunk, table: DeviceTable):
+    """The window's readings (columns), sorted by (slot, ts), without repeated (device, ts)."""
+    slots = table.slots_for(c.devices)
+    order = np.lexsort((c.ts, slots))  # stable: the first copy of a (device, ts) comes first
+    sl, t = slots[order], c.ts[order]
     keep = np.ones(len(order), bool)
     keep[1:] = (sl[1:] != sl[:-1]) | (t[1:] != t[:-1])
     idx = order[keep]
-    powers = np.array((b_t, s_t, l_t, g_t), float).T[idx]  # None -> NaN
-    socs = np.array(soc_t, float)[idx]
-    caps = np.array(cap_t, float)[idx]
-    return slots[idx], ts[idx], powers, socs, caps, idx, path_t, (dev_t, ts_t)
+    return slots[idx], c.ts[idx], c.powers[idx], c.soc[idx], c.capacity[idx], c.sites[idx], (c.devices, c.ts)
 
 
 def _means_mw(group: np.ndarray, n_groups: int, values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -362,7 +444,7 @@ def _summaries(powers_mw: np.ndarray, soc: np.ndarray, capacity: np.ndarray, rat
     return out
 
 
-def _count_readings(state: BucketState, w: int, readings: list[Reading], params: WindowParams,
+def _count_readings(state: BucketState, w: int, readings: ReadingChunk, params: WindowParams,
                     moved: list[tuple[int, str, Summary]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The devices that reported in window ``w``: ``(slots, powers mW, SoC, capacity)``; their columns updated.
 
@@ -372,7 +454,7 @@ def _count_readings(state: BucketState, w: int, readings: list[Reading], params:
     ws = w * params.window_ms
     we = ws + params.window_ms
     table = state.devices
-    slots, ts, powers, socs, caps, idx, paths, counted = _per_device(readings, table)
+    slots, ts, powers, socs, caps, sites, counted = _per_device(readings, table)
     state.counted[w] = counted
     n = len(slots)
     first = np.ones(n, bool)
@@ -395,7 +477,7 @@ def _count_readings(state: BucketState, w: int, readings: list[Reading], params:
     cap_idx = np.maximum.reduceat(np.where(np.isnan(caps), -1, positions), starts)
     soc_w = np.where(soc_idx >= 0, socs[soc_idx], np.where(carry_ok, table.soc[u], np.nan))
     cap_w = np.where(cap_idx >= 0, caps[cap_idx], table.capacity[u])
-    new_sites = state.nodes.ids([paths[i] for i in idx[ends].tolist()])
+    new_sites = sites[ends]
     old_sites = table.site[u]
     for i in np.flatnonzero((old_sites >= 0) & (old_sites != new_sites)).tolist():
         moved.append((int(old_sites[i]), table.ids[u[i]], ZERO))  # the old leaf counts it no more
@@ -415,10 +497,10 @@ def close_window(state: BucketState, w: int, params: WindowParams, rated: Mappin
     """
     we = (w + 1) * params.window_ms
     table = state.devices
-    readings = state.open.pop(w, None)
+    window = state.open.pop(w, None)
     extra: list[tuple[int, str, Summary]] = []  # (site id, device, summary): zero and late-only leaves, few
-    if readings:
-        u, pw_mw, soc_w, cap_w = _count_readings(state, w, readings, params, extra)
+    if window is not None and len(window):
+        u, pw_mw, soc_w, cap_w = _count_readings(state, w, window.columns(state.nodes), params, extra)
     else:
         u = np.zeros(0, np.int64)
         pw_mw = np.zeros((0, 4), np.int64)
@@ -470,7 +552,10 @@ def close_window(state: BucketState, w: int, params: WindowParams, rated: Mappin
     node_ids, node_summaries = state.nodes.roll_up(site_ids, summaries)
     path_of = state.nodes.paths.__getitem__
     sites = list(map(path_of, site_ids.tolist()))
-    return ClosedWindow(w, sites, devices, summaries, node_ids, list(map(path_of, node_ids.tolist())), node_summaries)
+    is_site = np.zeros(len(state.nodes.paths), bool)
+    is_site[site_ids] = True
+    return ClosedWindow(w, sites, devices, summaries, node_ids, list(map(path_of, node_ids.tolist())), node_summaries,
+                        is_site[node_ids])
 
 
 def close_through(state: BucketState, target: int, params: WindowParams,

@@ -53,7 +53,7 @@ import zlib
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import add, itemgetter
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -68,6 +68,7 @@ __all__ = [
     "merge_all",
     "RatedLimits",
     "ShardState",
+    "ShardWindow",
     "shard_add",
     "shard_close_ready",
     "shard_flush",
@@ -158,6 +159,26 @@ class ShardState:
     row_of: dict[str, int] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
     pending: dict[int, np.ndarray] = field(default_factory=dict)  # window -> (rows, len(SUMMARY_FIELDS) + 1)
+    is_site: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per row: a bucket counted devices under it
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ShardState) and (self.frontiers, self.row_of, self.paths) == \
+            (other.frontiers, other.row_of, other.paths) and np.array_equal(self.is_site, other.is_site) and \
+            self.pending.keys() == other.pending.keys() and \
+            all(np.array_equal(a, other.pending[w]) for w, a in self.pending.items())
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("is_site", np.zeros(len(state.get("paths", ())), bool))  # snapshots from before the flag
+        self.__dict__.update(state)
+
+
+class ShardWindow(NamedTuple):
+    """A complete window of a shard's nodes, sorted by path."""
+
+    window: int
+    paths: list[str]
+    summaries: np.ndarray
+    is_site: np.ndarray  # bool per node
 
 
 def _rows(state: ShardState, paths: Sequence[str]) -> np.ndarray:
@@ -174,14 +195,22 @@ def _rows(state: ShardState, paths: Sequence[str]) -> np.ndarray:
     return np.array(rows, np.int64)
 
 
-def shard_add(state: ShardState, bucket: int, frontier: int,
-              windows: Mapping[int, tuple[Sequence[str], np.ndarray]]) -> None:
-    """Add one bucket's parts (``{window: (node paths, summaries)}``) and note how far it has closed."""
+def shard_add(state: ShardState, bucket: int, frontier: int, windows: Mapping[int, tuple]) -> None:
+    """Add one bucket's parts and note how far it has closed.
+
+    ``windows``: ``{window: (node paths, summaries[, is_site])}``; ``is_site`` (bool per node) marks the
+    nodes the bucket counted devices directly under.
+    """
     width = len(SUMMARY_FIELDS)
-    for w, (paths, summaries) in windows.items():
+    for w, part in windows.items():
+        paths, summaries = part[0], part[1]
         if not len(paths):
             continue
         rows = _rows(state, paths)
+        if len(state.is_site) < len(state.paths):
+            state.is_site = np.concatenate((state.is_site, np.zeros(len(state.paths) - len(state.is_site), bool)))
+        if len(part) > 2:
+            state.is_site[rows[part[2]]] = True
         merged = state.pending.get(w)
         if merged is None or len(merged) < len(state.paths):
             grown = np.zeros((max(64, 2 * len(state.paths)), width + 1), np.int64)
@@ -193,22 +222,22 @@ def shard_add(state: ShardState, bucket: int, frontier: int,
         state.frontiers[bucket] = frontier
 
 
-def _emit(state: ShardState, w: int) -> tuple[int, list[str], np.ndarray]:
+def _emit(state: ShardState, w: int) -> ShardWindow:
     merged = state.pending.pop(w)
     rows = np.flatnonzero(merged[:, -1] > 0).tolist()
     rows.sort(key=state.paths.__getitem__)
-    return w, [state.paths[r] for r in rows], merged[rows, :-1]
+    return ShardWindow(w, [state.paths[r] for r in rows], merged[rows, :-1], state.is_site[rows])
 
 
-def shard_close_ready(state: ShardState, buckets: int) -> list[tuple[int, list[str], np.ndarray]]:
-    """Windows every bucket has closed: ``(window, node paths sorted, their summaries)``, oldest first."""
+def shard_close_ready(state: ShardState, buckets: int) -> list[ShardWindow]:
+    """Windows every bucket has closed (node paths sorted, their summaries), oldest first."""
     if len(state.frontiers) < buckets or not state.pending:
         return []
     low = min(state.frontiers.values())
     return [_emit(state, w) for w in sorted(w for w in state.pending if w <= low)]
 
 
-def shard_flush(state: ShardState) -> list[tuple[int, list[str], np.ndarray]]:
+def shard_flush(state: ShardState) -> list[ShardWindow]:
     """Every pending window (end of input)."""
     return [_emit(state, w) for w in sorted(state.pending)]
 

@@ -78,10 +78,12 @@ def run_flow(settings, name: str, *, workers: int = 1, process_id: int | None = 
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
+    from vpp.gc_policy import tune_for_streaming
     from vpp.observability import setup_observability
 
     setup_observability(f"vpp-{name}")
     flow = build(name, settings)
+    tune_for_streaming()
     recovery = None
     epoch = timedelta(seconds=int(os.environ.get("BYTEWAX_SNAPSHOT_INTERVAL", settings.snapshot_interval_s)))
     directory = recovery_directory(settings, name)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flows import aggregate_devices
 from flows.aggregate_avro import NodeAggregateEncoder
 from flows.aggregate_devices import BucketState, NodeIndex, close_through, ingest
 from flows.aggregate_logic import (
@@ -290,10 +293,10 @@ def test_results_do_not_depend_on_how_devices_are_bucketed(seed, n_buckets):
                     closed = close_through(state, e[1], P, RATED)
                     for c in closed:
                         leaves.update({(c.window, f"{s}/{d}"): v for s, d, v in c.leaves})
-                    shard_add(shard, b, e[1], {c.window: (c.node_paths, c.node_summaries) for c in closed})
+                    shard_add(shard, b, e[1], {c.window: (c.node_paths, c.node_summaries, c.node_is_site) for c in closed})
             else:
                 ingest(states[stable_index(e[-1], buckets)], [e], P)
-        nodes = {(w, p): tuple(s) for w, paths_out, sums in shard_close_ready(shard, buckets)
+        nodes = {(w, p): tuple(s) for w, paths_out, sums, _ in shard_close_ready(shard, buckets)
                  for p, s in zip(paths_out, sums.tolist())}
         assert not shard_flush(shard)
         return leaves, nodes
@@ -311,7 +314,7 @@ def test_shard_waits_for_every_bucket():
     shard_add(shard, 1, 2, {})
     assert shard_close_ready(shard, 2) == []
     shard_add(shard, 1, 3, {3: part("us", 2)})
-    [(window, paths_out, sums)] = shard_close_ready(shard, 2)
+    [(window, paths_out, sums, _)] = shard_close_ready(shard, 2)
     assert (window, paths_out, sums.tolist()) == (3, ["us"], [[3] * len(SUMMARY_FIELDS)])
     assert shard_flush(shard) == []
 
@@ -360,18 +363,49 @@ def test_columnar_close_gives_the_records_of_the_scalar_reference(seed):
             events.append(("close", w - 1))
     events.append(("close", 14))
 
-    def results(state, ingest_, close_through_):
-        out = []
+    def reference():
+        state, out = ref.BucketState(bucket=0), []
         for e in events:
             if e[0] == "close":
-                for c in close_through_(state, e[1], SHORT, RATED_MIXED):
+                for c in ref.close_through(state, e[1], SHORT, RATED_MIXED):
                     out.append((c.window, sorted(c.leaves), sorted(c.nodes.items())))
             else:
-                ingest_(state, [e], SHORT)
+                ref.ingest(state, [e], SHORT)
         return out
 
-    assert results(BucketState(bucket=0), ingest, close_through) == \
-        results(ref.BucketState(bucket=0), ref.ingest, ref.close_through)
+    def columnar():
+        """Readings in batches of random size, tuples turned into columns every few rows, snapshots restored."""
+        state, out, batch = BucketState(bucket=0), [], []
+        for e in events + [("close", None)]:
+            if e[0] != "close":
+                batch.append(e)
+                if rng.random() < 0.7:
+                    continue
+            if batch:
+                ingest(state, batch, SHORT)
+                batch = []
+            if rng.random() < 0.2:
+                state = pickle.loads(pickle.dumps(state))  # the flow resuming from a snapshot
+            if e[0] == "close" and e[1] is not None:
+                for c in close_through(state, e[1], SHORT, RATED_MIXED):
+                    out.append((c.window, sorted(c.leaves), sorted(c.nodes.items())))
+        return out
+
+    with patch.object(aggregate_devices, "CHUNK_ROWS", rng.choice([1, 2, 5, 256])), \
+            patch.object(aggregate_devices, "MERGE_CHUNKS", rng.choice([1, 3, 16])):
+        assert columnar() == reference()
+
+
+def test_a_snapshot_holding_reading_tuples_resumes_into_columns():
+    """Snapshots written before open windows were kept in columns hold a list of reading tuples per window."""
+    readings = [rd("d1", 1, 100.0), rd("d2", 4, -50.0, path=SITE_B), rd("d1", 6, 300.0)]
+    fresh = BucketState(bucket=0)
+    ingest(fresh, readings, P)
+    old = BucketState(bucket=0)
+    old.open = {0: list(readings)}  # the old layout, as pickled by the version before
+    resumed = pickle.loads(pickle.dumps(old))
+    [a], [b] = close_through(fresh, 0, P, RATED), close_through(resumed, 0, P, RATED)
+    assert sorted(a.leaves) == sorted(b.leaves) and a.nodes == b.nodes
 
 
 def _batch_matches_single_records(nodes, window):
@@ -424,3 +458,23 @@ def test_a_snapshot_of_another_layout_stops_the_flow_with_a_reason():
         DeviceBuckets(b"\x80\x05garbage", params=P, registry=None, metrics=None, expected_partitions=None,
                       idle_advance=False)
     assert NodeShards(pickle.dumps(ShardState())).state == ShardState()
+
+
+def test_a_shard_tells_the_sites_from_the_regions_above_them():
+    """The flow writes the regions (root first in line) before the sites and the device leaves."""
+    from flows.aggregate import regions_only, sites_only
+
+    shard, states = ShardState(), [BucketState(bucket=0), BucketState(bucket=1)]
+    ingest(states[0], [rd("d1", 1, 100.0), rd("d2", 2, 50.0, path=SITE_B)], P)
+    ingest(states[1], [rd("d3", 3, 25.0)], P)
+    for b, state in enumerate(states):
+        shard_add(shard, b, 0, {c.window: (c.node_paths, c.node_summaries, c.node_is_site)
+                                for c in close_through(state, 0, P, RATED)})
+    ready = shard_close_ready(shard, 2)
+    [(_, (_, region_paths, region_sums))] = regions_only([("nodes-00", w) for w in ready])
+    [(_, (_, site_paths, site_sums))] = sites_only([("nodes-00", w) for w in ready])
+    assert sorted(site_paths) == sorted([SITE_A, SITE_B])
+    assert "us" in region_paths and not set(region_paths) & {SITE_A, SITE_B}
+    assert len(region_paths) + len(site_paths) == len(ready[0].paths)
+    root = region_sums[region_paths.index("us")]
+    assert root[F["devices_reporting"]] == 3 == site_sums[:, F["devices_reporting"]].sum()
