@@ -26,6 +26,10 @@ Keys and stages (both key spaces are fixed forever: recovery finds state by key)
    it, and is then emitted, node by node. Completeness is by count of
    buckets, so the result does not depend on timing, batching of the
    exchange, or worker count.
+4. Output, in three streams declared in this order: the regions (nodes above
+   the sites, the root among them) with their own sink, then the sites and
+   the device leaves. A worker runs its steps in declaration order, so a
+   window's root is written before its ~2 records per device are encoded.
 
 Watermark: per source partition (Kafka partition, or the dump's
 ``partition`` field) the 90th percentile of each batch's event times; the
