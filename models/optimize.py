@@ -374,7 +374,7 @@ def plan(
     prices: Sequence[PricePoint],
     battery: Battery,
     *,
-    solver: str = "highs",
+    solver: str = "cbc",
     time_limit_s: float | None = None,
 ) -> Schedule:
     """The revenue-maximizing charge/discharge schedule over ``prices`` (see the module docstring).
@@ -409,7 +409,7 @@ def relaxation_bound(
     prices: Sequence[PricePoint],
     battery: Battery,
     *,
-    solver: str = "highs",
+    solver: str = "cbc",
     time_limit_s: float | None = None,
 ) -> float | None:
     """Upper bound on ``plan``'s revenue ($): the same model with the binaries relaxed to [0, 1].

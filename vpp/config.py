@@ -95,7 +95,7 @@ class Settings:
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
     autobidder_horizon: int = 288  # intervals forecast and optimized
-    optimize_solver: str = "highs"  # the optimize worker's MILP solver: highs (faster, bench/README.md) or cbc
+    optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it

@@ -126,7 +126,6 @@ def add_commands(sub) -> None:
     p.add_argument("--efficiency", type=float, required=True, help="round-trip efficiency, a fraction in (0, 1]")
     p.add_argument("--degradation-usd-per-mwh", type=float, required=True, help="degradation cost per MWh discharged ($)")
     p.add_argument("--final-soc-pct", type=float, default=None, help="minimum state of charge at the end (%%)")
-    p.add_argument("--solver", choices=("cbc", "highs"), default="highs",
-                   help="MILP solver: highs (default, via highspy; the faster in bench/optimize.py) or cbc (bundled with PuLP)")
+    p.add_argument("--solver", choices=("cbc", "highs"), default="cbc", help="MILP solver (highs needs highspy)")
     p.add_argument("--time-limit-s", type=float, default=None, help="stop the solver after this many seconds")
     p.set_defaults(func=cmd_plan)

@@ -76,10 +76,10 @@ def test_a_request_the_optimizer_cannot_take_is_answered_with_an_error_status() 
 
 
 @pytest.mark.parametrize(("toml", "environ", "expected"), [
-    ("", {}, ("highs", 20.0)),                                                             # defaults
-    ('optimize_solver = "cbc"\noptimize_time_limit_s = 2.5\n', {}, ("cbc", 2.5)),          # the TOML file
-    ('optimize_solver = "cbc"\n', {"VPP_OPTIMIZE_SOLVER": "highs"}, ("highs", 20.0)),      # the environment wins
-    ("", {"VPP_OPTIMIZE_TIME_LIMIT_S": "0"}, ("highs", None)),                             # 0: no time limit
+    ("", {}, ("cbc", 20.0)),                                                               # defaults
+    ('optimize_solver = "highs"\noptimize_time_limit_s = 2.5\n', {}, ("highs", 2.5)),      # the TOML file
+    ('optimize_solver = "highs"\n', {"VPP_OPTIMIZE_SOLVER": "cbc"}, ("cbc", 20.0)),        # the environment wins
+    ("", {"VPP_OPTIMIZE_TIME_LIMIT_S": "0"}, ("cbc", None)),                               # 0: no time limit
 ])
 def test_the_optimize_worker_takes_solver_and_time_limit_from_the_settings(tmp_path, toml, environ, expected) -> None:
     from flows.optimize_worker import solver_options
