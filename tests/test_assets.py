@@ -145,3 +145,24 @@ def test_the_cli_imports_reports_counts_and_lists(stack, tmp_path, monkeypatch, 
     bad.write_text(HEADER + "\n" + GOOD.replace("13500", "-1") + "\n")
     assert main(["assets", "import", str(bad), "--state-dir", str(tmp_path)]) == 1
     assert "line 2: capacity_wh '-1'" in capsys.readouterr().err
+
+
+def test_the_csv_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """`vpp demo` loads the simulator's CSV as soon as it appears: it must never see half a file."""
+    import os
+
+    from vpp.assets import write_assets_csv
+
+    target = tmp_path / "assets.csv"
+    first = [Asset(f"d{i}", f"site-{i}", f"us/ca/site-{i}", "UTC", 13_500.0, 5_000.0, 5_000.0, 10.0) for i in range(3)]
+    write_assets_csv(target, first)
+    assert load_assets_csv(target) == {a.device_id: a for a in first}
+
+    def interrupted(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError):
+        write_assets_csv(target, first + [Asset("d9", "site-9", "us/ca/site-9", "UTC", 1.0, 1.0, 1.0, 1.0)])
+    assert load_assets_csv(target) == {a.device_id: a for a in first}  # the earlier file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["assets.csv"]  # no partial file left behind

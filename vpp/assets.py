@@ -275,9 +275,19 @@ def assets_to_csv(assets: Iterable[Asset], *, with_enrollment: bool = True) -> s
 
 
 def write_assets_csv(path: str | os.PathLike[str], assets: Iterable[Asset]) -> Path:
+    """Write the CSV whole or not at all: into a temporary file beside it, then renamed over it.
+
+    Readers watch for this file (``vpp demo`` loads it as soon as it appears): they must never see
+    half of it.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(assets_to_csv(assets), encoding="utf-8")
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(assets_to_csv(assets), encoding="utf-8")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
