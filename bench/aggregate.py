@@ -13,11 +13,14 @@ as on ``telemetry.canonical``, held in memory (no broker). In one run:
   in the data) to the sink receiving that window's root record;
 - flow, 2 processes x 1 worker (loopback cluster), the input in 2 partitions.
 
+The baseline and the 1-worker flow run ``--rounds`` times, interleaved, and the best of each is kept:
+on this shared machine one run of the same code moved by 30-40 %.
+
 Each flow run is a fresh process (peak RSS = ``ru_maxrss`` of that process).
 Prints readings/s and the ratio flow / baseline (target >= 0.5 on one worker).
 Live rate: the same input paced at real time (one reading per device per window, as a consumer of a live
 topic sees it), on 1 worker and on 2 processes, for the window-close latency against its 1 s target.
-Usage: python bench/aggregate.py [--devices 100000] [--windows 6] [--live-windows 4]
+Usage: python bench/aggregate.py [--devices 100000] [--windows 6] [--live-windows 4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -228,6 +231,7 @@ def main() -> int:
     p.add_argument("--windows", type=int, default=6)
     p.add_argument("--live-windows", type=int, default=4,
                    help="windows of the live-rate run (input paced at real time: 1 reading per device per window)")
+    p.add_argument("--rounds", type=int, default=3, help="baseline and 1-worker flow runs; the best of each is kept")
     p.add_argument("--pace", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--run-flow", default=None, help=argparse.SUPPRESS)
     p.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -241,32 +245,38 @@ def main() -> int:
     from vpp.serde import Serde
 
     n = args.devices * args.windows
-    print(f"aggregate benchmark: {args.devices:,} devices x {args.windows} windows = {n:,} readings")
+    print(f"aggregate benchmark: {args.devices:,} devices x {args.windows} windows = {n:,} readings, "
+          f"best of {args.rounds} rounds (baseline and 1-worker flow interleaved)")
     values = readings(args.devices, args.windows)
     decode = Serde.local().decode
-    t = time.perf_counter()
-    for v in values:
-        decode(v)
-    baseline = n / (time.perf_counter() - t)
-    del values
-    print(f"baseline (decode only):   {baseline:>10,.0f} readings/s")
 
     from vpp.stack import free_ports
 
     with tempfile.TemporaryDirectory() as tmp:
-        one = Path(tmp) / "one.json"
-        _spawn(args, 0, [], one).wait()
-        r = json.loads(one.read_text())
-        wall = r["last_write"] - r["first_batch"]
-        rate1 = n / wall
+        baselines, flows = [], []
+        for k in range(args.rounds):  # interleaved: a change of machine load hits both alike
+            t = time.perf_counter()
+            for v in values:
+                decode(v)
+            baselines.append(n / (time.perf_counter() - t))
+            one = Path(tmp) / f"one{k}.json"
+            _spawn(args, 0, [], one).wait()
+            r = json.loads(one.read_text())
+            flows.append((n / (r["last_write"] - r["first_batch"]), r))
+        del values
+        baseline = max(baselines)
+        rate1, r = max(flows, key=lambda f: f[0])
+        wall = n / rate1
+        print(f"baseline (decode only):   {baseline:>10,.0f} readings/s  (rounds: "
+              f"{', '.join(f'{b:,.0f}' for b in baselines)})")
         lat = sorted(r["latencies_s"])
         print(f"flow, 1 worker:           {rate1:>10,.0f} readings/s  ({r['records']:,} records out in {wall:.1f} s)"
-              f"   ratio to baseline {rate1 / baseline:.2f}")
+              f"   ratio to baseline {rate1 / baseline:.2f}  (rounds: {', '.join(f'{f:,.0f}' for f, _ in flows)})")
         if lat:
             print(f"  window-close latency:   median {statistics.median(lat):.2f} s, max {lat[-1]:.2f} s "
                   f"({len(lat)} windows; source batch that allows the close -> root record at the sink)")
-        print(f"  memory:                 peak RSS {r['peak_rss_mb']:,.0f} MB (input held in memory: "
-              f"{r['rss_before_mb']:,.0f} MB before the run)")
+        print(f"  memory:                 peak RSS {max(x['peak_rss_mb'] for _, x in flows):,.0f} MB (input held in "
+              f"memory: {r['rss_before_mb']:,.0f} MB before the run)")
         addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
         results = [Path(tmp) / f"p{i}.json" for i in range(2)]
         procs = [_spawn(args, i, addresses, results[i]) for i in range(2)]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SMALL_RUNS = [
     ("canonicalize", ["--devices", "20", "--duration-s", "60", "--rounds", "1"], "ratio flow / baseline"),
-    ("aggregate", ["--devices", "300", "--windows", "2", "--live-windows", "0"], "flow, 2 processes"),
+    ("aggregate", ["--devices", "300", "--windows", "2", "--live-windows", "0", "--rounds", "2"], "flow, 2 processes"),
     ("dispatch", ["--devices", "2000", "--repeat", "1"], "end to end"),
 ]
 
