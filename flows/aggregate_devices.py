@@ -10,11 +10,11 @@ keeps aggregation within reach of the cost of decoding its input.
 State per device is a *slot* (an index into the columns): its latest
 counted reading's time and powers, its last known SoC and capacity, the
 site it is counted under, and the registry limits seen for it. Readings
-wait in their open window as column chunks (``ReadingChunk``: one per
-input batch, built where the batch is decoded), so that the work per
-reading is done as readings arrive, not in the burst at a window's close,
-and a snapshot pickles arrays rather than a tuple per reading; a closed
-window keeps only
+wait in their open window (``OpenWindow``) as the tuples the flow built,
+and every ``CHUNK_ROWS`` of them become a column chunk (``ReadingChunk``,
+with the site id of each reading): the conversion and the lookups are done
+as readings arrive, not in the burst at a window's close, and a snapshot
+pickles arrays rather than a tuple per reading. A closed window keeps only
 ``(device_id, ts)`` pairs for a while, so that a late copy of a counted
 reading is recognised as a duplicate and not counted as late.
 
