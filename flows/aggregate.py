@@ -168,7 +168,7 @@ class DeviceBuckets(StatefulBatchLogic):
     """One bucket of devices (see ``flows.aggregate_devices.BucketState``); emits leaves and node parts.
 
     Emits ``("leaves", window, ClosedWindow)`` and ``("parts", shard, (bucket, frontier,
-    {window: (node paths, summaries)}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
+    {window: (node paths, summaries, is_site)}))``. With ``idle_advance`` the wall clock (``now_ms``) moves the watermark
     of idle partitions; the times it uses are not snapshotted, so a restart starts them afresh.
     """
 

@@ -46,8 +46,8 @@ from flows.aggregate_logic import (
     stable_index,
 )
 
-__all__ = ["DeviceTable", "NodeIndex", "BucketState", "ClosedWindow", "OpenWindow", "ReadingChunk", "chunk_of",
-           "ingest", "close_window", "close_through"]
+__all__ = ["DeviceTable", "NodeIndex", "BucketState", "ClosedWindow", "OpenWindow", "ReadingChunk", "ingest",
+           "close_window", "close_through"]
 
 _NEVER = np.iinfo(np.int64).min // 4  # last_ts of a slot that has counted nothing
 _WIDTH = len(SUMMARY_FIELDS)
@@ -63,16 +63,14 @@ class ReadingChunk(NamedTuple):
     capacity: np.ndarray  # float Wh
     paths: Sequence[str]  # region path (the site the reading names)
     devices: Sequence[str]
-    sites: np.ndarray | None = None  # id of each path in the bucket's NodeIndex (set when the bucket ingests it)
+    sites: np.ndarray  # id of each path in the bucket's NodeIndex
 
 
-def chunk_of(readings: Sequence[Reading]) -> ReadingChunk:
-    """The columns of reading tuples (``flows.aggregate_logic.Reading``)."""
-    if not readings:
-        return ReadingChunk(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0), [], [])
+def _chunk_of(readings: Sequence[Reading], nodes: NodeIndex) -> ReadingChunk:
+    """The columns of reading tuples (``flows.aggregate_logic.Reading``), site ids from ``nodes``."""
     ts_t, b_t, s_t, l_t, g_t, soc_t, cap_t, path_t, dev_t = zip(*readings)
     return ReadingChunk(np.array(ts_t, np.int64), np.array((b_t, s_t, l_t, g_t), float).T, np.array(soc_t, float),
-                        np.array(cap_t, float), path_t, dev_t)
+                        np.array(cap_t, float), path_t, dev_t, nodes.ids(path_t))
 
 
 def _concat(chunks: Sequence[ReadingChunk]) -> ReadingChunk:
@@ -304,8 +302,7 @@ class OpenWindow:
     def settle(self, nodes: "NodeIndex") -> None:
         """Turn the tuples into a chunk (site ids from ``nodes``), merging chunks when they pile up."""
         if self.rows:
-            chunk = chunk_of(self.rows)
-            self.chunks.append(chunk._replace(sites=nodes.ids(chunk.paths)))
+            self.chunks.append(_chunk_of(self.rows, nodes))
             self.rows = []
         if len(self.chunks) > MERGE_CHUNKS:
             self.chunks = [_concat(self.chunks)]

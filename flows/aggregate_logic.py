@@ -192,25 +192,24 @@ def _rows(state: ShardState, paths: Sequence[str]) -> np.ndarray:
                     row = state.row_of[path] = len(state.paths)
                     state.paths.append(path)
                 rows[i] = row
+        if len(state.is_site) < len(state.paths):
+            state.is_site = np.concatenate((state.is_site, np.zeros(len(state.paths) - len(state.is_site), bool)))
     return np.array(rows, np.int64)
 
 
-def shard_add(state: ShardState, bucket: int, frontier: int, windows: Mapping[int, tuple]) -> None:
+def shard_add(state: ShardState, bucket: int, frontier: int,
+              windows: Mapping[int, tuple[Sequence[str], np.ndarray, np.ndarray]]) -> None:
     """Add one bucket's parts and note how far it has closed.
 
-    ``windows``: ``{window: (node paths, summaries[, is_site])}``; ``is_site`` (bool per node) marks the
+    ``windows``: ``{window: (node paths, summaries, is_site)}``; ``is_site`` (bool per node) marks the
     nodes the bucket counted devices directly under.
     """
     width = len(SUMMARY_FIELDS)
-    for w, part in windows.items():
-        paths, summaries = part[0], part[1]
+    for w, (paths, summaries, is_site) in windows.items():
         if not len(paths):
             continue
         rows = _rows(state, paths)
-        if len(state.is_site) < len(state.paths):
-            state.is_site = np.concatenate((state.is_site, np.zeros(len(state.paths) - len(state.is_site), bool)))
-        if len(part) > 2:
-            state.is_site[rows[part[2]]] = True
+        state.is_site[rows[is_site]] = True
         merged = state.pending.get(w)
         if merged is None or len(merged) < len(state.paths):
             grown = np.zeros((max(64, 2 * len(state.paths)), width + 1), np.int64)

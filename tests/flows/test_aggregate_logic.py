@@ -306,7 +306,7 @@ def test_results_do_not_depend_on_how_devices_are_bucketed(seed, n_buckets):
 
 def test_shard_waits_for_every_bucket():
     def part(path, value):
-        return ([path], np.full((1, len(SUMMARY_FIELDS)), value, np.int64))
+        return ([path], np.full((1, len(SUMMARY_FIELDS)), value, np.int64), np.zeros(1, bool))
 
     shard = ShardState()
     shard_add(shard, 0, 3, {3: part("us", 1)})
