@@ -78,7 +78,7 @@ from flows.aggregate_logic import (
     watermark_ms,
 )
 from flows.decode import dead_letter_record, dead_letters_only, records_only
-from sinks.messages import OutMessage
+from sinks.messages import OutMessage, out_messages
 from sinks.ports import KafkaPorts, Ports
 from vpp.observability import FlowMetrics
 from vpp.serde import SerdeError
@@ -329,8 +329,7 @@ def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, met
     for _, window, closed in items:
         paths = [f"{site}/{device}" for site, device in zip(closed.leaf_sites, closed.leaf_devices)]
         ts = window * window_ms
-        out.extend(OutMessage(topic, path, value, ts)
-                   for path, value in zip(paths, encoder.encode_many(window, paths, closed.leaf_summaries)))
+        out += out_messages(topic, paths, encoder.encode_many(window, paths, closed.leaf_summaries), ts)
     metrics.count_out(len(out), topic)
     return out
 
@@ -340,8 +339,7 @@ def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metr
     out = []
     for _, (window, paths, summaries) in items:
         ts = window * window_ms
-        out.extend(OutMessage(topic, path, value, ts)
-                   for path, value in zip(paths, encoder.encode_many(window, paths, summaries)))
+        out += out_messages(topic, paths, encoder.encode_many(window, paths, summaries), ts)
     metrics.count_out(len(out), topic)
     return out
 

@@ -28,7 +28,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows import flow_from_environment
 from flows.canonicalize_logic import Asset, DedupState, Rejection, canonicalize, dedup_step
-from sinks.messages import OutMessage
+from sinks.messages import OutMessage, out_messages
 from sinks.ports import KafkaPorts, Ports
 from vpp.observability import FlowMetrics
 
@@ -89,11 +89,13 @@ def grouped_results(results: list[Any]) -> list[Any]:
     """
     groups: dict[str, list[dict]] = {}
     out: list[Any] = []
+    bucket_of = _bucket_of
     for r in results:
         if type(r) is Rejection:
             out.append(r)
         else:
-            bucket = dedup_bucket(r["device_id"])
+            device = r["device_id"]
+            bucket = bucket_of.get(device) or dedup_bucket(device)
             group = groups.get(bucket)
             if group is None:
                 group = groups[bucket] = []
@@ -113,13 +115,24 @@ class DedupBucket(StatefulBatchLogic):
 
     def on_batch(self, groups: list[list[dict]]) -> tuple[list[tuple[list[dict], int]], bool]:
         states, fresh, horizon, seen = self.states, [], self._horizon_ms, 0
+        prune_every = horizon >> 2
+        keep = fresh.append
         for readings in groups:
             seen += len(readings)
             for reading in readings:
                 device = reading["device_id"]
-                states[device], (kept, _) = dedup_step(states.get(device), reading, horizon)
+                state = states.get(device)
+                ts = reading["ts"]
+                if state is not None and ts > state.newest_ts and ts - horizon - state.pruned_below <= prune_every:
+                    # a device's next reading, newer than any it sent, no pruning due: what dedup_step does
+                    # then, without its call and result tuples (most readings; the test of on_batch checks both)
+                    state.newest_ts = ts
+                    state.seen.add(ts)
+                    keep(reading)
+                    continue
+                states[device], (kept, _) = dedup_step(state, reading, horizon)
                 if kept is not None:
-                    fresh.append(kept)
+                    keep(kept)
         return [(fresh, seen - len(fresh))], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -162,7 +175,7 @@ def encode_canonical(serde, topic: str, metrics: FlowMetrics, items: list[tuple[
     metrics.count_duplicates(sum(duplicates for _, (_, duplicates) in items))
     values = serde.encode_many(topic, fresh)
     metrics.count_out(len(fresh), topic)
-    return [OutMessage(topic, r["device_id"], v, r["ts"]) for r, v in zip(fresh, values)]
+    return out_messages(topic, [r["device_id"] for r in fresh], values, timestamps_ms=[r["ts"] for r in fresh])
 
 
 def encode_dead_letters(serde, topic: str, metrics: FlowMetrics, rejections: Iterable[Rejection]) -> list[OutMessage]:

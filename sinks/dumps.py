@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import IO, Iterator, NamedTuple
 
@@ -94,43 +95,61 @@ def to_source_message(rec: DumpRecord) -> DumpMessage:
     return DumpMessage(key, value, rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
 
 
-def _source_messages(path: Path, skip_lines: int) -> Iterator[tuple[int, DumpMessage]]:
-    """(line number, message) straight from the file: the replay hot path, one object per line."""
-    loads = orjson.loads
-    with open_dump(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if lineno <= skip_lines or not line.strip():
+_new_message = tuple.__new__  # DumpMessage(...) through its generated __new__ costs a Python call per line
+
+
+def _dump_messages(lines: list[bytes], first_lineno: int, path: Path) -> list[DumpMessage]:
+    """Messages of consecutive dump lines (the first is line ``first_lineno``); blank lines are skipped.
+
+    The replay hot path: one loop over a batch of lines, one tuple per line.
+    A line that is not a kcat ``-J`` record raises naming its line number.
+    """
+    loads, out = orjson.loads, []
+    append = out.append
+    for i, line in enumerate(lines):
+        try:
+            d = loads(line)
+            key, payload, ts = d.get("key"), d.get("payload"), d.get("ts")
+            append(_new_message(DumpMessage, (
+                None if key is None else key.encode(),
+                b"" if payload is None else payload.encode("utf-8", "surrogatepass"),
+                str(d["topic"]), int(d.get("partition") or 0), int(d.get("offset") or 0),
+                (1, int(ts) if ts else 0),
+            )))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            if not line.strip():
                 continue
-            try:
-                d = loads(line)
-                key, payload = d.get("key"), d.get("payload")
-                msg = DumpMessage(None if key is None else key.encode(),
-                                  b"" if payload is None else payload.encode("utf-8", "surrogatepass"),
-                                  str(d["topic"]), int(d.get("partition") or 0), int(d.get("offset") or 0),
-                                  (1, int(d.get("ts") or 0)))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise UserError(f"{path}:{lineno}: not a kcat -J dump line ({exc})") from exc
-            yield lineno, msg
+            raise UserError(f"{path}:{first_lineno + i}: not a kcat -J dump line ({exc})") from exc
+    return out
 
 
 class _DumpPartition(StatefulSourcePartition[DumpMessage, int]):
+    """Resumes by line: its snapshot is the number of lines already handed to the flow."""
+
     def __init__(self, path: Path, resume_line: int | None, batch_size: int):
+        self._path = path
         self._line = resume_line or 0
-        self._messages = _source_messages(path, self._line)
+        self._fh = open_dump(path)
+        for _ in islice(self._fh, self._line):
+            pass
         self._batch_size = batch_size
 
     def next_batch(self) -> list[DumpMessage]:
-        batch = []
-        for self._line, msg in self._messages:
-            batch.append(msg)
-            if len(batch) >= self._batch_size:
+        while True:
+            lines = list(islice(self._fh, self._batch_size))
+            if not lines:
+                self._fh.close()
+                raise StopIteration()
+            batch = _dump_messages(lines, self._line + 1, self._path)
+            self._line += len(lines)
+            if batch:  # a batch of blank lines only: read on
                 return batch
-        if batch:
-            return batch
-        raise StopIteration()
 
     def snapshot(self) -> int:
         return self._line
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 class DumpSource(FixedPartitionedSource[DumpMessage, int]):

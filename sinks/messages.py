@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
-__all__ = ["OutMessage"]
+__all__ = ["OutMessage", "out_messages"]
 
 
 class OutMessage(NamedTuple):
@@ -18,3 +18,19 @@ class OutMessage(NamedTuple):
     key: str | None
     value: bytes
     timestamp_ms: int | None = None
+
+
+_new = tuple.__new__
+
+
+def out_messages(topic: str, keys: Iterable[str | None], values: Iterable[bytes], timestamp_ms: int | None = None,
+                 timestamps_ms: Iterable[int | None] | None = None) -> list[OutMessage]:
+    """``OutMessage``s of one topic, key by key and value by value: the bulk form of the hot paths.
+
+    One timestamp for all (``timestamp_ms``) or one each (``timestamps_ms``). Built with ``tuple.__new__``:
+    a NamedTuple's generated ``__new__`` is a Python call per record (0.3 us), which sinks a flow emitting
+    hundreds of thousands of records.
+    """
+    if timestamps_ms is None:
+        return [_new(OutMessage, (topic, key, value, timestamp_ms)) for key, value in zip(keys, values)]
+    return [_new(OutMessage, (topic, key, value, ts)) for key, value, ts in zip(keys, values, timestamps_ms)]

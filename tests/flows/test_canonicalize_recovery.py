@@ -15,6 +15,8 @@ import time
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from confluent_kafka import Producer
 from real_services import export_series, wait_for
 
@@ -146,3 +148,29 @@ def test_dedup_bucket_resumes_from_its_pickled_snapshot_and_from_an_older_dict_s
         again = DedupBucket(resume, horizon_ms=60_000)
         [(fresh, duplicates)], _ = again.on_batch([[dict(reading)]])
         assert (fresh, duplicates) == ([], 1), "a copy seen before the snapshot is a duplicate after the resume"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["d1", "d2", "d3"]), st.integers(0, 400)), max_size=300),
+       st.integers(1, 6), st.sampled_from([4, 40, 100, 1000]))
+@settings(max_examples=200, deadline=None)
+def test_a_dedup_bucket_keeps_exactly_what_dedup_step_keeps_whatever_the_batches(events, batches, horizon_ms):
+    """The bucket's inline path for a device's next reading must agree with ``dedup_step`` on every stream."""
+    from flows.canonicalize import DedupBucket
+    from flows.canonicalize_logic import dedup_step
+
+    readings = [{"device_id": device, "ts": ts} for device, ts in events]
+    expected, states = [], {}
+    for r in readings:
+        states[r["device_id"]], (kept, _) = dedup_step(states.get(r["device_id"]), r, horizon_ms)
+        if kept is not None:
+            expected.append(kept)
+    bucket, kept_by_bucket, duplicates = DedupBucket(None, horizon_ms=horizon_ms), [], 0
+    size = max(1, len(readings) // batches)
+    for start in range(0, len(readings), size):
+        [(fresh, dups)], _ = bucket.on_batch([readings[start:start + size]])
+        kept_by_bucket += fresh
+        duplicates += dups
+    assert kept_by_bucket == expected
+    assert duplicates == len(readings) - len(expected)
+    assert {d: (s.newest_ts, s.seen, s.pruned_below) for d, s in bucket.states.items()} == \
+        {d: (s.newest_ts, s.seen, s.pruned_below) for d, s in states.items()}
