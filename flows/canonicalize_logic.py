@@ -316,14 +316,10 @@ def _scrub(device_id: str, dialect: str, asset: AssetInfo, m: Measured) -> Canon
         if capacity is not None:
             capacity = float(capacity)
 
-    if (
-        solar is not None
-        and grid is not None
-        and battery is not None
-        and load is not None
-        and abs(solar + grid + battery - load) > max(250.0, 0.1 * load)
-    ):
-        flags.append("imbalance")
+    if solar is not None and grid is not None and battery is not None and load is not None:
+        tolerance = 0.1 * load  # max(250.0, 0.1 * load) without the call (the hot path)
+        if abs(solar + grid + battery - load) > (tolerance if tolerance > 250.0 else 250.0):
+            flags.append("imbalance")
 
     return {
         "device_id": device_id,
