@@ -208,41 +208,22 @@ def iso_ms(text: str) -> tuple[int, int | None] | None:
     """
     minute = _MINUTES.get(text[:16])
     if minute is not None:
-        suffix = text[16:]
-        found = _SUFFIXES.get(suffix)
-        if found is None:
-            found = _suffix_ms(suffix)
-            if found is not None:
-                if len(_SUFFIXES) >= _CACHE_MAX:
-                    _SUFFIXES.clear()
-                _SUFFIXES[suffix] = found
-        if found is not None:
-            return minute + found[0], found[1]
+        second = _SECONDS.get(text[16:19])
+        if second is not None:
+            mark = text[19:20]
+            if mark == "." or mark == ",":
+                fraction = text[20:]
+                tail = fraction.lstrip(_DIGITS)
+                millis = _MILLIS.get(fraction[: len(fraction) - len(tail)][:3])
+                if millis is not None:
+                    offset = _OFFSETS.get(tail, _UNKNOWN)
+                    if offset is not _UNKNOWN:
+                        return minute + second + millis, offset
+            else:
+                offset = _OFFSETS.get(text[19:], _UNKNOWN)
+                if offset is not _UNKNOWN:
+                    return minute + second, offset
     return _iso_ms_reference(text)
-
-
-#: ":SS[.fff...][offset]" -> (ms into the minute, offset ms or None): what follows a valid minute prefix
-#: decides the rest alone, and a stream repeats the same few thousand of them (seconds x milliseconds).
-#: Bounded like the minute cache. Suffixes that never repeat (a gateway sending nanoseconds) cost a store
-#: each; caching those too measured cheaper on the simulator's streams than leaving them out.
-_SUFFIXES: dict[str, tuple[int, int | None]] = {}
-
-
-def _suffix_ms(suffix: str) -> tuple[int, int | None] | None:
-    second = _SECONDS.get(suffix[:3])
-    if second is None:
-        return None
-    mark = suffix[3:4]
-    if mark == "." or mark == ",":
-        fraction = suffix[4:]
-        tail = fraction.lstrip(_DIGITS)
-        millis = _MILLIS.get(fraction[: len(fraction) - len(tail)][:3])
-        if millis is None:
-            return None
-        offset = _OFFSETS.get(tail, _UNKNOWN)
-        return None if offset is _UNKNOWN else (second + millis, offset)
-    offset = _OFFSETS.get(suffix[3:], _UNKNOWN)
-    return None if offset is _UNKNOWN else (second, offset)
 
 
 def _iso_ms_reference(text: str) -> tuple[int, int | None] | None:
