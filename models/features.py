@@ -25,8 +25,11 @@ seeds (the trees find noise in them: 113 days hold 113 draws of the
 weather): day of week, the anomaly of the last 24 h and of each part of the
 day, yesterday's slot +-30 min, raw lags, the last price.
 
-``models.forecast`` starts from the reference plus a linear fit of the
-anomalies and lets the trees learn the rest. Missing prices (gaps,
+``origin_inputs`` also returns the anomaly curves of the two days before the
+origin by local slot; ``weather_basis`` learns, from a history's curves, the
+few shapes that persist from one day to the next (the weather's), and
+``project_days`` fits a curve on them. ``models.forecast`` starts from the
+reference plus a linear fit of those fits and lets the trees learn the rest. Missing prices (gaps,
 or a short history) are NaN, which XGBoost treats as missing; ``reference``
 always has a value (it falls back to the profile of all days, yesterday, the
 mean of the history, the last price). ``origin_features`` never reads an
@@ -46,10 +49,14 @@ __all__ = [
     "HORIZON",
     "INTERVAL_MS",
     "PROFILE_DAYS",
+    "RECENT_DAYS",
     "epoch_ms",
     "from_epoch_ms",
     "origin_features",
+    "origin_inputs",
+    "project_days",
     "to_series",
+    "weather_basis",
 ]
 
 #: Intervals forecast from one origin: 24 h of 5-minute intervals.
@@ -70,6 +77,8 @@ FEATURE_NAMES = (
 
 #: Days the reference profile looks back over (16 weeks).
 PROFILE_DAYS = 112
+#: Days of anomaly curves before the origin that ``origin_inputs`` returns.
+RECENT_DAYS = 2
 _DAY = 288
 _DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -194,6 +203,24 @@ def origin_features(
     ``values[k]`` is the price of the interval starting ``start_ms + k * 5 min``;
     only ``values[:origin_index]`` is read (see the module docstring).
     """
+    return origin_inputs(values, start_ms, origin_index, utc_offset_ms, horizon)[0]
+
+
+def origin_inputs(
+    values: np.ndarray,
+    start_ms: int,
+    origin_index: int,
+    utc_offset_ms: int,
+    horizon: int = HORIZON,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, recent_days)``: ``origin_features`` and the anomaly of the last two days by local slot.
+
+    ``recent_days`` is ``RECENT_DAYS`` x 288: row 0 the anomalies of the 288
+    intervals before the origin, row 1 of the 288 before those, each placed at
+    its local slot of the day (so that for an origin at local midnight row 0
+    is yesterday's anomaly curve), NaN where the price or its reference is
+    missing. Like the rows, it reads only ``values[:origin_index]``.
+    """
     if not 1 <= horizon <= _DAY:
         raise ValueError(f"horizon must be 1..{_DAY} intervals, got {horizon}")
     if origin_index < 1:
@@ -215,7 +242,7 @@ def origin_features(
         np.full(horizon, known[-1]),
     )
     # The last two days and a margin, each interval minus its own reference (NaN without one).
-    first = max(0, o - 2 * _DAY - _WIDE)
+    first = max(0, o - RECENT_DAYS * _DAY - _WIDE)
     recent = np.arange(first, o)
     anomaly = known[first:] - past.profile(recent, same_kind=True)
     anomalies = _Past(anomaly, start_ms + first * INTERVAL_MS, utc_offset_ms)
@@ -231,4 +258,53 @@ def origin_features(
         last_hour * np.exp(-(h - 1) / 12.0),
         last_hour * np.exp(-(h - 1) / 48.0),
     ]
-    return np.column_stack(columns)
+    recent_days = np.full((RECENT_DAYS, _DAY), np.nan)
+    for day in range(RECENT_DAYS):
+        index = np.arange(o - (day + 1) * _DAY, o - day * _DAY)
+        inside = index >= first
+        day_slot = ((start_ms + index * INTERVAL_MS + utc_offset_ms) % _DAY_MS) // INTERVAL_MS
+        recent_days[day, day_slot[inside]] = anomaly[index[inside] - first]
+    return np.column_stack(columns), recent_days
+
+
+def weather_basis(recent_days: np.ndarray, components: int = 3, smooth: int = _WIDE // 2) -> np.ndarray:
+    """288 x ``components`` orthonormal curves that carry the day-to-day persistent part of the anomaly.
+
+    ``recent_days`` is ``n x 2 x 288`` (``origin_inputs``' second output of
+    ``n`` origins, NaN as 0): the eigenvectors of the largest eigenvalues of
+    the symmetrized covariance between each day's anomaly curve and the day
+    before's, after smoothing the curves over ``+-smooth`` intervals
+    (circularly: they are slots of a day). Noise is independent from one day
+    to the next and weather is not, so the lag covariance holds the weather's
+    shapes (a hot day lifts the evening, a sunny one deepens the dip) without
+    most of the noise that a plain covariance (PCA) keeps.
+    """
+    if recent_days.ndim != 3 or recent_days.shape[1:] != (RECENT_DAYS, _DAY):
+        raise ValueError(f"recent_days must be n x {RECENT_DAYS} x {_DAY}, got {recent_days.shape}")
+    curves = np.nan_to_num(recent_days[:, :2])
+    if smooth:
+        wrapped = np.concatenate([curves[..., -smooth:], curves, curves[..., :smooth]], axis=-1)
+        csum = np.concatenate([np.zeros(curves.shape[:-1] + (1,)), np.cumsum(wrapped, axis=-1)], axis=-1)
+        curves = (csum[..., 2 * smooth + 1 :] - csum[..., : -2 * smooth - 1]) / (2 * smooth + 1)
+    today = curves[:, 0] - curves[:, 0].mean(axis=0)
+    before = curves[:, 1] - curves[:, 1].mean(axis=0)
+    lagged = today.T @ before
+    eigenvalues, vectors = np.linalg.eigh(lagged + lagged.T)
+    return vectors[:, np.argsort(-eigenvalues)[:components]]
+
+
+def project_days(basis: np.ndarray, recent_days: np.ndarray) -> np.ndarray:
+    """Each curve's least-squares fit on ``basis``, per basis curve: ``... x 288 x components``.
+
+    Curves of ``recent_days`` (``... x 288``, NaN where unknown) are fitted on
+    their known slots only; with fewer than two known slots per basis curve
+    the fit is 0 (no evidence: no anomaly).
+    """
+    out = np.zeros(recent_days.shape + (basis.shape[1],))
+    for index in np.ndindex(recent_days.shape[:-1]):
+        curve = recent_days[index]
+        known = ~np.isnan(curve)
+        if known.sum() >= 2 * basis.shape[1]:
+            scores = np.linalg.lstsq(basis[known], curve[known], rcond=None)[0]
+            out[index] = basis * scores
+    return out

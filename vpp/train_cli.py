@@ -82,7 +82,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
     p.add_argument("--utc-offset-h", type=float, default=-8.0,
                    help="pricing node's local standard time, for calendar features (default -8, as vpp market)")
-    p.add_argument("--rounds", type=int, default=400, help="boosting rounds (default 400)")
+    p.add_argument("--rounds", type=int, default=25,
+                   help="boosting rounds on the linear base's residual (default 25, as models.forecast.DEFAULT_ROUNDS)")
     p.add_argument("--seed", type=int, default=0, help="XGBoost seed (default 0)")
     p.set_defaults(func=cmd_train)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import forecast
-from models.features import FEATURE_NAMES, origin_features, to_series
+from models.features import FEATURE_NAMES, RECENT_DAYS, origin_features, origin_inputs, project_days, to_series, weather_basis
 from models.forecast import AggregateSample, forecast_availability
 from models.optimize import PricePoint
 from vpp.market.prices import generate_prices
@@ -39,9 +39,12 @@ def test_features_read_nothing_from_the_origin_on(history):
     origin = 9 * 288 + 77
     changed = values.copy()
     changed[origin:] = np.random.default_rng(1).normal(0, 1000, changed.size - origin)
-    rows = origin_features(values, start_ms, origin, -8 * 3_600_000)
-    assert rows.shape == (288, len(FEATURE_NAMES))
-    assert np.array_equal(rows, origin_features(changed, start_ms, origin, -8 * 3_600_000), equal_nan=True)
+    rows, recent = origin_inputs(values, start_ms, origin, -8 * 3_600_000)
+    assert rows.shape == (288, len(FEATURE_NAMES)) and recent.shape == (RECENT_DAYS, 288)
+    changed_rows, changed_recent = origin_inputs(changed, start_ms, origin, -8 * 3_600_000)
+    assert np.array_equal(rows, changed_rows, equal_nan=True)
+    assert np.array_equal(recent, changed_recent, equal_nan=True)
+    assert np.array_equal(rows, origin_features(values, start_ms, origin, -8 * 3_600_000), equal_nan=True)
 
 
 def _kind_series(days: int, weekday: float, weekend: float, start_ms: int) -> np.ndarray:
@@ -92,6 +95,43 @@ def test_the_anomaly_of_the_last_hour_fades_with_the_step():
     assert column["anomaly_last_1h_decayed_4h"][[0, 48]].tolist() == pytest.approx([3.0, 3.0 / np.e])
 
 
+def test_the_recent_days_are_the_anomaly_curves_by_local_slot():
+    values = _kind_series(28, weekday=40.0, weekend=60.0, start_ms=MONDAY_MS)
+    origin = 23 * 288 + 144  # Wednesday noon
+    values[origin - 288 : origin] += np.arange(288.0)  # the 24 h before it: 0, 1, ... above their kind
+    _, recent = origin_inputs(values, MONDAY_MS, origin, 0)
+    # Row 0 by slot of the day: slot 144 (noon) was the first interval of the 24 h, 143 the last (the
+    # reference of the last 30 min takes in the first minutes of the 24 h a day later: left out).
+    assert recent[0, [144, 287, 0, 137]].tolist() == pytest.approx([0.0, 143.0, 144.0, 281.0])
+    assert recent[1].tolist() == pytest.approx([0.0] * 288)
+
+
+def test_the_weather_basis_finds_a_shape_that_persists_from_day_to_day():
+    rng = np.random.default_rng(5)
+    shape = np.exp(-0.5 * ((np.arange(288) - 228) / 20.0) ** 2)  # an evening bump
+    weather = np.zeros(301)
+    for day in range(1, weather.size):
+        weather[day] = 0.7 * weather[day - 1] + rng.normal()
+    curves = 10 * weather[:, None] * shape + rng.normal(0.0, 5.0, (weather.size, 288))
+    recent = np.stack([curves[1:], curves[:-1]], axis=1)  # (yesterday, the day before)
+    basis = weather_basis(recent, components=2)
+    assert basis.shape == (288, 2)
+    assert np.allclose(basis.T @ basis, np.eye(2))
+    assert abs(basis[:, 0] @ shape) / np.linalg.norm(shape) > 0.95
+
+
+def test_projecting_a_day_fits_its_known_slots_and_gives_nothing_without_them():
+    basis = np.linalg.qr(np.random.default_rng(2).normal(size=(288, 3)))[0]
+    curve = 2.0 * basis[:, 0] - basis[:, 2]
+    holed = curve.copy()
+    holed[:100] = np.nan
+    fitted = project_days(basis, np.stack([holed, np.full(288, np.nan)]))
+    assert fitted.shape == (2, 288, 3)
+    assert np.allclose(fitted[0].sum(axis=-1), curve)
+    assert np.allclose(fitted[0, :, 0], 2.0 * basis[:, 0]) and np.allclose(fitted[0, :, 1], 0.0)
+    assert np.all(fitted[1] == 0.0)
+
+
 def test_fit_learns_that_a_day_above_its_reference_is_followed_by_another():
     # Daily levels follow an AR(1) with persistence 0.8: the base must carry a good part of yesterday over.
     rng = np.random.default_rng(3)
@@ -99,9 +139,16 @@ def test_fit_learns_that_a_day_above_its_reference_is_followed_by_another():
     for _ in range(60):
         level = 0.8 * level + rng.normal(0.0, 10.0)
         values.extend(50.0 + level + rng.normal(0.0, 2.0, 288))
+    values.extend([50.0 + 30.0] * 288)  # a day 30 $/MWh above the mean...
     points = [PricePoint(START + k * STEP, float(v)) for k, v in enumerate(values)]
-    coefficients = forecast.fit(points, utc_offset_h=-8, rounds=2).metadata["linear_coefficients"]
-    assert 0.4 <= coefficients["anomaly_1d_wide"] + coefficients["anomaly_2d_wide"] <= 1.0
+    model = forecast.fit(points, utc_offset_h=-8, rounds=2)
+    start_ms, series = to_series(points)
+    origin = series.size  # ...then forecast the next from local midnight (START is 00:00 at UTC-8)
+    rows = origin_features(series, start_ms, origin, -8 * 3_600_000)
+    reference = rows[:, FEATURE_NAMES.index("reference")]
+    forecast_next = np.array([p.price_usd_per_mwh for p in forecast.predict(model, START + origin * STEP, points)])
+    carried = np.mean(forecast_next - reference) / np.mean(series[-288:] - reference)
+    assert 0.4 <= carried <= 1.0
 
 
 @pytest.mark.parametrize("origin_index", [10 * 288, 10 * 288 + 131, 11 * 288 + 5])
