@@ -89,13 +89,11 @@ def grouped_results(results: list[Any]) -> list[Any]:
     """
     groups: dict[str, list[dict]] = {}
     out: list[Any] = []
-    bucket_of = _bucket_of
     for r in results:
         if type(r) is Rejection:
             out.append(r)
         else:
-            device = r["device_id"]
-            bucket = bucket_of.get(device) or dedup_bucket(device)
+            bucket = dedup_bucket(r["device_id"])
             group = groups.get(bucket)
             if group is None:
                 group = groups[bucket] = []
