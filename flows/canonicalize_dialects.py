@@ -326,8 +326,8 @@ _TESLA_TIME = "payload.aggregates.battery.last_communication_time"
 _measured = tuple.__new__  # Measured(...) via its generated __new__ costs a Python call per reading
 
 
-def parse_tesla(payload: dict, asset: AssetInfo) -> Measured:
-    """``tesla-gateway/1``: meter aggregates; ``battery`` > 0 discharges, ``site`` > 0 imports."""
+def _tesla_careful(payload: dict, asset: AssetInfo) -> Measured:
+    """``tesla-gateway/1``, every check in the spec's order (``parse_tesla`` without its fast path)."""
     aggregates = _obj(payload, "aggregates", "payload.aggregates")
     site = _obj(aggregates, "site", "payload.aggregates.site")
     grid_w = _num(site, "instant_power", "payload.aggregates.site.")
@@ -355,8 +355,8 @@ def parse_tesla(payload: dict, asset: AssetInfo) -> Measured:
     )
 
 
-def parse_sonnen(payload: dict, asset: AssetInfo) -> Measured:
-    """``sonnen/2``: local wall-clock Timestamp; ``GridFeedIn_W`` > 0 exports."""
+def _sonnen_careful(payload: dict, asset: AssetInfo) -> Measured:
+    """``sonnen/2``, every check in the spec's order (``parse_sonnen`` without its fast path)."""
     soc = _num(payload, "USOC", "payload.")
     battery_w = _num(payload, "Pac_total_W", "payload.")
     solar_w = _num(payload, "Production_W", "payload.")
@@ -414,8 +414,8 @@ def _bad_scale(path: str, sf: Any) -> _Reject:
     return _bad_type(path, sf, "an integer scale factor in [-10, 10]")
 
 
-def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
-    """``sunspec/802``: scaled registers; model 802 ``W`` > 0 charges, model 203 ``W`` > 0 imports."""
+def _sunspec_careful(payload: dict, asset: AssetInfo) -> Measured:
+    """``sunspec/802``, every check in the spec's order (``parse_sunspec`` without its fast path)."""
     models = _obj(payload, "models", "payload.models")
     battery = _obj(models, "802", "payload.models.802")
     soc = _register(battery, "SoC", "payload.models.802.")
@@ -431,7 +431,9 @@ def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
     elif kind is float:
         if seconds != seconds or seconds in (_INF, -_INF):
             raise _bad_timestamp("payload.timestamp", seconds, "is not a finite number of epoch seconds")
-        ts = int(seconds * 1000)
+        ms = seconds * 1000
+        # finite seconds whose milliseconds overflow a float: as far in time as 10**400 (future or stale)
+        ts = int(seconds) * 1000 if ms in (_INF, -_INF) else int(ms)
     elif seconds is None:
         raise _Reject(
             "missing_field:payload.timestamp", "payload.timestamp, the reading time, is required; the gateway sent none"
@@ -440,6 +442,103 @@ def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
         raise _bad_type("payload.timestamp", seconds, "integer epoch seconds")
 
     return _measured(Measured, (ts, soc, _neg(charge_w), None, None, grid_w, None, capacity_wh, None))
+
+
+# ---------------------------------------------------------------- fast paths
+#
+# Each reader first tries the shape a healthy gateway sends (every container an object, every value of the
+# type the dialect's firmware writes, a parseable reading time) without a call per field; anything else
+# goes to its careful twin above, which checks in the spec's order and names what is wrong. A fast path
+# only ever returns what its careful twin returns for the same payload (a hypothesis test holds them
+# together: tests/flows/test_canonicalize_fast_paths.py); it never rejects.
+
+
+def parse_tesla(payload: dict, asset: AssetInfo) -> Measured:
+    """``tesla-gateway/1``: meter aggregates; ``battery`` > 0 discharges, ``site`` > 0 imports."""
+    aggregates = payload.get("aggregates")
+    soe = payload.get("soe")
+    if type(aggregates) is dict and type(soe) is dict:
+        site = aggregates.get("site")
+        battery = aggregates.get("battery")
+        load = aggregates.get("load")
+        solar = aggregates.get("solar")
+        if type(site) is dict and type(battery) is dict and type(load) is dict and type(solar) is dict:
+            grid_w = site.get("instant_power")
+            battery_w = battery.get("instant_power")
+            load_w = load.get("instant_power")
+            solar_w = solar.get("instant_power")
+            percentage = soe.get("percentage")
+            status = payload.get("grid_status")
+            text = battery.get("last_communication_time")
+            if (type(grid_w) is float and type(battery_w) is float and type(load_w) is float
+                    and type(solar_w) is float and type(percentage) is float and type(status) is str
+                    and type(text) is str):
+                parsed = iso_ms(text)
+                if parsed is not None and parsed[1] is not None:
+                    return _measured(Measured, (
+                        parsed[0] - parsed[1], (percentage - 5.0) / 0.95, battery_w, solar_w, load_w, grid_w,
+                        status == _TESLA_ON_GRID, None, None))
+    return _tesla_careful(payload, asset)
+
+
+def parse_sonnen(payload: dict, asset: AssetInfo) -> Measured:
+    """``sonnen/2``: local wall-clock Timestamp; ``GridFeedIn_W`` > 0 exports."""
+    soc = payload.get("USOC")
+    battery_w = payload.get("Pac_total_W")
+    solar_w = payload.get("Production_W")
+    load_w = payload.get("Consumption_W")
+    feed_in = payload.get("GridFeedIn_W")
+    status = payload.get("SystemStatus")
+    text = payload.get("Timestamp")
+    # integers, as sonnen's firmware writes them (floats, or one too large for a float: the careful path)
+    if (type(soc) is int and type(battery_w) is int and type(solar_w) is int and type(load_w) is int
+            and type(feed_in) is int and type(status) is str and type(text) is str):
+        parsed = iso_ms(text)
+        if parsed is not None and parsed[1] is None and type(asset.timezone) is str:
+            zone = _ZONES.get(asset.timezone)
+            if zone is not None:
+                offset, in_gap = local_offset_ms(zone, parsed[0])
+                try:
+                    return _measured(Measured, (
+                        parsed[0] - offset, float(soc), float(battery_w), float(solar_w), float(load_w),
+                        0.0 - feed_in, status == _SONNEN_ON_GRID, None, "local_time_gap" if in_gap else None))
+                except OverflowError:
+                    pass
+    return _sonnen_careful(payload, asset)
+
+
+def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
+    """``sunspec/802``: scaled registers; model 802 ``W`` > 0 charges, model 203 ``W`` > 0 imports."""
+    models = payload.get("models")
+    seconds = payload.get("timestamp")
+    if type(models) is dict and type(seconds) is int:
+        battery = models.get("802")
+        meter = models.get("203")
+        if type(battery) is dict and (type(meter) is dict or meter is None):  # a site without a meter: no grid
+            soc = _scaled(battery.get("SoC"), battery.get("SoC_SF"))
+            charge_w = _scaled(battery.get("W"), battery.get("W_SF"))
+            capacity_wh = _scaled(battery.get("WHRtg"), battery.get("WHRtg_SF"))
+            grid_w = None if meter is None else _scaled(meter.get("W"), meter.get("W_SF"))
+            if soc is not _SLOW and charge_w is not _SLOW and capacity_wh is not _SLOW and grid_w is not _SLOW:
+                return _measured(Measured, (
+                    seconds * 1000, soc, None if charge_w is None else 0.0 - charge_w, None, None, grid_w, None,
+                    capacity_wh, None))
+    return _sunspec_careful(payload, asset)
+
+
+_SLOW = object()
+
+
+def _scaled(value: Any, sf: Any) -> float | None | object:
+    """``_register`` for integer registers and scale factors in [-10, 10]; ``_SLOW`` for anything else."""
+    if type(value) is int and type(sf) is int and -10 <= sf <= 10:
+        if value == -32768 or value == 65535:
+            return None  # a register that is not implemented
+        try:
+            return value * _POW10[sf] if sf >= 0 else value / _POW10[-sf]
+        except OverflowError:  # too large for a float: the careful path makes it infinite
+            pass
+    return _SLOW
 
 
 PARSERS = {

@@ -265,6 +265,8 @@ REJECTIONS = [
     (envelope("sunspec/802", payload__timestamp=10**400), "future_timestamp"),
     (envelope("sunspec/802", payload__timestamp=-(10**400)), "stale"),
     (envelope("sunspec/802", payload__timestamp=1e300), "future_timestamp"),
+    (envelope("sunspec/802", payload__timestamp=1.7e305), "future_timestamp"),  # its milliseconds overflow
+    (envelope("sunspec/802", payload__timestamp=-1.7e305), "stale"),
     (envelope("sonnen/2", payload__Timestamp="2026-11-22 20:29:59"), "stale"),
 ]
 
