@@ -88,7 +88,7 @@ def test_malformed_requests_get_a_clear_error(raw, status, message):
 
 def test_an_interval_is_cleared_at_its_price_and_the_award_shows_on_the_bid():
     delivered = []
-    with market(start_ms=T0 - 2 * STEP + 1000, speed=600, deliver=lambda p, a: delivered.append((p, a))) as m:
+    with market(start_ms=T0 - 2 * STEP + 1000, speed=600, deliver=lambda p, a, _bids: delivered.append((p, a))) as m:
         assert call(m.url + "/bids", "POST", bid(T0))[0] == 201
         deadline = time.monotonic() + 10
         while call(m.url + "/bids/bid-1")[1]["status"] != "cleared":
@@ -113,13 +113,13 @@ def test_journal_keeps_accepted_bids_and_cleared_intervals_across_a_restart(tmp_
         assert call(m.url + "/bids", "POST", bid(T0 + 3 * STEP, node_path="other"))[0] == 409
     # Restarted after the interval: the journaled bid is cleared late, exactly once.
     delivered = []
-    with market(start_ms=T0 + 5 * STEP, journal=journal, deliver=lambda p, a: delivered.append((p, a))) as m:
+    with market(start_ms=T0 + 5 * STEP, journal=journal, deliver=lambda p, a, _bids: delivered.append((p, a))) as m:
         deadline = time.monotonic() + 10
         while call(m.url + "/bids/bid-1")[1]["status"] != "cleared":
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert [p["interval_start"] for p, a in delivered if a] == [T0 + 3 * STEP]
-    with market(start_ms=T0 + 6 * STEP, journal=journal, deliver=lambda p, a: delivered.append((p, a))) as m:
+    with market(start_ms=T0 + 6 * STEP, journal=journal, deliver=lambda p, a, _bids: delivered.append((p, a))) as m:
         time.sleep(0.3)
         assert call(m.url + "/bids/bid-1")[1]["status"] == "cleared"
     assert [p["interval_start"] for p, a in delivered if a] == [T0 + 3 * STEP]
@@ -140,7 +140,7 @@ def test_a_torn_last_journal_line_is_ignored_and_a_corrupt_middle_line_stops_the
 def test_a_failed_delivery_is_retried_and_the_interval_cleared_once():
     attempts = []
 
-    def flaky(price, awards):
+    def flaky(price, awards, bids):
         attempts.append(price["interval_start"])
         if len(attempts) == 1:
             raise RuntimeError("broker down")

@@ -1,4 +1,4 @@
-"""The market on the real broker and registry: prices and awards published as Avro, decoded by the registry serde."""
+"""The market on the real broker and registry: bids, prices and awards published as Avro, decoded by the registry serde."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def post(url: str, body: dict) -> int:
         return response.status
 
 
-def test_prices_and_awards_reach_their_topics(isolated_settings):
+def test_bids_prices_and_awards_reach_their_topics(isolated_settings):
     settings = isolated_settings
     book = OrderBook("SP15", gate_closure_ms=STEP)
     service = MarketService(book, MarketClock(T0 - 2 * STEP + 1000, 600), seed=4,
@@ -42,10 +42,14 @@ def test_prices_and_awards_reach_their_topics(isolated_settings):
     serde = Serde.from_settings(settings)
     prices = read_topic(settings.broker, settings.topic("market.prices"), serde.decode)
     awards = read_topic(settings.broker, settings.topic("market.awards"), serde.decode)
+    bids = read_topic(settings.broker, settings.topic("market.bids"), serde.decode)
     expected = price_series(T0 - 2 * STEP, 4, seed=4)
     assert [p["interval_start"] for p in prices[:4]] == [T0 - 2 * STEP + k * STEP for k in range(4)]
     assert [p["price_usd_per_mwh"] for p in prices[:4]] == list(expected)
     assert all(p["pricing_node"] == "SP15" and p["interval_end"] - p["interval_start"] == STEP for p in prices)
+    assert [(b["bid_id"], b["interval_start"], b["pairs"]) for b in bids] == [
+        ("bid-A", T0, [{"price_usd_per_mwh": p, "quantity_w": q} for p, q in PAIRS])]
+    assert T0 - 2 * STEP <= bids[0]["submitted_at"] < T0 - STEP  # market time when it was accepted
     price = float(expected[2])
     assert awards == [{
         "bid_id": "bid-A", "node_path": "us/ca/sf", "interval_start": T0, "interval_end": T0 + STEP,

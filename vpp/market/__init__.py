@@ -3,6 +3,6 @@
 - ``prices``: the price generator (pure, deterministic under a seed);
 - ``clearing``: the market's rules (gate closure, bid validation, awards; pure);
 - ``api``: the in-memory market with its journal, the HTTP API and the
-  publisher of prices and awards to Kafka;
+  publisher of bids, prices and awards to Kafka;
 - ``cli``: ``vpp market``.
 """

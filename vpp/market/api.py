@@ -17,7 +17,9 @@ HTTP (JSON in and out, stdlib ``ThreadingHTTPServer``):
 Market time runs ``speed`` times faster than the wall clock from ``start_ms``.
 When market time reaches an interval's start, the loop takes that interval's
 price from the generator, evaluates every bid for it at that price, and
-delivers the price (``market.prices``, key = pricing node) and the awards
+delivers the bids it accepted for the interval (``market.bids``, key = bid
+id: the market's record of what was bid, the gate having closed on them),
+the price (``market.prices``, key = pricing node) and the awards
 (``market.awards``, key = bid id, one per bid, zero awards included). Only a
 delivered clearing is recorded; a failed delivery is retried (at least once
 on the topics). Intervals with journaled bids that were never cleared (the
@@ -76,7 +78,7 @@ def price_record(pricing_node: str, interval_start_ms: int, price_usd_per_mwh: f
 
 
 class KafkaDelivery:
-    """Delivers prices and awards as Avro (registry serde); raises unless every message was acknowledged."""
+    """Delivers bids, prices and awards as Avro (registry serde); raises unless every message was acknowledged."""
 
     def __init__(self, settings, *, flush_timeout_s: float = 15.0):
         from confluent_kafka import Producer
@@ -88,6 +90,7 @@ class KafkaDelivery:
         self._producer = Producer(producer_config(settings.broker))
         self._prices_topic = settings.topic("market.prices")
         self._awards_topic = settings.topic("market.awards")
+        self._bids_topic = settings.topic("market.bids")
         self._flush_timeout_s = flush_timeout_s
         self._errors: list[str] = []
 
@@ -109,7 +112,9 @@ class KafkaDelivery:
             self._produce(self._prices_topic, record["pricing_node"], record, record["interval_start"])
         self._confirm()
 
-    def __call__(self, price: dict, awards: list[dict]) -> None:
+    def __call__(self, price: dict, awards: list[dict], bids: list[dict]) -> None:
+        for bid in bids:
+            self._produce(self._bids_topic, bid["bid_id"], bid, bid["submitted_at"])
         self._produce(self._prices_topic, price["pricing_node"], price, price["interval_start"])
         for award in awards:
             self._produce(self._awards_topic, award["bid_id"], award, award["interval_start"])
@@ -127,7 +132,7 @@ class KafkaDelivery:
 class MarketService:
     """The clearing loop and the HTTP server around an ``OrderBook``; ``start()``, then ``stop()``.
 
-    ``deliver(price_record, awards)`` is called for every interval (``None``:
+    ``deliver(price_record, awards, bids)`` is called for every interval (``None``:
     keep results in memory only, for a market without a broker).
     """
 
@@ -138,7 +143,7 @@ class MarketService:
         *,
         seed: int = 0,
         model: PriceModel = PriceModel(),
-        deliver: Callable[[dict, list[dict]], None] | None = None,
+        deliver: Callable[[dict, list[dict], list[dict]], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
@@ -172,7 +177,8 @@ class MarketService:
         price = self.price_of(interval_start_ms)
         awards = self.book.awards_for(interval_start_ms, price)
         if self._deliver is not None:
-            self._deliver(price_record(self.book.pricing_node, interval_start_ms, price), awards)
+            self._deliver(price_record(self.book.pricing_node, interval_start_ms, price), awards,
+                          self.book.bids_for(interval_start_ms))
         self.book.commit_clearing(interval_start_ms, price, awards)
         self._last_cleared_ms = interval_start_ms
         return awards

@@ -166,6 +166,12 @@ class OrderBook:
             return sorted({b.interval_start_ms for b in self._bids.values()
                            if b.interval_start_ms < before_ms and b.interval_start_ms not in self._cleared})
 
+    def bids_for(self, interval_start_ms: int) -> list[dict]:
+        """The ``market_bid`` records accepted for the interval, by bid id."""
+        with self._lock:
+            bids = [b for b in self._bids.values() if b.interval_start_ms == interval_start_ms]
+        return [b.as_record() for b in sorted(bids, key=lambda b: b.bid_id)]
+
     def awards_for(self, interval_start_ms: int, clearing_price_usd_per_mwh: float) -> list[dict]:
         """The interval's awards at this price (not yet recorded: ``commit_clearing`` does that)."""
         with self._lock:

@@ -5,8 +5,9 @@
 ``interval_start,price_usd_per_mwh`` (ISO 8601 UTC), the format ``vpp plan
 --prices`` and ``vpp train --prices`` read.
 
-``vpp market [serve]`` runs the market: it publishes each interval's price to
-``market.prices`` and the awards of its bids to ``market.awards`` as market
+``vpp market [serve]`` runs the market: it publishes each interval's accepted
+bids to ``market.bids``, its price to ``market.prices`` and the awards of its
+bids to ``market.awards`` as market
 time passes (``--speed`` times the wall clock, from ``--start``), and serves
 ``POST /bids``, ``GET /bids/ID`` and ``GET /status`` on ``--host``/``--port``
 (a free loopback port by default). It prints one JSON line with its URL,
