@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,7 @@ class _Watcher:
         self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}
+        self.since_ms = int(time.time() * 1000)  # what the flows record from now on is this run's
 
     def poll(self) -> None:
         for msg in self._counter.poll(0.3):
@@ -207,7 +210,8 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
         from sinks.autobidder_store import workflow_facts
 
         try:
-            facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
+            # this run's facts: PostgreSQL keeps earlier runs', for intervals this run's market never saw
+            facts = [f for f in workflow_facts(watcher.settings.postgres_dsn, bidding_node) if f["at"] >= watcher.since_ms]
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
         root = next((r for r in watcher.tree(levels=0) if r["node_path"] == bidding_node), None)
@@ -253,6 +257,19 @@ def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
     dispatch.command_id, dispatch.sent_at = record["command_id"], time.monotonic()
 
 
+def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
+    """Start every flow of the demo afresh: the local broker keeps topics in memory and starts empty.
+
+    A recovery store resumes a flow at the input offsets of its last snapshot. Against a broker
+    that started empty, those offsets point past readings that are now at offsets 0, 1, ...: a
+    second ``vpp demo`` with the first one's store skipped as many readings as the first had read.
+    Without it, each flow reads its topics from the start (the stores upsert what they see again).
+    """
+    if directory.exists():
+        shutil.rmtree(directory)
+        log(f"recovery stores reset ({directory}): the local broker starts empty, so the last run's offsets are void")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -272,6 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print("schemas registered")
 
     common = ["--state-dir", str(state_dir)] + (["--config", args.config] if args.config else [])
+    _reset_recovery(state_dir / "recovery", log=console.print)
     vpp = [sys.executable, "-m", "vpp.cli"]
     logs = state_dir / "logs"
     procs = _Processes()
