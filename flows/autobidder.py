@@ -82,7 +82,8 @@ class MarketApi:
 
 def params_from(settings) -> BidderParams:
     return BidderParams(horizon=settings.autobidder_horizon,
-                        step_timeout_ms=round(settings.autobidder_step_timeout_s * 1000))
+                        step_timeout_ms=round(settings.autobidder_step_timeout_s * 1000),
+                        state_wait_ms=round(settings.autobidder_state_wait_s * 1000))
 
 
 def bidding_nodes(settings) -> tuple[str, ...]:

@@ -9,7 +9,10 @@ A workflow is for the interval ``T`` that starts ``lead_intervals`` after the in
 newest price (the first one whose gate is still open). Its steps, each recorded once as a fact:
 
 ``fetched``       the price history up to the newest price and the node's latest aggregate;
-                  a forecast request goes out (status ``forecasting``).
+                  a forecast request goes out (status ``forecasting``). A node with no usable
+                  aggregate yet (its first window has not closed: the autobidder or the fleet just
+                  started) waits for one, up to ``state_wait_ms`` (status ``fetching``), and
+                  is fetched when it comes; after that, no bid.
 ``forecast``      the forecast result for the request id; an optimize request goes out
                   (status ``optimizing``).
 ``optimized``     the schedule for the request id; the bid is built from its first interval
@@ -56,7 +59,7 @@ __all__ = [
 
 INTERVAL_MS = 300_000
 #: Statuses a workflow passes through; the last three end it.
-STATUSES = ("forecasting", "optimizing", "bidding", "submitted", "awarded", "dispatched", "no_bid")
+STATUSES = ("fetching", "forecasting", "optimizing", "bidding", "submitted", "awarded", "dispatched", "no_bid")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class BidderParams:
     horizon: int = 288
     history_intervals: int = 2 * 288
     step_timeout_ms: int = 30_000
+    #: how long a workflow waits for the node's first usable aggregate. Long enough for the first window
+    #: to close after a start (window + lateness + the stores), short enough to leave the forecast, the
+    #: optimization and the bid time before the gate of an interval ``lead_intervals`` ahead.
+    state_wait_ms: int = 120_000
     retry_ms: int = 2_000
     efficiency: float = 0.9
     degradation_usd_per_mwh: float = 20.0
@@ -115,6 +122,7 @@ class Workflow:
     reason: str | None = None
     bid: dict[str, Any] | None = None  # the market payload, while bidding
     battery: Battery | None = None
+    newest_price_ms: int | None = None  # the newest price when the workflow started (its history ends there)
 
 
 @dataclass
@@ -188,27 +196,40 @@ class BidderState:
         self._forget(target)
 
     def _start(self, target: int, newest: int, now_ms: int, out: Emitted) -> None:
-        wf = Workflow(self.node_path, target, bid_id_for(self.node_path, target), "forecasting")
+        wf = Workflow(self.node_path, target, bid_id_for(self.node_path, target), "fetching", newest_price_ms=newest)
         self.workflows[target] = wf
-        n = self.params.history_intervals
-        history_start = newest - (n - 1) * INTERVAL_MS
-        history = [self.prices.get(history_start + k * INTERVAL_MS) for k in range(n)]
         battery = battery_from_aggregate(self.aggregate, self.params) if self.aggregate else None
-        self._fact(wf, "fetched", {"pricing_node": self.pricing_node, "newest_price_interval_start": newest,
-                                   "newest_price_usd_per_mwh": self.prices[newest],
-                                   "history_known": sum(v is not None for v in history),
-                                   "aggregate": self.aggregate}, now_ms, out)
-        if battery is None:
-            self._status(wf, "no_bid", "no aggregate with capacity and state of charge for the node yet: no bid", now_ms, out)
-            self._fact(wf, "no_bid", {"reason": wf.reason}, now_ms, out)
+        if battery is None:  # wait for the node's state: its first window may be seconds away
+            wf.deadline_ms = now_ms + self.params.state_wait_ms
+            self._status(wf, "fetching", "waiting for the node's first aggregate with capacity and state of charge",
+                         now_ms, out)
             return
+        self._fetch(wf, battery, now_ms, out)
+
+    def _fetch(self, wf: Workflow, battery: Battery, now_ms: int, out: Emitted) -> None:
+        """Record what the workflow starts from and request the forecast."""
+        history_start, history = self._history(wf)
+        self._fetched(wf, now_ms, out)
         wf.battery = battery
         wf.deadline_ms = now_ms + self.params.step_timeout_ms
         out.forecast_requests.append({
-            "request_id": request_id_for(self.node_path, target, "forecast"), "node_path": self.node_path,
-            "pricing_node": self.pricing_node or "", "interval_start": target, "horizon": self.params.horizon,
-            "history_start": history_start, "history_usd_per_mwh": history, "requested_at": now_ms})
+            "request_id": request_id_for(self.node_path, wf.interval_start_ms, "forecast"), "node_path": self.node_path,
+            "pricing_node": self.pricing_node or "", "interval_start": wf.interval_start_ms,
+            "horizon": self.params.horizon, "history_start": history_start, "history_usd_per_mwh": history,
+            "requested_at": now_ms})
         self._status(wf, "forecasting", None, now_ms, out)
+
+    def _history(self, wf: Workflow) -> tuple[int, list[float | None]]:
+        n = self.params.history_intervals
+        history_start = wf.newest_price_ms - (n - 1) * INTERVAL_MS
+        return history_start, [self.prices.get(history_start + k * INTERVAL_MS) for k in range(n)]
+
+    def _fetched(self, wf: Workflow, now_ms: int, out: Emitted) -> None:
+        _, history = self._history(wf)
+        self._fact(wf, "fetched", {"pricing_node": self.pricing_node, "newest_price_interval_start": wf.newest_price_ms,
+                                   "newest_price_usd_per_mwh": self.prices.get(wf.newest_price_ms),
+                                   "history_known": sum(v is not None for v in history),
+                                   "aggregate": self.aggregate}, now_ms, out)
 
     def _forget(self, newest_target: int) -> None:
         horizon = newest_target - self.params.keep_intervals * INTERVAL_MS
@@ -337,12 +358,22 @@ class BidderState:
         return min(times) if times else None
 
     def advance(self, now_ms: int, out: Emitted) -> None:
-        """Do what is due at ``now_ms``: fall back on missing results, resend bids the market did not answer."""
+        """Do what is due at ``now_ms``: fetch workflows whose node state has come, fall back on missing
+        results, resend bids the market did not answer."""
+        waiting = [wf for wf in self.workflows.values() if wf.status == "fetching"]
+        battery = battery_from_aggregate(self.aggregate, self.params) if waiting and self.aggregate else None
         for wf in sorted(self.workflows.values(), key=lambda w: w.interval_start_ms):
+            if wf.status == "fetching" and battery is not None:
+                self._fetch(wf, battery, now_ms, out)
+                continue
             if wf.deadline_ms is None or wf.deadline_ms > now_ms:
                 continue
             wf.deadline_ms = None
-            if wf.status == "forecasting":
+            if wf.status == "fetching":
+                self._fetched(wf, now_ms, out)
+                self._end_without_bid(wf, "no aggregate with capacity and state of charge for the node within "
+                                          f"{self.params.state_wait_ms / 1000:g} s: no bid", now_ms, out)
+            elif wf.status == "forecasting":
                 self._fall_back(wf, f"no forecast within {self.params.step_timeout_ms / 1000:g} s", now_ms, out)
             elif wf.status == "optimizing":
                 self._fall_back(wf, f"no schedule within {self.params.step_timeout_ms / 1000:g} s", now_ms, out)

@@ -94,6 +94,7 @@ class Settings:
     autobidder_nodes: str = ""  # comma-separated node paths that bid, e.g. "us/ca,us/tx"
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
+    autobidder_state_wait_s: float = 120.0  # wall seconds an interval's workflow waits for the node's first aggregate
     autobidder_horizon: int = 288  # intervals forecast and optimized
     optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none

@@ -150,7 +150,17 @@ def test_a_whole_interval_from_price_to_dispatch_command(market: MarketService) 
     assert facts == ["fetched", "forecast", "optimized", "bid_submitted", "awarded"] + (
         ["dispatched"] if award["awarded_w"] else [])
     statuses = [r["status"] for kind, r in store if kind == "workflow" and r["node_path"] == "us/tx"]
-    assert statuses == ["no_bid"]
+    assert statuses == ["fetching"], "us/tx has no aggregate: it waits for one (in event time no deadline passes)"
+
+
+def test_a_price_before_the_node_s_first_aggregate_is_forecast_once_the_aggregate_comes(market: MarketService) -> None:
+    items = [message("market.prices", p, i) for i, p in enumerate(prices())]
+    items.append(message("fleet.aggregates", aggregate(), len(items)))
+    ports, store, _ = run_autobidder(items, market.url)
+    (request,) = ports.records("autobidder.forecast.requests")
+    assert request["node_path"] == NODE and request["interval_start"] == T
+    statuses = [r["status"] for kind, r in store if kind == "workflow" and r["node_path"] == NODE]
+    assert statuses == ["fetching", "forecasting"]
 
 
 def test_a_crash_after_the_bid_resumes_with_the_same_bid_and_keeps_the_award(market: MarketService, tmp_path: Path) -> None:

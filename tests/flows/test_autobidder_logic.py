@@ -21,7 +21,7 @@ from flows.optimize_worker import answer_optimize
 NODE = "us/ca"
 S = 1_767_225_600_000  # 2026-01-01T00:00Z, on the 5-minute grid
 T = S + 2 * INTERVAL_MS  # the interval bid for when the price of S arrives
-PARAMS = BidderParams(horizon=6, history_intervals=12, step_timeout_ms=30_000, retry_ms=2_000)
+PARAMS = BidderParams(horizon=6, history_intervals=12, step_timeout_ms=30_000, retry_ms=2_000, state_wait_ms=20_000)
 FORECAST = [40.0, 10.0, 12.0, 90.0, 95.0, 30.0]
 
 
@@ -177,12 +177,40 @@ def test_a_repeated_optimize_result_is_ignored() -> None:
 # -- fallbacks ---------------------------------------------------------------------------------
 
 
-def test_a_price_without_a_known_node_ends_in_no_bid() -> None:
+def test_a_price_before_the_node_is_known_waits_for_its_first_aggregate_and_then_fetches() -> None:
     state = BidderState(NODE, PARAMS)
     out = Emitted()
     state.on_prices([price(S)], 0, out)
+    assert steps(out) == [] and not out.forecast_requests
+    assert state.workflows[T].status == "fetching" and state.next_deadline_ms() == 20_000
+    out = Emitted()
+    state.on_aggregate({**aggregate(), "capacity_wh": 0.0, "soc_pct": None})  # a node of devices not yet registered
+    state.advance(10_000, out)
+    assert not out and state.workflows[T].status == "fetching"
+    state.on_aggregate(aggregate())
+    state.advance(15_000, out)
+    assert steps(out) == ["fetched"] and out.facts[0]["fact"]["aggregate"]["soc_pct"] == 50.0
+    (request,) = out.forecast_requests
+    assert request["interval_start"] == T and request["history_start"] == S - 11 * INTERVAL_MS
+    assert state.workflows[T].status == "forecasting" and state.next_deadline_ms() == 15_000 + 30_000
+
+
+def test_a_node_with_no_aggregate_within_the_step_timeout_ends_in_no_bid() -> None:
+    state = BidderState(NODE, PARAMS)
+    out = Emitted()
+    state.on_prices([price(S)], 0, out)
+    assert [w["status"] for w in out.workflows] == ["fetching"]
+    out = Emitted()
+    state.advance(19_999, out)
+    assert not out, "not due yet"
+    state.advance(20_000, out)
     assert steps(out) == ["fetched", "no_bid"] and not out.forecast_requests
-    assert "no aggregate" in state.workflows[T].reason
+    wf = state.workflows[T]
+    assert wf.status == "no_bid" and "no aggregate" in wf.reason and "within 20 s" in wf.reason
+    state.on_aggregate(aggregate())  # too late for T: it stays without a bid
+    later = Emitted()
+    state.advance(21_000, later)
+    assert not later and state.workflows[T].status == "no_bid"
 
 
 @pytest.mark.parametrize("stage", ["forecasting", "optimizing"])
