@@ -258,7 +258,7 @@ def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
 
 
 def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
-    """Start every flow of the demo afresh: the local broker keeps topics in memory and starts empty.
+    """Start every flow of the demo afresh when the local broker starts empty (it keeps topics in memory).
 
     A recovery store resumes a flow at the input offsets of its last snapshot. Against a broker
     that started empty, those offsets point past readings that are now at offsets 0, 1, ...: a
@@ -283,13 +283,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state_dir = Path(settings.state_dir).absolute()
     stack = Stack(state_dir, partitions=dict(settings.partitions), topic_prefix=settings.topic_prefix)
     console.print(f"[bold]vpp demo[/]: starting the local stack in {state_dir}")
+    broker_was_up = any(s.name == "broker" and s.healthy for s in stack.status().services)
     stack.up(log=console.print)
     settings = load_settings(args)  # now with the stack's addresses
     register_all(settings.schema_registry_url, settings.topic_prefix)
     console.print("schemas registered")
 
     common = ["--state-dir", str(state_dir)] + (["--config", args.config] if args.config else [])
-    _reset_recovery(state_dir / "recovery", log=console.print)
+    if not broker_was_up:  # a kept stack (--keep-stack) still holds the topics those offsets point into
+        _reset_recovery(state_dir / "recovery", log=console.print)
     vpp = [sys.executable, "-m", "vpp.cli"]
     logs = state_dir / "logs"
     procs = _Processes()
