@@ -68,7 +68,7 @@ class _Watcher:
         self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}
-        self.since_ms = int(time.time() * 1000)  # what the flows record from now on is this run's
+        self.since_ms = int(time.time() * 1000)  # when this run started
 
     def poll(self) -> None:
         for msg in self._counter.poll(0.3):
@@ -130,17 +130,20 @@ def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
     return sum(r["battery_w"] or 0.0 for d, r in watcher.latest.items() if d in dispatch.device_ids)
 
 
-def market_rows(facts: list[dict], measured_w: float | None) -> list[tuple[str, ...]]:
-    """Per market interval: forecast price, planned power, bid, award and clearing price (pure).
+def market_rows(facts: list[dict], measured_w: float | None, from_interval_ms: int = 0) -> list[tuple[str, ...]]:
+    """Per market interval from ``from_interval_ms`` on: forecast price, planned power, bid, award and clearing price (pure).
 
     ``facts`` are the autobidder's stored facts of one node; the fleet's measured battery power
-    (latest closed window of the node) is shown on the newest awarded interval.
+    (latest closed window of the node) is shown on the newest awarded interval. Intervals are chosen
+    by their start, not by when their facts were recorded: a run shortly after another one works on
+    the same interval, and the store keeps that interval's first facts (they are immutable).
     """
     from datetime import datetime, timezone
 
     by_interval: dict[int, dict[str, dict]] = {}
     for f in facts:
-        by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
+        if f["interval_start"] >= from_interval_ms:
+            by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
     rows = []
     newest_awarded = max((t for t, steps in by_interval.items() if "awarded" in steps), default=None)
     for start in sorted(by_interval)[-6:]:
@@ -210,15 +213,16 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
         from sinks.autobidder_store import workflow_facts
 
         try:
-            # this run's facts: PostgreSQL keeps earlier runs', for intervals this run's market never saw
-            facts = [f for f in workflow_facts(watcher.settings.postgres_dsn, bidding_node) if f["at"] >= watcher.since_ms]
+            facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
         root = next((r for r in watcher.tree(levels=0) if r["node_path"] == bidding_node), None)
         market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals, $/MWh, W > 0 discharge)")
         for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W"):
             market.add_column(col)
-        for row in market_rows(facts, None if root is None else root["battery_w"]):
+        # the intervals this run bids for (the first starts ~5 min after the newest price): PostgreSQL keeps
+        # the facts of earlier runs too
+        for row in market_rows(facts, None if root is None else root["battery_w"], watcher.since_ms - 300_000):
             market.add_row(*row)
         if not facts:
             market.add_row("waiting for the first price and aggregate", "", "", "", "", "")

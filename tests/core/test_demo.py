@@ -73,3 +73,5 @@ def test_market_rows_show_forecast_plan_bid_award_and_the_measured_response():
     rows = market_rows(facts, measured_w=2950.0)
     assert rows[0][1:] == ("41.2", "3,000", "3,000 W @ 35.0", "3,000 W @ 44.5", "2,950")
     assert rows[1][3] == "no bid: no aggregate yet" and rows[1][4] == "-" and rows[1][5] == ""
+    assert [r[0] for r in market_rows(facts, measured_w=None, from_interval_ms=t1)] == ["11:15"], \
+        "an earlier run's intervals are not this run's"
