@@ -192,6 +192,8 @@ class BidderState:
         target = newest + self.params.lead_intervals * INTERVAL_MS
         if self.workflows and target <= max(self.workflows):
             return  # an old or repeated price: its interval's workflow exists or has passed
+        if target + INTERVAL_MS <= now_ms:
+            return  # a backlog (a history backfill, a consumer catching up): that interval is over, nothing to bid
         self._start(target, newest, now_ms, out)
         self._forget(target)
 

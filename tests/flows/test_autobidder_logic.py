@@ -195,6 +195,16 @@ def test_a_price_before_the_node_is_known_waits_for_its_first_aggregate_and_then
     assert state.workflows[T].status == "forecasting" and state.next_deadline_ms() == 15_000 + 30_000
 
 
+def test_prices_of_a_backlog_start_no_workflow_for_an_interval_already_over() -> None:
+    state = BidderState(NODE, PARAMS)
+    state.on_aggregate(aggregate())
+    out = Emitted()
+    state.on_prices([price(S)], T + INTERVAL_MS, out)  # read when T has ended: e.g. a day of backfilled prices
+    assert not out and not state.workflows and state.prices == {S: 50.0}
+    state.on_prices([price(S + INTERVAL_MS)], T + INTERVAL_MS, out)  # the next one: its interval is still ahead
+    assert list(state.workflows) == [T + INTERVAL_MS] and len(out.forecast_requests) == 1
+
+
 def test_a_node_with_no_aggregate_within_the_step_timeout_ends_in_no_bid() -> None:
     state = BidderState(NODE, PARAMS)
     out = Emitted()
