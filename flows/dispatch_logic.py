@@ -41,6 +41,8 @@ __all__ = [
     "root_of",
     "normalize_node_path",
     "validate_command",
+    "MAX_COMMAND_PERIOD_MS",
+    "MAX_COMMAND_LEAD_MS",
 ]
 
 _MS_PER_HOUR = 3_600_000.0
@@ -189,6 +191,13 @@ def node_covers(node_path: str, region_path: str, device_id: str) -> bool:
             or (node_path.endswith("/" + device_id) and node_path == f"{region_path}/{device_id}"))
 
 
+#: The longest period one command may cover, and how far ahead it may start. A fleet is dispatched for
+#: minutes to hours; a period beyond these is a mistake in the command (an end in the year 1,903,351
+#: once stopped the flow, since no store can hold that time), and an operator re-issues longer ones.
+MAX_COMMAND_PERIOD_MS = 7 * 86_400_000
+MAX_COMMAND_LEAD_MS = 31 * 86_400_000
+
+
 def validate_command(command: dict, now_ms: int) -> str | None:
     """Why a command must be rejected (its period, its target), or None; the node is checked by the caller."""
     node = normalize_node_path(str(command.get("node_path") or ""))
@@ -202,4 +211,10 @@ def validate_command(command: dict, now_ms: int) -> str | None:
         return f"invalid period: end ({end}) is not after start ({start})"
     if end <= now_ms:
         return f"invalid period: end ({end}) is already past (now {now_ms})"
+    if end - start > MAX_COMMAND_PERIOD_MS:
+        return (f"invalid period: from {start} to {end} is {(end - start) / 3_600_000:,.6g} h, longer than the "
+                f"{MAX_COMMAND_PERIOD_MS / 3_600_000:g} h one command may cover")
+    if start - now_ms > MAX_COMMAND_LEAD_MS:
+        return (f"invalid period: start ({start}) is {(start - now_ms) / 86_400_000:,.6g} days ahead, more than the "
+                f"{MAX_COMMAND_LEAD_MS / 86_400_000:g} days a command may be issued in advance")
     return None

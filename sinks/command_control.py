@@ -51,9 +51,21 @@ def _ts(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000.0, timezone.utc)
 
 
+def _period_ts(ms: int | None) -> datetime | None:
+    """A command's start or end; None (stored as NULL) for a time no datetime holds (beyond the year 9999).
+
+    Only a command the flow rejects can have one (``validate_command`` bounds the period); its status says
+    why, with the original numbers, and the record itself stays on ``dispatch.commands``.
+    """
+    try:
+        return _ts(ms)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _row(kind: str, r: Mapping[str, Any]) -> tuple:
     if kind == "command":
-        return (r["command_id"], r["node_path"], float(r["target_w"]), _ts(r["start"]), _ts(r["end"]),
+        return (r["command_id"], r["node_path"], float(r["target_w"]), _period_ts(r["start"]), _period_ts(r["end"]),
                 r.get("issued_by") or "", r.get("program"), _ts(r.get("received_at")))
     if kind == "setpoint":
         return (r["command_id"], r["device_id"], _ts(r["start"]), _ts(r["end"]), r["node_path"], float(r["setpoint_w"]))

@@ -147,6 +147,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "006_dispatch_command_unrepresentable_period",
+        # a rejected command may name a time no timestamp holds (its status says which); NULL then
+        """
+        ALTER TABLE dispatch_commands ALTER COLUMN start_at DROP NOT NULL;
+        ALTER TABLE dispatch_commands ALTER COLUMN end_at DROP NOT NULL;
+        """,
+    ),
 )
 
 

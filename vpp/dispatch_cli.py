@@ -31,6 +31,11 @@ def command_record(node_path: str, target_w: float, minutes: float, *, start_ms:
         raise UserError(f"--watts {target_w} is not a finite number (> 0 discharge, < 0 charge)")
     if not (minutes > 0 and math.isfinite(minutes)):
         raise UserError(f"--minutes {minutes} must be a positive number")
+    from flows.dispatch_logic import MAX_COMMAND_PERIOD_MS
+
+    if minutes * 60_000 > MAX_COMMAND_PERIOD_MS:
+        raise UserError(f"--minutes {minutes:g} is longer than the {MAX_COMMAND_PERIOD_MS // 60_000:,} minutes "
+                        f"({MAX_COMMAND_PERIOD_MS // 86_400_000} days) one command may cover")
     return {"command_id": command_id or f"cmd-{uuid.uuid4().hex[:12]}", "node_path": node, "target_w": float(target_w),
             "start": int(start_ms), "end": int(start_ms + round(minutes * 60_000)), "issued_by": issued_by,
             "program": program}
@@ -98,7 +103,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     c = found["command"]
     console = Console()
     console.print(f"[bold]{c['command_id']}[/] node {c['node_path']} target {c['target_w']:.0f} W "
-                  f"from {_iso(c['start_at'])} to {_iso(c['end_at'])} issued by {c['issued_by']}")
+                  f"from {_iso(c['start_at']) or '(no representable time: see the status)'} "
+                  f"to {_iso(c['end_at']) or '(no representable time: see the status)'} issued by {c['issued_by']}")
     table = Table(title="statuses")
     for col in ("at", "state", "requested W", "allocated W", "shortfall W", "devices", "reason"):
         table.add_column(col, overflow="fold")

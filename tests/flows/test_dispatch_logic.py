@@ -151,6 +151,12 @@ def test_node_covers(node, region_path, device_id, covered):
     ({"node_path": "/", "target_w": 1.0, "start": 10, "end": 500}, "node_path is empty"),
     ({"node_path": "us", "target_w": float("nan"), "start": 10, "end": 500}, "not a finite number"),
     ({"node_path": "us", "target_w": 1.0, "start": 10, "end": 500}, None),
+    ({"node_path": "us", "target_w": 1.0, "start": 100, "end": 100 + 7 * 86_400_000}, None),
+    ({"node_path": "us", "target_w": 1.0, "start": 100, "end": 101 + 7 * 86_400_000}, "longer than the 168 h"),
+    # `vpp dispatch send --minutes 1e12`: an end in the year 1,903,351 once stopped the flow for good
+    ({"node_path": "us", "target_w": 1.0, "start": 100, "end": 60_001_796_608_090_183}, "longer than"),
+    ({"node_path": "us", "target_w": 1.0, "start": 101 + 31 * 86_400_000, "end": 200 + 31 * 86_400_000},
+     "more than the 31 days"),
 ])
 def test_validate_command(command, reason_part):
     reason = validate_command(command, now_ms=100)

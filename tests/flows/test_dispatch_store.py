@@ -76,3 +76,28 @@ def test_vpp_dispatch_show(isolated_settings):
     assert {p["device_id"]: p["setpoint_w"] for p in doc["latest_setpoints"]} == {"d1": 0.0, "d2": 4000.0}
     missing = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "show", "nope"], env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "no dispatch command 'nope'" in missing.stderr
+
+
+def test_a_rejected_command_with_an_end_no_timestamp_holds_is_kept_and_shown_with_why(isolated_settings):
+    """`vpp dispatch send --minutes 1e12` ends in the year 1,903,351: writing it once stopped the flow for good."""
+    dsn = isolated_settings.postgres_dsn
+    command = {**COMMAND, "command_id": "c-far", "end": 60_001_796_608_090_183}
+    rejected = {**STATUSES[0], "command_id": "c-far", "state": "rejected", "allocated_w": 0.0, "devices": 0,
+                "reason": "invalid period: from 1800000000000 to 60001796608090183 is ... longer than the 168 h ..."}
+    _write(dsn, [("command", command), ("status", rejected)])
+    env = {**os.environ, "VPP_POSTGRES_DSN": dsn}
+    shown = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "show", "c-far", "--json"], env=env,
+                           capture_output=True, text=True, check=True)
+    doc = json.loads(shown.stdout)
+    assert doc["command"]["end_at"] is None and doc["command"]["start_at"].startswith("2027-01-15")
+    assert [(s["state"], s["reason"][:40]) for s in doc["statuses"]] == [("rejected", rejected["reason"][:40])]
+    table = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "show", "c-far"], env={**env, "COLUMNS": "240"},
+                           capture_output=True, text=True, check=True)
+    assert "no representable time: see the status" in table.stdout and "rejected" in table.stdout
+
+
+def test_vpp_dispatch_send_refuses_a_period_longer_than_a_command_may_cover():
+    sent = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "send", "us/ca", "--watts", "1000",
+                           "--minutes", "1e12"], capture_output=True, text=True, timeout=60)
+    assert sent.returncode != 0 and "Traceback" not in sent.stderr
+    assert "--minutes 1e+12 is longer than the 10,080 minutes (7 days)" in sent.stderr
