@@ -17,6 +17,7 @@ contract of section 6. Output is byte-identical for the same dump.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -29,7 +30,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from sinks.messages import OutMessage
 from vpp.errors import UserError
 
-__all__ = ["DumpRecord", "read_dump", "open_dump", "DumpSource", "ReplayFileSink", "dump_line", "base_topic"]
+__all__ = ["DumpRecord", "read_dump", "open_dump", "check_dump", "DumpSource", "ReplayFileSink", "dump_line", "base_topic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,27 @@ def _dump_messages(lines: list[bytes], first_lineno: int, path: Path) -> list[Du
                 continue
             raise UserError(f"{path}:{first_lineno + i}: not a kcat -J dump line ({exc})") from exc
     return out
+
+
+def check_dump(path: str | Path, *, batch_size: int = 10_000) -> int:
+    """The number of records of a dump, read as the replay source reads it; a bad line or file raises why.
+
+    A replay checks its dump first: inside the dataflow the same error would come out of bytewax's
+    runtime as a panic and three tracebacks, after part of the output was written.
+    """
+    path = Path(path)
+    n, lineno, lines = 0, 1, []
+    try:
+        with open_dump(path) as fh:
+            for line in fh:
+                lines.append(line)
+                if len(lines) == batch_size:
+                    n += len(_dump_messages(lines, lineno, path))
+                    lineno, lines = lineno + len(lines), []
+            n += len(_dump_messages(lines, lineno, path))
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated or damaged gzip file (BadGzipFile is an OSError)
+        raise UserError(f"{path}: the file is damaged or cut short after line {lineno - 1 + len(lines)}: {exc}") from exc
+    return n
 
 
 class _DumpPartition(StatefulSourcePartition[DumpMessage, int]):

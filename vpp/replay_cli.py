@@ -55,10 +55,31 @@ def replay(settings, flow: str, dump: Path, assets_csv: Path, out: Path) -> None
         raise UserError(f"input dump {dump} does not exist")
     if not assets_csv.exists():
         raise UserError(f"assets file {assets_csv} does not exist")
+    from sinks.dumps import check_dump
+
+    check_dump(dump)  # a bad line stops the replay here, with its line number, before any output is written
     if out.exists():
         shutil.rmtree(out)  # a replay writes its whole output afresh: no mixing with an older run
     out.mkdir(parents=True)
-    REPLAYS[flow](settings, dump, assets_csv, out)
+    try:
+        REPLAYS[flow](settings, dump, assets_csv, out)
+    except Exception as exc:
+        cause = _user_error_in(exc)
+        if cause is None:
+            raise
+        shutil.rmtree(out, ignore_errors=True)  # half an output is no output: nothing of it can be trusted
+        raise cause from None
+
+
+def _user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError a flow raised, out of the bytewax runtime error that carries it (or None)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _load_optional_replays() -> None:

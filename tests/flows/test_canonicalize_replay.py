@@ -205,14 +205,44 @@ def test_cli_replay_reports_counts(replayed, tmp_path):
     assert f"telemetry.dlq.jsonl: {len(dlq)} records" in result.stdout
 
 
-def test_a_malformed_dump_line_is_one_clear_error(tmp_path):
-    (tmp_path / "dump.jsonl").write_text('{"topic": "telemetry.raw", "payload": "{}"}\nnot json\n')
-    (tmp_path / "assets.csv").write_text(ASSETS_CSV)
+GOOD_LINE = b'{"topic": "telemetry.raw", "partition": 0, "offset": 0, "ts": 1, "key": "d", "payload": "{}"}\n'
+BAD_DUMPS = {  # what a damaged dump looks like -> what the one error line says
+    "a line that is not JSON": (GOOD_LINE + b"not json\n", "dump.jsonl:2: not a kcat -J dump line"),
+    "a last line cut short": (GOOD_LINE * 3 + GOOD_LINE[:40], "dump.jsonl:4: not a kcat -J dump line"),
+    "binary garbage": (bytes(range(256)) * 4, "dump.jsonl:1: not a kcat -J dump line"),
+    "a gzip file cut short": (gzip.compress(GOOD_LINE * 2000)[:-20], "the file is damaged or cut short after line"),
+}
+
+
+@pytest.mark.parametrize("flow", ["canonicalize", "pipeline"])
+@pytest.mark.parametrize("damage", list(BAD_DUMPS))
+def test_a_damaged_dump_is_one_clear_error_and_leaves_the_last_output_alone(tmp_path, flow, damage):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "vpp.cli", "replay", "canonicalize", "--input",
+    content, message = BAD_DUMPS[damage]
+    (tmp_path / "dump.jsonl").write_bytes(content)
+    (tmp_path / "assets.csv").write_text(ASSETS_CSV)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "telemetry.canonical.jsonl").write_text("an earlier run's output\n")
+    result = subprocess.run([sys.executable, "-m", "vpp.cli", "replay", flow, "--input",
                              str(tmp_path / "dump.jsonl"), "--assets", str(tmp_path / "assets.csv"), "--out",
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert "dump.jsonl:2: not a kcat -J dump line" in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert (tmp_path / "out" / "telemetry.canonical.jsonl").read_text() == "an earlier run's output\n"
+
+
+def test_a_user_error_raised_inside_the_dataflow_is_found_in_what_bytewax_raises():
+    from vpp.errors import UserError
+    from vpp.replay_cli import _user_error_in
+
+    inner = UserError("dump.jsonl:7: not a kcat -J dump line")
+    try:
+        try:
+            raise inner
+        except UserError as exc:
+            raise RuntimeError("error calling `StatefulSourcePartition.next_batch`") from exc
+    except RuntimeError as outer:
+        assert _user_error_in(outer) is inner
+    assert _user_error_in(RuntimeError("a bug, not bad input")) is None
