@@ -136,7 +136,7 @@ def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs:
         else:
             times.append(r[TS])
     metrics.count_in(len(msgs))
-    candidates = tuple((p, robust_max(times)) for p, times in event_times.items())
+    candidates = tuple((p, robust_max(times), max(times)) for p, times in event_times.items())
     out.extend((BUCKET_KEYS[b], (b, candidates, groups[b])) for b in range(AGGREGATE_BUCKETS))
     return out
 
@@ -250,12 +250,16 @@ class DeviceBuckets(StatefulBatchLogic):
                 late += n_late
                 dups += n_dups
             raised = False
-            for p, t in candidates:
+            for candidate in candidates:  # (partition, robust max, max) of the batch's event times
+                p, t = candidate[0], candidate[1]
                 if t > pmax.get(p, t - 1):
                     pmax[p] = t
                     raised = True
                     if self._idle_advance:
                         self._advanced_ms[p] = self._now_ms()
+                top = candidate[-1]
+                if top > state.event_max.get(p, top - 1):
+                    state.event_max[p] = top
             if raised:
                 out.extend(self._close_to_watermark())
         self._metrics.count_late(late)
@@ -278,15 +282,18 @@ class DeviceBuckets(StatefulBatchLogic):
         return self._close_to_watermark(), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[tuple], bool]:
-        """End of input: close every window up to the one holding the latest event time seen."""
+        """End of input: close every window up to the one holding the latest event time seen, in any bucket.
+
+        Also the readings of a clock running ahead of the rest, which the watermark (a robust max) left
+        open: live, the wall clock closes their windows once it gets there; a replay gets there at its end.
+        Every bucket sees the same maxima (every batch's candidates reach every bucket), so every bucket
+        closes the same windows and each node's last windows are complete.
+        """
         state = self.state
         if not state.partition_max:
             return [], StatefulBatchLogic.RETAIN
-        final = max(state.partition_max.values()) // self._params.window_ms
-        out = self._close(final)
-        beyond = sum(len(rows) for w, rows in state.open.items() if w > final)
-        self._metrics.count_late(beyond)  # readings dated after the end (clocks running ahead): never counted
-        return out, StatefulBatchLogic.RETAIN
+        final = max(*state.partition_max.values(), *state.event_max.values()) // self._params.window_ms
+        return self._close(final), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -265,6 +265,7 @@ class BucketState:
     bucket: int = -1
     closed: int | None = None  # id of the last closed window
     partition_max: dict[Any, int] = field(default_factory=dict)  # source partition -> robust max event ts
+    event_max: dict[Any, int] = field(default_factory=dict)  # source partition -> max event ts (closes all at the end)
     watermark: int | None = None  # monotonic
     open: dict[int, OpenWindow] = field(default_factory=dict)  # window -> its readings
     devices: DeviceTable = field(default_factory=DeviceTable)
@@ -277,6 +278,7 @@ class BucketState:
         # snapshots written before OpenWindow hold a list of reading tuples per window
         state["open"] = {w: OpenWindow(list(rows)) if isinstance(rows, list) else rows
                          for w, rows in state.get("open", {}).items()}
+        state.setdefault("event_max", dict(state.get("partition_max", {})))  # snapshots before event_max
         self.__dict__.update(state)
 
 

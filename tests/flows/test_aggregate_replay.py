@@ -128,6 +128,32 @@ def test_undecodable_message_is_a_dead_letter_and_the_rest_still_counts(tmp_path
     assert any(r["devices_reporting"] > 0 for r in _records(tmp_path / "out" / "fleet.aggregates.jsonl"))
 
 
+def test_a_clock_running_ahead_of_the_rest_is_counted_at_the_end_of_the_dump_as_live(fleet, tmp_path):
+    """Its readings lie past the robust watermark till the end; live, the wall clock closes their windows
+    later, so replay closes them at the end of its input (they were left out, counted in a metric only)."""
+    records = sorted(_records(fleet["out"] / "telemetry.canonical.jsonl"), key=lambda r: (r["ts"], r["device_id"]))
+    start = records[0]["ts"]
+    head = [r for r in records if r["ts"] < start + 60_000]  # one minute of the fleet
+    ahead = head[0]["device_id"]
+    lines = []
+    for offset, r in enumerate(head):  # in arrival order; the device's clock says 100 s later
+        value = {**r, "ts": r["ts"] + 100_000} if r["device_id"] == ahead else r
+        lines.append(dump_line("telemetry.canonical", 0, offset, r["ts"], r["device_id"], orjson.dumps(value).decode()))
+    dump = tmp_path / "ahead.jsonl"
+    dump.write_bytes(b"".join(lines))
+    run_aggregate_replay(SETTINGS, dump, fleet["assets"], tmp_path / "one")
+    out = _records(tmp_path / "one" / "fleet.aggregates.jsonl")
+    shifted = {(r["ts"] + 100_000) // 10_000 * 10_000 for r in head if r["device_id"] == ahead}
+    leaf = {r["window_start"] for r in out if r["node_path"].endswith("/" + ahead) and r["devices_reporting"] == 1}
+    assert shifted and leaf == shifted
+    roots = {r["window_start"]: r for r in out if r["node_path"] == "us"}
+    assert all(roots[w]["devices_reporting"] >= 1 for w in shifted)
+    # every bucket closes the same last windows: the result does not depend on how devices spread over workers
+    run_aggregate_replay(SETTINGS, dump, fleet["assets"], tmp_path / "cluster", processes=2, workers=2)
+    assert (tmp_path / "cluster" / "fleet.aggregates.jsonl").read_bytes() == \
+        (tmp_path / "one" / "fleet.aggregates.jsonl").read_bytes()
+
+
 # -- the device buckets' watermark against a (fake) wall clock ---------------------------------------------------
 
 class _Registry:
