@@ -16,6 +16,8 @@ contract of section 6. Output is byte-identical for the same dump.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from sinks.messages import OutMessage
 from vpp.errors import UserError
 
-__all__ = ["DumpRecord", "read_dump", "open_dump", "check_dump", "DumpSource", "ReplayFileSink", "dump_line", "base_topic"]
+__all__ = ["DumpRecord", "read_dump", "open_dump", "check_dump", "DumpSource", "ReplayFileSink", "dump_line", "payload_fields", "base_topic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,30 @@ class DumpRecord:
     key: str | None
     payload: str | None
     line: int
+    raw: bytes | None = None  # the exact value when the line carries ``payload_b64`` (not valid UTF-8)
+
+    @property
+    def value(self) -> bytes | None:
+        """The message value as the broker held it."""
+        if self.raw is not None:
+            return self.raw
+        return None if self.payload is None else self.payload.encode("utf-8", "surrogatepass")
+
+
+def payload_fields(value: bytes | None) -> dict[str, str | None]:
+    """The ``payload`` of a kcat ``-J`` line for a message value, and ``payload_b64`` when it is not UTF-8.
+
+    kcat prints the raw bytes of such a value into its JSON string, which JSON cannot carry. A dump
+    here keeps the readable text (each bad byte as U+FFFD, what kcat users see) and, as an extension
+    of the envelope, the exact bytes in base64: replay reads those, so a dead letter keeps the
+    original bytes and a replay decides on the same input as the live flow.
+    """
+    if value is None:
+        return {"payload": None}
+    try:
+        return {"payload": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"payload": value.decode("utf-8", "replace"), "payload_b64": base64.b64encode(value).decode("ascii")}
 
 
 def open_dump(path: str | Path) -> IO[bytes]:
@@ -69,8 +95,9 @@ def read_dump(path: str | Path, *, skip_lines: int = 0) -> Iterator[DumpRecord]:
                     key=doc.get("key"),
                     payload=doc.get("payload"),
                     line=lineno,
+                    raw=base64.b64decode(doc["payload_b64"], validate=True) if doc.get("payload_b64") else None,
                 )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
                 raise UserError(f"{path}:{lineno}: not a kcat -J dump line ({exc})") from exc
 
 
@@ -90,10 +117,8 @@ class DumpMessage(NamedTuple):
 
 
 def to_source_message(rec: DumpRecord) -> DumpMessage:
-    payload = rec.payload
-    value = b"" if payload is None else payload.encode("utf-8", "surrogatepass")
     key = None if rec.key is None else rec.key.encode()
-    return DumpMessage(key, value, rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
+    return DumpMessage(key, rec.value or b"", rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
 
 
 _new_message = tuple.__new__  # DumpMessage(...) through its generated __new__ costs a Python call per line
@@ -111,13 +136,18 @@ def _dump_messages(lines: list[bytes], first_lineno: int, path: Path) -> list[Du
         try:
             d = loads(line)
             key, payload, ts = d.get("key"), d.get("payload"), d.get("ts")
+            if "payload_b64" in d:  # a value that is not UTF-8, exact (see payload_fields)
+                payload = None
+                value = base64.b64decode(d["payload_b64"], validate=True)
+            else:
+                value = b"" if payload is None else payload.encode("utf-8", "surrogatepass")
             append(_new_message(DumpMessage, (
                 None if key is None else key.encode(),
-                b"" if payload is None else payload.encode("utf-8", "surrogatepass"),
+                value,
                 str(d["topic"]), int(d.get("partition") or 0), int(d.get("offset") or 0),
                 (1, int(ts) if ts else 0),
             )))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             if not line.strip():
                 continue
             raise UserError(f"{path}:{first_lineno + i}: not a kcat -J dump line ({exc})") from exc
@@ -252,7 +282,9 @@ class ReplayFileSink(FixedPartitionedSink[OutMessage, None]):
         return _ReplayFilePartition(self._out_dir, self._serde)
 
 
-def dump_line(topic: str, partition: int, offset: int, ts_ms: int | None, key: str | None, payload: str | None) -> bytes:
-    """One kcat ``-J`` line."""
+def dump_line(topic: str, partition: int, offset: int, ts_ms: int | None, key: str | None,
+              payload: str | bytes | None) -> bytes:
+    """One kcat ``-J`` line; a ``bytes`` payload as it is (``payload_fields``: exact when not UTF-8)."""
+    fields = payload_fields(payload) if isinstance(payload, bytes) else {"payload": payload}
     return orjson.dumps({"topic": topic, "partition": partition, "offset": offset, "tstype": "create",
-                         "ts": ts_ms, "broker": 0, "key": key, "payload": payload}) + b"\n"
+                         "ts": ts_ms, "broker": 0, "key": key, **fields}) + b"\n"

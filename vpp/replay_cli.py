@@ -122,7 +122,7 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
             serde = serde or Serde.from_settings(settings)
             value = serde.encode(topic, orjson.loads(rec.payload))
         else:
-            value = None if rec.payload is None else rec.payload.encode("utf-8", "surrogatepass")
+            value = rec.value
         kwargs: dict[str, Any] = {"timestamp": rec.ts or 0, "on_delivery": on_delivery}
         if rec.partition < len(meta.topics[topic].partitions):
             kwargs["partition"] = rec.partition
@@ -161,7 +161,7 @@ def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0)
             elif avro:
                 payload = orjson.dumps(to_json_value(serde.decode(value))).decode()
             else:
-                payload = value.decode("utf-8", "replace")
+                payload = value  # dump_line keeps it exact (payload_b64) when it is not UTF-8
             key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
             lines.setdefault(msg.partition(), []).append(
                 dump_line(topic, msg.partition(), msg.offset(), msg.timestamp()[1], key, payload))

@@ -68,7 +68,7 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
 
     def publish(chunk) -> None:
         for r in chunk:
-            producer.produce(settings.topic("telemetry.raw"), r.payload.encode("utf-8", "surrogatepass"), r.key,
+            producer.produce(settings.topic("telemetry.raw"), r.value, r.key,
                              partition=r.partition, timestamp=r.ts)
         producer.flush(30)
 

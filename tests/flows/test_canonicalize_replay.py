@@ -205,6 +205,21 @@ def test_cli_replay_reports_counts(replayed, tmp_path):
     assert f"telemetry.dlq.jsonl: {len(dlq)} records" in result.stdout
 
 
+def test_a_value_that_is_not_utf8_replays_with_its_original_bytes(tmp_path):
+    """kcat's envelope cannot carry it: the dump keeps the exact bytes in payload_b64, the dead letter too."""
+    import base64
+
+    from sinks.dumps import dump_line
+
+    garbage = b'{"device_id": "pw-\xff\xfe", "dialect": "sonnen/2"}'
+    (tmp_path / "dump.jsonl").write_bytes(dump_line("telemetry.raw", 0, 0, 1, "pw-1", garbage))
+    (tmp_path / "assets.csv").write_text(ASSETS_CSV)
+    replay(Settings(), "canonicalize", tmp_path / "dump.jsonl", tmp_path / "assets.csv", tmp_path / "out")
+    canonical, dlq = _outputs(tmp_path / "out")
+    assert canonical == [] and [d["value"]["reason"] for d in dlq] == ["malformed_json"]
+    assert base64.b64decode(dlq[0]["value"]["raw"]) == garbage
+
+
 GOOD_LINE = b'{"topic": "telemetry.raw", "partition": 0, "offset": 0, "ts": 1, "key": "d", "payload": "{}"}\n'
 BAD_DUMPS = {  # what a damaged dump looks like -> what the one error line says
     "a line that is not JSON": (GOOD_LINE + b"not json\n", "dump.jsonl:2: not a kcat -J dump line"),

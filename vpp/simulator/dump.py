@@ -7,11 +7,10 @@ librdkafka's ``murmur2_random`` partitioner, so a dump and a live topic put a
 device on the same partition. Offsets count from 0 per partition.
 
 Values that are not valid UTF-8 (the ``garbage`` fault): kcat prints the raw
-bytes into its JSON string, which JSON cannot carry. We decode them with
-``errors="replace"`` (each bad byte becomes U+FFFD), the lossy text kcat users
-see. Garbage is generated so that it stays invalid JSON after this
-replacement, so a replayed dump rejects it as ``malformed_json`` exactly as
-the live flow does with the original bytes.
+bytes into its JSON string, which JSON cannot carry. ``payload`` holds them
+decoded with ``errors="replace"`` (each bad byte becomes U+FFFD, the text kcat
+users see) and ``payload_b64`` the exact bytes (``sinks.dumps.payload_fields``),
+which replay reads: a dead letter keeps the original bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Iterable
 
 import orjson
 
+from sinks.dumps import payload_fields
 from vpp.simulator.stream import Record, Simulation, SimulationConfig
 from vpp.simulator.tree import Fleet
 
@@ -81,7 +81,7 @@ def dump_lines(records: Iterable[Record], partitions: int, topic: str = DUMP_TOP
             "ts": rec.timestamp_ms,
             "broker": 0,
             "key": rec.key.decode("utf-8", errors="replace"),
-            "payload": rec.value.decode("utf-8", errors="replace"),
+            **payload_fields(rec.value),
         }
         offsets[p] += 1
         yield orjson.dumps(line)
