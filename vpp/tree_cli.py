@@ -74,10 +74,16 @@ def cmd_tree(args: argparse.Namespace) -> int:
     except psycopg.OperationalError as exc:
         raise UserError(f"cannot reach PostgreSQL at {settings.postgres_dsn}: {exc}") from None
     if not rows:
-        where = f"under {args.path!r}" if args.path else "at all"
-        raise UserError(f"no node state {where} yet: are flows aggregate and store-aggregates running?")
+        roots = read_node_state(settings.postgres_dsn, None, levels=0) if args.path else []
+        if roots:
+            names = ", ".join(sorted(r["node_path"] for r in roots))
+            raise UserError(f"no node {args.path!r} in the fleet tree (its roots: {names})")
+        raise UserError("no node state at all yet: are flows aggregate and store-aggregates running?")
     cells = tree_rows(rows, include_empty=args.all)
     Console().print(render_tree(cells, f"fleet tree {args.path or ''} (latest closed window per node)".replace("  ", " ")))
+    if not cells:
+        print(f"every node shown has no known device: all went stale (silent for more than {settings.staleness_s} s); "
+              "--all shows their last windows")
     return 0
 
 

@@ -130,4 +130,6 @@ def test_store_keeps_the_latest_window_per_node_and_absorbs_redelivery(isolated_
     shown = capsys.readouterr().out
     root = latest["us"]
     assert f"{root['devices_known']}" in shown and "us" in shown
+    capsys.readouterr()
     assert main(["tree", "nowhere", "--state-dir", str(Path(settings.state_dir))]) == 1
+    assert "no node 'nowhere' in the fleet tree (its roots: us)" in capsys.readouterr().err
