@@ -161,6 +161,8 @@ def check_dump(path: str | Path, *, batch_size: int = 10_000) -> int:
     runtime as a panic and three tracebacks, after part of the output was written.
     """
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"input dump {path} does not exist" if not path.exists() else f"input dump {path} is not a file")
     n, lineno, lines = 0, 1, []
     try:
         with open_dump(path) as fh:

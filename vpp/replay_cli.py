@@ -99,10 +99,11 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
 
-    from sinks.dumps import base_topic, read_dump
+    from sinks.dumps import base_topic, check_dump, read_dump
     from sinks.kafka import producer_config
     from vpp.serde import TOPIC_SCHEMAS, Serde
 
+    check_dump(dump)  # a bad line stops it before anything is published, not halfway through
     serde = None
     producer = Producer(producer_config(settings.broker))
     meta = AdminClient({"bootstrap.servers": settings.broker}).list_topics(timeout=10)

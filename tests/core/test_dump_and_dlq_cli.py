@@ -44,6 +44,19 @@ def test_a_dump_republished_and_dumped_again_keeps_keys_timestamps_and_payloads(
     assert any("payload_b64" in r for r in copy)
 
 
+def test_a_dump_with_a_bad_line_publishes_nothing(isolated_settings, tmp_path):
+    from sinks.dumps import dump_line
+
+    dump = tmp_path / "raw.jsonl"
+    good = [dump_line("telemetry.raw", 0, i, 1_000 + i, "pw-1", '{"device_id": "pw-1"}') for i in range(3)]
+    dump.write_bytes(b"".join(good) + b'{"topic": "telemetry.raw", "payl\n')
+    published = vpp(isolated_settings, "replay", "canonicalize", "--input", str(dump), "--to-broker")
+    assert published.returncode == 1 and "raw.jsonl:4: not a kcat -J dump line" in published.stderr
+    assert len(published.stderr.strip().splitlines()) == 1, published.stderr
+    dumped = vpp(isolated_settings, "dump", "telemetry.raw", "--out", str(tmp_path / "after.jsonl"))
+    assert dumped.returncode == 0 and (tmp_path / "after.jsonl").read_bytes() == b"", "nothing was published"
+
+
 def test_dead_letters_are_listed_and_shown_with_their_original_bytes(isolated_settings, tmp_path):
     from bytewax.testing import run_main
 

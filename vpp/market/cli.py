@@ -44,7 +44,7 @@ def write_history(path: Path, end_ms: int, days: float, *, seed: int, model) -> 
     values = price_series(start_ms, count, seed=seed, model=model)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["interval_start", "price_usd_per_mwh"])
         for k, value in enumerate(values):
             writer.writerow([iso(start_ms + k * INTERVAL_MS), f"{value:.2f}"])
