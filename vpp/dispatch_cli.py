@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -71,7 +72,24 @@ def _cmd_send(args: argparse.Namespace) -> int:
                             command_id=args.command_id, program=args.program)
     send_command(settings, record)
     print(json.dumps(record))
+    print(f"sent to {settings.topic('dispatch.commands')}; the dispatch flow accepts or rejects it: "
+          f"vpp dispatch show {record['command_id']}", file=sys.stderr)
+    if not _node_has_devices(settings.postgres_dsn, record["node_path"]):
+        print(f"warning: no registered device lies under {record['node_path']!r} now: unless one is registered "
+              "before the flow reads it, the dispatch flow rejects it", file=sys.stderr)
     return 0
+
+
+def _node_has_devices(dsn: str, node_path: str) -> bool:
+    """Whether the asset registry holds a device under the node (True when it cannot be read: no false alarm)."""
+    import psycopg
+
+    from vpp.assets import list_assets
+
+    try:
+        return bool(list_assets(dsn, prefix=node_path))  # the node's devices: its subtree, or the device itself
+    except psycopg.Error:
+        return True
 
 
 def _iso(value: Any) -> Any:

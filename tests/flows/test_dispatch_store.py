@@ -101,3 +101,23 @@ def test_vpp_dispatch_send_refuses_a_period_longer_than_a_command_may_cover():
                            "--minutes", "1e12"], capture_output=True, text=True, timeout=60)
     assert sent.returncode != 0 and "Traceback" not in sent.stderr
     assert "--minutes 1e+12 is longer than the 10,080 minutes (7 days)" in sent.stderr
+
+
+def test_vpp_dispatch_send_says_the_flow_decides_and_warns_of_a_node_without_devices(isolated_settings, tmp_path):
+    env = {**os.environ, "VPP_BROKER": isolated_settings.broker, "VPP_POSTGRES_DSN": isolated_settings.postgres_dsn,
+           "VPP_SCHEMA_REGISTRY_URL": isolated_settings.schema_registry_url,
+           "VPP_TOPIC_PREFIX": isolated_settings.topic_prefix}
+    sent = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "send", "us/nowhere", "--watts", "1000",
+                           "--minutes", "5"], env=env, capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    command = json.loads(sent.stdout)
+    assert f"vpp dispatch show {command['command_id']}" in sent.stderr
+    assert "warning: no registered device lies under 'us/nowhere'" in sent.stderr
+    (tmp_path / "assets.csv").write_text("device_id,site_id,region_path,timezone,capacity_wh,max_charge_w,"
+                                         "max_discharge_w,reserve_pct\npw-000123,site-0042,us/ca/pge/94110/site-0042,"
+                                         "America/Los_Angeles,13500,5000,5000,20\n")
+    subprocess.run([sys.executable, "-m", "vpp.cli", "assets", "import", str(tmp_path / "assets.csv")], env=env,
+                   check=True, capture_output=True, timeout=60)
+    known = subprocess.run([sys.executable, "-m", "vpp.cli", "dispatch", "send", "us/ca", "--watts", "1000",
+                            "--minutes", "5"], env=env, capture_output=True, text=True, timeout=120)
+    assert known.returncode == 0 and "warning" not in known.stderr, known.stderr
