@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 
 from vpp.cli import add_common, load_settings
@@ -53,7 +54,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UserError(f"no dead letter with id {args.id} (see: vpp dlq list)")
     raw = bytes(row.pop("raw"))
     row["received_at"] = row["received_at"].isoformat()
-    row["raw"] = raw.decode("utf-8", "backslashreplace")
+    row["raw"] = raw.decode("utf-8", "backslashreplace")  # readable; a byte 0xff and the text \xff look alike here
+    row["raw_base64"] = base64.b64encode(raw).decode("ascii")  # exact
     print(json.dumps(row, indent=2))
     return 0
 

@@ -85,5 +85,8 @@ def test_dead_letters_are_listed_and_shown_with_their_original_bytes(isolated_se
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     assert doc["raw"] == "\\xff{oops" and doc["source_offset"] == 41 and doc["source_partition"] == 2
+    import base64
+
+    assert base64.b64decode(doc["raw_base64"]) == b"\xff{oops"
     missing = vpp(isolated_settings, "dlq", "show", "999999")
     assert missing.returncode == 1 and "no dead letter with id 999999" in missing.stderr
