@@ -6,7 +6,8 @@ workflow where it stopped. Nothing here does I/O or reads a clock: the caller ha
 market answers and the wall time (``now_ms``); what to send comes back in an ``Emitted``.
 
 A workflow is for the interval ``T`` that starts ``lead_intervals`` after the interval of the
-newest price (the first one whose gate is still open). Its steps, each recorded once as a fact:
+newest price (the first one whose gate is still open); prices read after ``T`` has ended (a
+backfill, a consumer catching up) start none. Its steps, each recorded once as a fact:
 
 ``fetched``       the price history up to the newest price and the node's latest aggregate;
                   a forecast request goes out (status ``forecasting``). A node with no usable
