@@ -4,6 +4,11 @@ Each feature module exposes ``add_commands(subparsers)`` which adds its
 sub-commands with ``set_defaults(func=handler)``; a handler takes the parsed
 ``argparse.Namespace`` and returns an exit code. Handlers import heavy
 libraries lazily so that ``vpp --help`` stays fast.
+
+``main`` reports what the user can fix as one line ``vpp: error: ...`` and
+no traceback: a ``UserError`` (exit 1), a bad setting (``ConfigError``: a
+config file that cannot be read, an unknown key, a value of the wrong type
+or out of range; exit 2, like a bad option).
 """
 
 from __future__ import annotations
@@ -64,13 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from vpp.errors import UserError
+    from vpp.config import ConfigError
+    from vpp.errors import UserError, first_line
 
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"vpp: error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"vpp: error: {first_line(str(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,86 @@
+"""Bad input and a stopped stack: one line ``vpp: error: ...``, exit 1 or 2, no traceback, nothing reported as done.
+
+Each case runs the real ``vpp`` command in a subprocess. "Stopped" services are
+loopback ports nothing listens on; the query errors that must NOT be taken for
+a stopped service come from the real PostgreSQL of the test stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VPP = [sys.executable, "-m", "vpp.cli"]
+
+
+def vpp(*args: str, env: dict[str, str] | None = None, state_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``vpp ARGS`` with only the given ``VPP_*`` variables (none inherited) and its own state directory."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VPP_", "BYTEWAX_"))}
+    clean.update({"VPP_STATE_DIR": str(state_dir), **(env or {})})
+    return subprocess.run(VPP + list(args), capture_output=True, text=True, env=clean, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The single stderr line of a command that failed cleanly with ``code`` and printed nothing on stdout."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vpp: error: "), result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def usage_error(result: subprocess.CompletedProcess) -> str:
+    """argparse's refusal of an option value: exit 2, its usage, one error line, no traceback."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    return result.stderr.strip().splitlines()[-1]
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("window_s = [\n", "config file .* is not valid TOML"),
+    ("unknown_key = 5\n", "unknown setting 'unknown_key'"),
+    ("window_s = -5\n", "setting 'window_s' = -5 must be more than 0 s"),
+])
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, text, message):
+    import re
+
+    toml = tmp_path / "bad.toml"
+    toml.write_text(text)
+    line = one_line_error(vpp("status", "--config", str(toml), state_dir=tmp_path), code=2)
+    assert re.search(message, line), line
+
+
+def test_a_missing_config_file_is_one_line_and_exit_2(tmp_path):
+    line = one_line_error(vpp("status", "--config", str(tmp_path / "nope.toml"), state_dir=tmp_path), code=2)
+    assert line == f"vpp: error: cannot read config file {tmp_path / 'nope.toml'}: No such file or directory"
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("VPP_WINDOW_S", "abc", "setting 'window_s' = 'abc' is not an integer"),
+    ("VPP_WINDOW_S", "0", "setting 'window_s' = 0 must be more than 0 s"),
+    ("VPP_LATENESS_S", "-100", "setting 'lateness_s' = -100 must be 0 s or more"),
+])
+def test_a_bad_environment_variable_is_one_line_and_exit_2(tmp_path, variable, value, message):
+    line = one_line_error(vpp("status", env={variable: value}, state_dir=tmp_path), code=2)
+    assert line == f"vpp: error: {message}"
+
+
+def test_a_negative_window_is_refused_before_a_replay_writes_anything(tmp_path):
+    dump = tmp_path / "raw.jsonl"
+    made = vpp("simulate", "--devices", "5", "--duration", "20", "--dump", str(dump), state_dir=tmp_path)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
+    result = vpp("replay", "pipeline", "--input", str(dump), "--assets", str(tmp_path / "raw.assets.csv"),
+                 "--out", str(out), env={"VPP_WINDOW_S": "-5"}, state_dir=tmp_path)
+    assert "setting 'window_s' = -5 must be more than 0 s" in one_line_error(result, code=2)
+    assert not out.exists()
