@@ -8,7 +8,9 @@ libraries lazily so that ``vpp --help`` stays fast.
 ``main`` reports what the user can fix as one line ``vpp: error: ...`` and
 no traceback: a ``UserError`` (exit 1), a bad setting (``ConfigError``: a
 config file that cannot be read, an unknown key, a value of the wrong type
-or out of range; exit 2, like a bad option).
+or out of range; exit 2, like a bad option) and a service of the stack that
+cannot be reached (PostgreSQL, the broker, the schema registry; exit 1).
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from vpp.config import ConfigError
-    from vpp.errors import UserError, first_line
+    from vpp.errors import UserError, first_line, service_unreachable
 
     try:
         return int(args.func(args) or 0)
@@ -82,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        unreachable = service_unreachable(exc, _settings_or_none(args))
+        if unreachable is None:
+            raise
+        print(f"vpp: error: {unreachable}", file=sys.stderr)
+        return 1
+
+
+def _settings_or_none(args: argparse.Namespace):
+    """The settings the failed command ran with, to name the service it could not reach (None if unreadable)."""
+    try:
+        return load_settings(args)
+    except Exception:
+        return None
 
 
 if __name__ == "__main__":

@@ -84,3 +84,73 @@ def test_a_negative_window_is_refused_before_a_replay_writes_anything(tmp_path):
                  "--out", str(out), env={"VPP_WINDOW_S": "-5"}, state_dir=tmp_path)
     assert "setting 'window_s' = -5 must be more than 0 s" in one_line_error(result, code=2)
     assert not out.exists()
+
+
+# -- a stopped stack -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stopped(tmp_path) -> dict[str, str]:
+    """Settings pointing every service at a loopback port nothing listens on."""
+    from vpp.stack import free_ports
+
+    port = free_ports(1)[0]
+    return {"VPP_BROKER": f"127.0.0.1:{port}", "VPP_POSTGRES_DSN": f"postgresql://postgres:s3cret@127.0.0.1:{port}/vpp",
+            "VPP_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{port}"}
+
+
+@pytest.fixture
+def small_dump(tmp_path) -> Path:
+    dump = tmp_path / "raw.jsonl"
+    made = vpp("simulate", "--devices", "5", "--duration", "10", "--dump", str(dump), state_dir=tmp_path)
+    assert made.returncode == 0, made.stderr
+    return dump
+
+
+@pytest.mark.parametrize("args, service", [
+    (["schemas", "list"], "the schema registry at http://127.0.0.1:{port}"),
+    (["schemas", "register"], "the schema registry at http://127.0.0.1:{port}"),
+    (["dispatch", "send", "us/ca", "--watts", "1000", "--minutes", "5"], "the schema registry at http://127.0.0.1:{port}"),
+    (["dlq", "list"], "PostgreSQL at postgresql://postgres:***@127.0.0.1:{port}/vpp"),
+    (["dlq", "show", "1"], "PostgreSQL at postgresql://postgres:***@127.0.0.1:{port}/vpp"),
+    (["tree"], "PostgreSQL at postgresql://postgres:***@127.0.0.1:{port}/vpp"),
+    (["dump", "telemetry.raw", "--out", "{tmp}/dumped.jsonl"], "the broker at 127.0.0.1:{port}"),
+])
+def test_a_command_on_a_stopped_stack_names_the_service_and_suggests_vpp_up(tmp_path, stopped, args, service):
+    port = stopped["VPP_BROKER"].rsplit(":", 1)[1]
+    result = vpp(*[a.format(tmp=tmp_path) for a in args], env=stopped, state_dir=tmp_path)
+    line = one_line_error(result)
+    assert line.startswith(f"vpp: error: cannot reach {service.format(port=port)} ("), line
+    assert line.endswith(": is the stack up? (vpp up)"), line
+    assert "s3cret" not in line
+    assert not (tmp_path / "dumped.jsonl").exists()
+
+
+def test_republishing_a_dump_to_a_stopped_broker_is_one_error_line(tmp_path, stopped, small_dump):
+    # librdkafka's own connection log lines (from the producer of vpp/replay_cli.py) may precede it
+    result = vpp("replay", "canonicalize", "--input", str(small_dump), "--to-broker", env=stopped, state_dir=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vpp")]
+    assert errors == [f"vpp: error: cannot reach the broker at {stopped['VPP_BROKER']} "
+                      "(Failed to get metadata: Local: Broker transport failure): is the stack up? (vpp up)"]
+    assert "published" not in result.stdout
+
+
+def test_only_failures_to_connect_count_as_a_stopped_service(stack):
+    """A query the server refuses, a Kafka error other than transport, or any other error is not "cannot reach"."""
+    import psycopg
+    from confluent_kafka import KafkaError, KafkaException
+
+    from vpp.config import Settings
+    from vpp.errors import service_unreachable
+
+    settings = Settings.load(state_dir=stack.state_dir, environ={})
+    with psycopg.connect(stack.postgres_dsn) as conn:
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("SELECT * FROM no_such_table")
+    assert service_unreachable(refused.value, settings) is None
+    assert service_unreachable(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)), settings) is None
+    assert service_unreachable(ValueError("connection failed: not psycopg"), settings) is None
+    with pytest.raises(psycopg.OperationalError) as down:
+        psycopg.connect(stack.postgres_dsn.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/vpp", connect_timeout=5)
+    assert "cannot reach PostgreSQL at" in str(service_unreachable(down.value, settings))
