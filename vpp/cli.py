@@ -45,6 +45,17 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="optional TOML settings file (or $VPP_CONFIG)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (workers, processes, a row limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpp", description="Virtual power plant stream-processing platform")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

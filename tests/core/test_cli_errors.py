@@ -154,3 +154,36 @@ def test_only_failures_to_connect_count_as_a_stopped_service(stack):
     with pytest.raises(psycopg.OperationalError) as down:
         psycopg.connect(stack.postgres_dsn.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/vpp", connect_timeout=5)
     assert "cannot reach PostgreSQL at" in str(service_unreachable(down.value, settings))
+
+
+# -- option values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dlq", "list", "--limit", "-1"], "argument --limit: '-1' must be at least 1"),
+    (["dlq", "list", "--limit", "0"], "argument --limit: '0' must be at least 1"),
+    (["run", "canonicalize", "--workers", "-3"], "argument --workers: '-3' must be at least 1"),
+    (["run", "canonicalize", "--workers", "0"], "argument --workers: '0' must be at least 1"),
+    (["run", "canonicalize", "--processes", "0"], "argument --processes: '0' must be at least 1"),
+])
+def test_counts_below_one_are_refused(tmp_path, stopped, args, message):
+    assert usage_error(vpp(*args, env=stopped, state_dir=tmp_path, timeout=60)).endswith(message)
+
+
+def test_a_worker_count_from_the_environment_below_one_is_refused(tmp_path, stopped):
+    result = vpp("run", "canonicalize", env={**stopped, "BYTEWAX_WORKERS_PER_PROCESS": "0"}, state_dir=tmp_path,
+                 timeout=60)
+    assert one_line_error(result) == "vpp: error: BYTEWAX_WORKERS_PER_PROCESS: '0' must be at least 1"
+
+
+def test_dlq_list_limit_shows_that_many_of_the_newest(isolated_settings, tmp_path):
+    import psycopg
+
+    with psycopg.connect(isolated_settings.postgres_dsn) as conn:
+        for offset in (1, 2, 3):
+            conn.execute("INSERT INTO telemetry_dlq (source_topic, source_partition, source_offset, reason, detail, raw) "
+                         "VALUES ('telemetry.raw', 0, %s, 'malformed_json', 'x', '\\x00')", (offset,))
+    env = {"VPP_POSTGRES_DSN": isolated_settings.postgres_dsn, "COLUMNS": "200"}
+    listed = vpp("dlq", "list", "--limit", "1", env=env, state_dir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "telemetry.raw[0]@3" in listed.stdout and "@2" not in listed.stdout and "@1" not in listed.stdout
