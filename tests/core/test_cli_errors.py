@@ -187,3 +187,126 @@ def test_dlq_list_limit_shows_that_many_of_the_newest(isolated_settings, tmp_pat
     listed = vpp("dlq", "list", "--limit", "1", env=env, state_dir=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "telemetry.raw[0]@3" in listed.stdout and "@2" not in listed.stdout and "@1" not in listed.stdout
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+PLAN_ARGS = ["--capacity-wh", "1000", "--max-charge-w", "12000", "--max-discharge-w", "12000", "--soc-pct", "0",
+             "--reserve-pct", "0", "--efficiency", "1", "--degradation-usd-per-mwh", "0"]
+HEADER = "interval_start,price_usd_per_mwh\n"
+
+
+def prices_csv(path: Path, prices: list[str], *, days: int = 0) -> Path:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    rows = prices or [f"{30 + (i % 288) / 10:.2f}" for i in range(days * 288)]
+    path.write_text(HEADER + "".join(f"{(start + timedelta(minutes=5 * i)).isoformat().replace('+00:00', 'Z')},{p}\n"
+                                     for i, p in enumerate(rows)))
+    return path
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("command", [["plan", *PLAN_ARGS], ["train", "--out", "model"]])
+def test_a_binary_prices_file_is_one_line_naming_the_file(tmp_path, command):
+    binary = tmp_path / "prices.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    line = one_line_error(vpp(*command, "--prices", str(binary), state_dir=tmp_path))
+    assert line.startswith(f"vpp: error: {binary}: not a UTF-8 text file")
+
+
+def test_a_prices_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = prices_csv(tmp_path / "prices.csv", ["10", "100"])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    result = vpp("plan", "--prices", str(path), *PLAN_ARGS, state_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert strict_json(result.stdout)["status"] == "optimal"
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+def test_an_absurd_price_is_refused_and_a_million_is_not(tmp_path, solver):
+    if solver == "highs":
+        pytest.importorskip("highspy")
+    absurd = prices_csv(tmp_path / "absurd.csv", ["10", "1e308"])
+    line = one_line_error(vpp("plan", "--prices", str(absurd), *PLAN_ARGS, "--solver", solver, state_dir=tmp_path))
+    assert line.startswith(f"vpp: error: {absurd}:3: price_usd_per_mwh '1e308' is beyond +-1,000,000 $/MWh")
+    edge = prices_csv(tmp_path / "edge.csv", ["-1000000", "1000000"])
+    result = vpp("plan", "--prices", str(edge), *PLAN_ARGS, "--solver", solver, state_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert strict_json(result.stdout)["revenue_usd"] > 0
+
+
+def test_a_plan_whose_numbers_overflow_is_an_error_not_infinity(tmp_path, monkeypatch, capsys):
+    import models.optimize
+    from vpp.cli import main
+
+    import dataclasses
+
+    real_plan = models.optimize.plan
+
+    def overflowing(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), revenue_usd=float("inf"))
+
+    monkeypatch.setattr(models.optimize, "plan", overflowing)
+    assert main(["plan", "--prices", str(prices_csv(tmp_path / "p.csv", ["10", "100"])), *PLAN_ARGS]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("vpp: error: the plan's numbers are not finite") and captured.err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("model")
+    history = prices_csv(tmp / "history.csv", [], days=2)
+    trained = vpp("train", "--prices", str(history), "--out", str(tmp / "model"), "--rounds", "2", state_dir=tmp)
+    assert trained.returncode == 0, trained.stderr
+    return tmp / "model"
+
+
+def test_forecasting_from_an_absurd_price_is_refused(tmp_path, model):
+    history = prices_csv(tmp_path / "history.csv", [], days=2)
+    history.write_text(history.read_text().replace(",30.00\n", ",1e308\n", 1))
+    line = one_line_error(vpp("forecast", "--model", str(model), "--prices", str(history), state_dir=tmp_path))
+    assert ":2: price_usd_per_mwh '1e308' is beyond +-1,000,000 $/MWh" in line
+
+
+@pytest.mark.parametrize("garbage", [b"garbage, not a model", b"{", bytes(range(256)) * 4])
+def test_a_corrupt_model_is_one_line_without_the_native_stack_trace(tmp_path, model, garbage):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "booster.ubj").write_bytes(garbage)
+    history = prices_csv(tmp_path / "history.csv", [], days=2)
+    line = one_line_error(vpp("forecast", "--model", str(broken), "--prices", str(history), state_dir=tmp_path))
+    assert line.startswith(f"vpp: error: cannot load the price model in {broken}: ")
+    assert line.endswith("(retrain with vpp train)") and "[bt]" not in line and ".cc:" not in line
+
+
+def test_training_into_a_path_that_cannot_be_written_is_one_line(tmp_path):
+    history = prices_csv(tmp_path / "history.csv", [], days=2)
+    (tmp_path / "file").write_text("")
+    line = one_line_error(vpp("train", "--prices", str(history), "--out", str(tmp_path / "file" / "model"),
+                              "--rounds", "2", state_dir=tmp_path))
+    assert line.startswith(f"vpp: error: cannot write the model to {tmp_path / 'file' / 'model'}: ")
+
+
+@pytest.mark.parametrize("where", ["/proc/nope/x.jsonl", "{tmp}/a-file/x.jsonl", "{tmp}"])
+def test_a_dump_path_that_cannot_be_written_is_one_line(tmp_path, where):
+    (tmp_path / "a-file").write_text("")
+    result = vpp("simulate", "--devices", "5", "--duration", "10", "--dump", where.format(tmp=tmp_path),
+                 state_dir=tmp_path)
+    assert one_line_error(result).startswith("vpp: error: cannot write ")
+
+
+def test_a_dump_into_missing_directories_creates_them(tmp_path):
+    dump = tmp_path / "new" / "dir" / "raw.jsonl"
+    result = vpp("simulate", "--devices", "5", "--duration", "10", "--dump", str(dump), state_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert dump.stat().st_size > 0 and (tmp_path / "new" / "dir" / "raw.assets.csv").exists()
