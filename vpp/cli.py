@@ -4,6 +4,13 @@ Each feature module exposes ``add_commands(subparsers)`` which adds its
 sub-commands with ``set_defaults(func=handler)``; a handler takes the parsed
 ``argparse.Namespace`` and returns an exit code. Handlers import heavy
 libraries lazily so that ``vpp --help`` stays fast.
+
+``main`` reports what the user can fix as one line ``vpp: error: ...`` and
+no traceback: a ``UserError`` (exit 1), a bad setting (``ConfigError``: a
+config file that cannot be read, an unknown key, a value of the wrong type
+or out of range; exit 2, like a bad option) and a service of the stack that
+cannot be reached (PostgreSQL, the broker, the schema registry; exit 1).
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +45,17 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="optional TOML settings file (or $VPP_CONFIG)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (workers, processes, a row limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpp", description="Virtual power plant stream-processing platform")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,15 +82,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from vpp.errors import UserError
+    from vpp.config import ConfigError
+    from vpp.errors import UserError, first_line, service_unreachable
 
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"vpp: error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"vpp: error: {first_line(str(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        unreachable = service_unreachable(exc, _settings_or_none(args))
+        if unreachable is None:
+            raise
+        print(f"vpp: error: {unreachable}", file=sys.stderr)
+        return 1
+
+
+def _settings_or_none(args: argparse.Namespace):
+    """The settings the failed command ran with, to name the service it could not reach (None if unreadable)."""
+    try:
+        return load_settings(args)
+    except Exception:
+        return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -61,7 +62,30 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
 
 
 class ConfigError(ValueError):
-    """A setting is missing or has the wrong type; the message says which."""
+    """A setting is missing, has the wrong type or a value that makes no sense; the message says which."""
+
+
+#: Numeric settings and the values that make sense for them: ``(lowest, whether lowest itself is allowed,
+#: what the error says)``. A window, a timeout or a refresh period of 0 s (or less) means nothing; a
+#: lateness may be 0, and so may a bound or period whose 0 means "none" or "never". Nothing is negative.
+_RANGES: Mapping[str, tuple[float, bool, str]] = {
+    "dedup_horizon_s": (0, True, "must be 0 (no duplicate memory) or more"),
+    "assets_refresh_s": (0, False, "must be more than 0 s"),
+    "window_s": (0, False, "must be more than 0 s"),
+    "lateness_s": (0, True, "must be 0 s or more"),
+    "staleness_s": (0, False, "must be more than 0 s"),
+    "snapshot_interval_s": (0, False, "must be more than 0 s"),
+    "autobidder_step_timeout_s": (0, False, "must be more than 0 s"),
+    "autobidder_state_wait_s": (0, True, "must be 0 s (do not wait) or more"),
+    "autobidder_horizon": (1, True, "must be at least 1 interval"),
+    "optimize_time_limit_s": (0, True, "must be 0 (no bound) or more"),
+    "setpoint_resend_s": (0, True, "must be 0 (never resend) or more"),
+}
+
+#: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
+OPTIMIZE_SOLVERS = ("cbc", "highs")
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,20 @@ class Settings:
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
 
+    def __post_init__(self) -> None:
+        """Refuse values that make no sense (a window of 0 s, a negative lateness), naming the setting and value."""
+        for name, (low, inclusive, rule) in _RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"setting {name!r} = {value!r} is not a number")
+            if not math.isfinite(value) or value < low or (value == low and not inclusive):
+                raise ConfigError(f"setting {name!r} = {value!r} {rule}")
+        if self.optimize_solver not in OPTIMIZE_SOLVERS:
+            raise ConfigError(f"setting 'optimize_solver' = {self.optimize_solver!r} is not one of {', '.join(OPTIMIZE_SOLVERS)}")
+        for topic, count in self.partitions.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigError(f"partitions of {topic!r} = {count!r} must be a whole number of at least 1")
+
     # ------------------------------------------------------------------------
     def topic(self, name: str) -> str:
         """The broker-side name of a platform topic (prefix allows sharing a cluster)."""
@@ -125,14 +163,21 @@ class Settings:
         values["state_dir"] = str(sd)
         stack_file = sd / "stack.json"
         if stack_file.exists():
-            values.update(_from_stack(json.loads(stack_file.read_text())))
+            try:
+                values.update(_from_stack(json.loads(stack_file.read_text())))
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(f"cannot read the local stack's {stack_file}: {exc} (vpp down, then vpp up, rewrites it)") from exc
         cfg = config_file or env.get("VPP_CONFIG")
         if cfg:
             values["config_file"] = str(cfg)
             try:
-                values.update(_flatten_toml(tomllib.loads(Path(cfg).read_text())))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read config file {cfg}: {exc}") from exc
+                values.update(_flatten_toml(tomllib.loads(Path(cfg).read_text(encoding="utf-8"))))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {cfg}: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"config file {cfg} is not UTF-8 text (byte {exc.start}): is it a TOML file?") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {cfg} is not valid TOML: {exc}") from exc
         for f in dataclasses.fields(cls):
             key = f"VPP_{f.name.upper()}"
             if key in env and f.name not in ("state_dir", "partitions"):
@@ -150,22 +195,46 @@ class Settings:
                 raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(known))}")
             default = getattr(cls, name, None) if name != "partitions" else {}
             if name == "partitions":
-                merged = dict(DEFAULT_PARTITIONS)
-                merged.update({str(k): int(v) for k, v in dict(raw).items()})
-                kwargs[name] = merged
+                kwargs[name] = _merge_partitions(raw)
                 continue
             try:
                 if isinstance(default, bool):
                     kwargs[name] = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
                 elif isinstance(default, int):
-                    kwargs[name] = int(raw)
+                    kwargs[name] = _as_int(raw)
                 elif isinstance(default, float):
+                    if isinstance(raw, bool):
+                        raise TypeError(raw)
                     kwargs[name] = float(raw)
                 else:
                     kwargs[name] = str(raw)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"setting {name!r} = {raw!r} is not a {type(default).__name__}") from exc
+                raise ConfigError(f"setting {name!r} = {raw!r} is not {_TYPE_NAMES[type(default)]}") from exc
         return cls(**kwargs)
+
+
+def _as_int(raw: Any) -> int:
+    """``raw`` as an int: an int, a string of one, or a whole float (TOML ``30.0``); never a bool or ``1.5``."""
+    if isinstance(raw, bool):
+        raise TypeError(raw)
+    if isinstance(raw, float):
+        if not raw.is_integer():
+            raise ValueError(raw)
+        return int(raw)
+    return int(raw)
+
+
+def _merge_partitions(raw: Any) -> dict[str, int]:
+    """The default partition counts updated by a ``[partitions]`` table (or ``VPP_PARTITIONS``)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"partitions = {raw!r} must be a table of topic = COUNT, e.g. [partitions] \"telemetry.raw\" = 8")
+    merged = dict(DEFAULT_PARTITIONS)
+    for topic, count in raw.items():
+        try:
+            merged[str(topic)] = _as_int(count)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"partitions of {str(topic)!r} = {count!r} is not an integer") from exc
+    return merged
 
 
 def _from_stack(stack: Mapping[str, Any]) -> dict[str, Any]:

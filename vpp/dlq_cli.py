@@ -6,7 +6,7 @@ import argparse
 import base64
 import json
 
-from vpp.cli import add_common, load_settings
+from vpp.cli import add_common, load_settings, positive_int
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "list_dead_letters", "reason_counts"]
@@ -66,7 +66,7 @@ def add_commands(sub) -> None:
     ls = dsub.add_parser("list", help="newest dead letters")
     add_common(ls)
     ls.add_argument("--reason", default=None, help="only this reason code")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50, help="how many, newest first (at least 1; default 50)")
     ls.set_defaults(func=cmd_list)
     show = dsub.add_parser("show", help="one dead letter with its original bytes")
     add_common(show)

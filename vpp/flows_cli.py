@@ -19,7 +19,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from vpp.cli import add_common, load_settings
+from vpp.cli import add_common, load_settings, positive_int
 from vpp.errors import UserError
 from vpp.stack import free_ports
 
@@ -111,11 +111,19 @@ def _cluster_from_env() -> tuple[int | None, list[str] | None]:
     return process_id, addresses
 
 
+def _workers_from_env() -> int:
+    text = os.environ.get("BYTEWAX_WORKERS_PER_PROCESS", "1")
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"BYTEWAX_WORKERS_PER_PROCESS: {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if args.recovery_dir is not None:
         settings = settings.replace(recovery_dir=args.recovery_dir)
-    workers = args.workers or int(os.environ.get("BYTEWAX_WORKERS_PER_PROCESS", "1"))
+    workers = args.workers if args.workers is not None else _workers_from_env()
     if args.process_id is not None:
         run_flow(settings, args.flow, workers=workers, process_id=args.process_id, addresses=args.addresses.split(";"))
         return 0
@@ -153,8 +161,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", help="run one dataflow in the foreground against the configured services")
     add_common(p)
     p.add_argument("flow", help="flow name (see `vpp flows`)")
-    p.add_argument("--workers", type=int, default=None, help="worker threads per process (default $BYTEWAX_WORKERS_PER_PROCESS or 1)")
-    p.add_argument("--processes", type=int, default=1, help="local processes on loopback (scale with processes, not threads)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker threads per process, at least 1 (default $BYTEWAX_WORKERS_PER_PROCESS or 1)")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="local processes on loopback, at least 1 (scale with processes, not threads)")
     p.add_argument("--recovery-dir", default=None, help="bytewax recovery store root (default $VPP_RECOVERY_DIR; empty = no recovery)")
     p.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--addresses", default=None, help=argparse.SUPPRESS)

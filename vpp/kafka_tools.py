@@ -19,8 +19,10 @@ __all__ = ["iter_topic", "read_topic", "TopicCounter"]
 
 def iter_topic(broker: str, topic: str, *, timeout_s: float = 60.0) -> Iterator[Message]:
     """Every message now in ``topic``, partition by partition in offset order within each; stops at the end."""
+    # log_level 2: librdkafka's per-attempt connection errors (a line every 50 ms while the broker is down) stay
+    # quiet; every error that matters is raised here (and a broker that cannot be reached as a KafkaException).
     consumer = Consumer({"bootstrap.servers": broker, "group.id": "vpp-reader", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, "log_level": 2})
     try:
         meta = consumer.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:

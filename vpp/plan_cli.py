@@ -10,13 +10,17 @@ status is ``"optimal"``; otherwise the JSON is still printed (with an empty
 schedule unless a time limit stopped the search after a feasible plan was
 found), a one-line reason goes to stderr and the exit code is 1. Bad input
 (file, header, a value, spacing, a battery parameter, an unavailable solver) is
-a one-line error and exit code 1 with nothing on stdout.
+a one-line error and exit code 1 with nothing on stdout. The file is UTF-8
+(a byte-order mark is allowed); a price beyond +-1,000,000 $/MWh is refused
+as a unit or data error (markets cap prices in the thousands), and a plan
+whose numbers would not be finite is an error, never non-standard JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -28,6 +32,9 @@ from vpp.errors import UserError
 __all__ = ["add_commands", "read_prices"]
 
 _HEADER = ["interval_start", "price_usd_per_mwh"]
+#: Largest price magnitude accepted, $/MWh. Real caps are in the thousands (ERCOT 5,000, NEM ~18,000):
+#: anything beyond a million is a unit or data error, and 1e308 overflows revenue to infinity.
+MAX_ABS_PRICE_USD_PER_MWH = 1e6
 _STATUS_HINTS = {
     "infeasible": "no schedule meets the reserve, final SoC and power limits: "
     "check --soc-pct, --reserve-pct, --final-soc-pct and the charge limit",
@@ -42,12 +49,17 @@ def read_prices(path: Path):
     from models.optimize import INTERVAL, PricePoint
 
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read prices file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not part of the header
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start} is {data[exc.start:exc.start + 1]!r}): "
+                        f"give a CSV with the header {','.join(_HEADER)}") from None
     points: list[PricePoint] = []
-    with handle:
-        reader = csv.reader(handle)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != _HEADER:
             raise UserError(f"{path}:1: expected the header '{','.join(_HEADER)}', got {','.join(header or [])!r}")
@@ -67,6 +79,9 @@ def read_prices(path: Path):
                 price = math.nan
             if not math.isfinite(price):
                 raise UserError(f"{path}:{line}: price_usd_per_mwh {row[1]!r} is not a finite number")
+            if abs(price) > MAX_ABS_PRICE_USD_PER_MWH:
+                raise UserError(f"{path}:{line}: price_usd_per_mwh {row[1]!r} is beyond +-{MAX_ABS_PRICE_USD_PER_MWH:,.0f} "
+                                "$/MWh, the most this accepts: check the unit ($/MWh) and the data")
             if points:
                 previous = points[-1].interval_start
                 if (start.tzinfo is None) != (previous.tzinfo is None):
@@ -77,6 +92,8 @@ def read_prices(path: Path):
                         f"{previous.isoformat()}: give consecutive 5-minute intervals in order"
                     )
             points.append(PricePoint(start, price))
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num}: not a readable CSV line ({exc})") from None
     if not points:
         raise UserError(f"{path}: no prices after the header")
     return points
@@ -103,7 +120,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         schedule = plan(prices, battery, solver=args.solver, time_limit_s=args.time_limit_s)
     except SolverUnavailableError as exc:
         raise UserError(str(exc)) from None
-    print(json.dumps(schedule.as_dict()))
+    try:
+        text = json.dumps(schedule.as_dict(), allow_nan=False)
+    except ValueError:  # an overflow to inf/NaN would print JSON that no parser reads
+        raise UserError("the plan's numbers are not finite (an overflow): check the battery sizes and the prices") from None
+    print(text)
     if schedule.status != "optimal":
         print(f"vpp plan: status {schedule.status}: {_STATUS_HINTS[schedule.status]}", file=sys.stderr)
         return 1

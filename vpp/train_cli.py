@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
-from vpp.errors import UserError
+from vpp.errors import UserError, first_line
 
 __all__ = ["add_commands"]
 
@@ -36,7 +39,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"cannot train on {args.prices}: {exc}") from None
     took_s = time.perf_counter() - began
-    path = forecast.save(model, args.out)
+    try:
+        path = forecast.save(model, args.out)
+    except OSError as exc:
+        raise UserError(f"cannot write the model to {args.out}: {exc.strerror or exc}") from None
     meta = model.metadata
     print(json.dumps({
         "out": str(path),
@@ -55,20 +61,50 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from models.optimize import INTERVAL
     from vpp.plan_cli import read_prices
 
-    try:
-        model = forecast.load(args.model)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    model = _load_model(args.model)
     history = read_prices(Path(args.prices))
     if history[0].interval_start.tzinfo is None:
         raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
     origin = history[-1].interval_start + INTERVAL
     points = forecast.predict(model, origin, history)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if not all(math.isfinite(p.price_usd_per_mwh) for p in points):
+        raise UserError(f"the model {args.model} forecast a non-finite price from {args.prices}: retrain with vpp train")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["interval_start", "price_usd_per_mwh"])
     for p in points:
         writer.writerow([p.interval_start.isoformat().replace("+00:00", "Z"), f"{p.price_usd_per_mwh:.2f}"])
+    sys.stdout.write(out.getvalue())
     return 0
+
+
+#: XGBoost's message prefix: ``[hh:mm:ss] /path/of/source.cc:123: ``, then often ``Check failed: <expr> : ``.
+_XGB_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
+_XGB_CHECK = re.compile(r"^Check failed: .*? : ")
+
+
+def _library_message(exc: BaseException) -> str:
+    """The first meaningful line of a native library's error: no C++ stack trace, no source location."""
+    line = _XGB_PREFIX.sub("", first_line(str(exc)))
+    return _XGB_CHECK.sub("", line).strip() or type(exc).__name__
+
+
+def _load_model(directory: str):
+    """``models.forecast.load``, with what goes wrong (no model, another version, a corrupt booster) as a UserError."""
+    from xgboost.core import XGBoostError
+
+    from models import forecast
+
+    try:
+        return forecast.load(directory)
+    except XGBoostError as exc:
+        raise UserError(f"cannot load the price model in {directory}: {_library_message(exc)} "
+                        "(retrain with vpp train)") from None
+    except UnicodeDecodeError:  # XGBoost quoting undecodable bytes of a corrupt booster.ubj in its message
+        raise UserError(f"cannot load the price model in {directory}: booster.ubj is not an XGBoost model "
+                        "(retrain with vpp train)") from None
+    except ValueError as exc:
+        raise UserError(first_line(str(exc))) from None
 
 
 def add_commands(sub) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from vpp.cli import add_common, load_settings
-from vpp.errors import UserError
+from vpp.errors import UserError, postgres_reason, redact_dsn, unreachable
 
 __all__ = ["add_commands", "tree_rows", "render_tree"]
 
@@ -72,7 +72,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
     except psycopg.errors.UndefinedTable:
         raise UserError("no node_state table: run `vpp up` (it migrates) or start flow store-aggregates") from None
     except psycopg.OperationalError as exc:
-        raise UserError(f"cannot reach PostgreSQL at {settings.postgres_dsn}: {exc}") from None
+        raise unreachable("PostgreSQL", redact_dsn(settings.postgres_dsn), postgres_reason(exc)) from None
     if not rows:
         roots = read_node_state(settings.postgres_dsn, None, levels=0) if args.path else []
         if roots:

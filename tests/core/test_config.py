@@ -36,7 +36,9 @@ def test_toml_then_environment_win_in_that_order(tmp_path):
 
 
 @pytest.mark.parametrize("environ, message", [
-    ({"VPP_WINDOW_S": "ten"}, "setting 'window_s' = 'ten' is not a int"),
+    ({"VPP_WINDOW_S": "ten"}, "setting 'window_s' = 'ten' is not an integer$"),
+    ({"VPP_WINDOW_S": "1.5"}, "setting 'window_s' = '1.5' is not an integer$"),
+    ({"VPP_ASSETS_REFRESH_S": "often"}, "setting 'assets_refresh_s' = 'often' is not a number$"),
     ({"VPP_PARTITIONS": "telemetry.raw"}, "must look like topic=COUNT"),
 ])
 def test_bad_values_say_which_setting(tmp_path, environ, message):
@@ -55,3 +57,76 @@ def test_topics_carry_the_deployment_prefix():
     assert Settings(topic_prefix="prod.").topic("telemetry.raw") == "prod.telemetry.raw"
     with pytest.raises(ConfigError, match="unknown topic"):
         Settings().topic("telemetry.rwa")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("window_s = [\n", "config file .*vpp.toml is not valid TOML: "),
+    ("unknown_key = 5\n", "unknown setting 'unknown_key'"),
+    ("window_s = 2.5\n", "setting 'window_s' = 2.5 is not an integer"),
+    ("window_s = true\n", "setting 'window_s' = True is not an integer"),
+    ("partitions = 4\n", "partitions = 4 must be a table"),
+    ('[partitions]\n"telemetry.raw" = "many"\n', "partitions of 'telemetry.raw' = 'many' is not an integer"),
+])
+def test_a_config_file_that_cannot_be_used_says_why(tmp_path, text, message):
+    toml = tmp_path / "vpp.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(state_dir=tmp_path, config_file=toml, environ={})
+
+
+def test_a_missing_or_binary_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*nope.toml: No such file or directory$"):
+        Settings.load(state_dir=tmp_path, config_file=tmp_path / "nope.toml", environ={})
+    binary = tmp_path / "vpp.toml"
+    binary.write_bytes(b"\xff\xfe\x00window")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        Settings.load(state_dir=tmp_path, config_file=binary, environ={})
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("window_s", "0", "must be more than 0 s"),
+    ("window_s", "-5", "must be more than 0 s"),
+    ("lateness_s", "-100", "must be 0 s or more"),
+    ("staleness_s", "0", "must be more than 0 s"),
+    ("dedup_horizon_s", "-1", "must be 0 .* or more"),
+    ("assets_refresh_s", "0", "must be more than 0 s"),
+    ("assets_refresh_s", "nan", "must be more than 0 s"),
+    ("snapshot_interval_s", "0", "must be more than 0 s"),
+    ("autobidder_step_timeout_s", "-1", "must be more than 0 s"),
+    ("autobidder_step_timeout_s", "inf", "must be more than 0 s"),
+    ("autobidder_state_wait_s", "-1", "must be 0 s .* or more"),
+    ("autobidder_horizon", "0", "must be at least 1 interval"),
+    ("optimize_time_limit_s", "-1", "must be 0 .* or more"),
+    ("setpoint_resend_s", "-60", "must be 0 .* or more"),
+])
+def test_a_value_that_makes_no_sense_is_refused_naming_setting_and_value(tmp_path, name, value, rule):
+    with pytest.raises(ConfigError, match=f"setting '{name}' = {value!s}(\\.0)? {rule}"):
+        Settings.load(state_dir=tmp_path, environ={f"VPP_{name.upper()}": value})
+
+
+def test_zero_is_accepted_where_it_means_none_or_off(tmp_path):
+    zeros = ("lateness_s", "dedup_horizon_s", "autobidder_state_wait_s", "optimize_time_limit_s", "setpoint_resend_s")
+    s = Settings.load(state_dir=tmp_path, environ={f"VPP_{name.upper()}": "0" for name in zeros})
+    assert all(getattr(s, name) == 0 for name in zeros)
+
+
+def test_settings_built_in_code_are_checked_too():
+    with pytest.raises(ConfigError, match="setting 'window_s' = 0 must be more than 0 s"):
+        Settings().replace(window_s=0)
+    with pytest.raises(ConfigError, match="partitions of 'telemetry.raw' = 0 must be a whole number of at least 1"):
+        Settings.load(environ={"VPP_PARTITIONS": "telemetry.raw=0"}, state_dir="/nonexistent")
+
+
+def test_the_optimize_solver_is_one_the_worker_has():
+    from models.optimize import SOLVERS
+    from vpp.config import OPTIMIZE_SOLVERS
+
+    assert OPTIMIZE_SOLVERS == SOLVERS
+    with pytest.raises(ConfigError, match="setting 'optimize_solver' = 'gurobi' is not one of cbc, highs"):
+        Settings.load(state_dir="/nonexistent", environ={"VPP_OPTIMIZE_SOLVER": "gurobi"})
+
+
+def test_a_damaged_stack_json_is_a_config_error(tmp_path):
+    (tmp_path / "stack.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read the local stack's .*stack.json"):
+        Settings.load(state_dir=tmp_path, environ={})

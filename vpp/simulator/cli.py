@@ -168,7 +168,10 @@ def _dump(args: argparse.Namespace, settings, faults) -> int:
                               **_scenario(args))
     duration = args.duration or _DEFAULT_DUMP_DURATION_S
     partitions = int(settings.partitions.get("telemetry.raw", 4))
-    lines, assets_path, sim = simulate_to_dump(args.dump, fleet, config, duration, partitions, args.assets_out)
+    try:
+        lines, assets_path, sim = simulate_to_dump(args.dump, fleet, config, duration, partitions, args.assets_out)
+    except OSError as exc:  # a directory that cannot be created, a file that cannot be written (dump or assets)
+        raise UserError(f"cannot write {exc.filename or args.dump}: {exc.strerror or exc}") from None
     faulty = ", ".join(f"{k} {v}" for k, v in sorted(sim.stats.items()) if k not in ("ticks", "sent"))
     print(f"wrote {lines} records ({len(fleet)} devices, {duration:g} s from {args.start or DEFAULT_DUMP_START}) to {args.dump}")
     print(f"wrote the assets to {assets_path}")
