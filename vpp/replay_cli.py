@@ -105,8 +105,9 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
 
     check_dump(dump)  # a bad line stops it before anything is published, not halfway through
     serde = None
-    producer = Producer(producer_config(settings.broker))
-    meta = AdminClient({"bootstrap.servers": settings.broker}).list_topics(timeout=10)
+    # log_level 2: librdkafka's per-attempt connection lines stay quiet; failures come back as errors here
+    producer = Producer({**producer_config(settings.broker), "log_level": 2})
+    meta = AdminClient({"bootstrap.servers": settings.broker, "log_level": 2}).list_topics(timeout=10)
     counts: dict[str, int] = {}
     errors: list[str] = []
 
