@@ -86,6 +86,35 @@ def test_malformed_requests_get_a_clear_error(raw, status, message):
         assert call(m.url + "/nothing")[0] == 404
 
 
+@pytest.mark.parametrize("headers, status, message", [
+    ({"Content-Length": "abc"}, 400, "is not a byte count"),
+    ({"Content-Length": "-5"}, 400, "is not a byte count"),
+    ({"Transfer-Encoding": "chunked"}, 411, "Content-Length"),
+])
+def test_a_body_of_unknown_length_gets_an_answer_not_a_dropped_connection(headers, status, message):
+    import http.client
+    from urllib.parse import urlsplit
+
+    with market() as m:
+        where = urlsplit(m.url)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        conn.putrequest("POST", "/bids")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(b"2\r\n{}\r\n0\r\n\r\n" if "Transfer-Encoding" in headers else None)
+        response = conn.getresponse()
+        assert response.status == status and message in json.loads(response.read())["error"]
+        conn.close()
+        assert m.book.stats()["bids"] == 0
+
+
+def test_a_bid_for_an_interval_beyond_any_date_is_refused_and_not_kept():
+    with market() as m:
+        status, body = call(m.url + "/bids", "POST", bid(3_000_000_000_000_000_000, "far"))
+        assert status == 422 and "more than 7 days" in body["error"]
+        assert call(m.url + "/bids/far")[0] == 404 and m.book.stats()["bids"] == 0
+
+
 def test_an_interval_is_cleared_at_its_price_and_the_award_shows_on_the_bid():
     delivered = []
     with market(start_ms=T0 - 2 * STEP + 1000, speed=600, deliver=lambda p, a, _bids: delivered.append((p, a))) as m:

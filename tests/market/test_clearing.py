@@ -70,7 +70,7 @@ def payload(**overrides):
 def test_a_valid_bid_is_parsed_with_its_pairs_sorted_by_price():
     bid = parse_bid(payload(), pricing_node="SP15", submitted_at_ms=T0 - 10**6)
     assert bid == MarketBid("b-1", "us/ca/sf", "SP15", T0, ((-5.0, -500.0), (40.0, 1000.0)), T0 - 10**6)
-    assert parse_bid(payload(interval_start=T0), pricing_node="SP15", submitted_at_ms=0).interval_start_ms == T0
+    assert parse_bid(payload(interval_start=T0), pricing_node="SP15", submitted_at_ms=T0).interval_start_ms == T0
 
 
 REJECTED = [
@@ -90,14 +90,23 @@ REJECTED = [
         payload(pairs=[{"price_usd_per_mwh": 50, "quantity_w": -1}, {"price_usd_per_mwh": 40, "quantity_w": 1}]),
         422, "crosses itself", id="buy-above-sell",
     ),
+    # an integer beyond any double (JSON allows it): it raised OverflowError and the connection dropped
+    pytest.param(payload(pairs=[{"price_usd_per_mwh": 10**400, "quantity_w": 1}]), 422, "finite number",
+                 id="price-beyond-a-double"),
+    # a start beyond the year 9999 was kept, then no answer could show it (the connection dropped, for good)
+    pytest.param(payload(interval_start=3_000_000_000_000_000_000), 422, "more than 7 days from market time",
+                 id="interval-beyond-any-date"),
+    pytest.param(payload(interval_start="9999-12-31T23:55:00Z"), 422, "more than 7 days", id="interval-years-ahead"),
+    pytest.param(payload(interval_start="2026-05-20T20:30:00Z"), 422, "more than 7 days", id="interval-long-past"),
 ]
 
 
 @pytest.mark.parametrize("body, status, message", REJECTED)
 def test_invalid_bids_are_rejected_saying_what_is_wrong(body, status, message):
     with pytest.raises(BidRejected, match=message) as caught:
-        parse_bid(body, pricing_node="SP15", submitted_at_ms=0)
+        parse_bid(body, pricing_node="SP15", submitted_at_ms=T0 - 10**6)
     assert caught.value.status == status
+    assert len(str(caught.value)) < 400, "a huge value is not echoed whole"
 
 
 @pytest.mark.parametrize(

@@ -264,7 +264,18 @@ def _handler_for(service: MarketService) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") != "/bids":
                 self._send(404, {"error": f"no such resource {self.path}: POST /bids"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True  # the chunks are not read: they must not be taken for a request
+                self._send(411, {"error": "send the body with a Content-Length, not Transfer-Encoding"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                self._send(400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a byte count"})
+                return
             if length > _MAX_BODY:
                 self._send(413, {"error": f"body larger than {_MAX_BODY} bytes"})
                 return

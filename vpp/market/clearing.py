@@ -115,7 +115,8 @@ def parse_time_ms(value: Any, name: str = "interval_start") -> int:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
             return round(when.timestamp() * 1000)
-    raise BidRejected(422, f"{name} must be an ISO 8601 time (e.g. 2026-06-01T12:05:00Z) or epoch milliseconds, got {value!r}")
+    raise BidRejected(422, f"{name} must be an ISO 8601 time (e.g. 2026-06-01T12:05:00Z) or epoch milliseconds, "
+                           f"got {_shown(value)}")
 
 
 def _text(payload: Mapping[str, Any], name: str) -> str:
@@ -128,9 +129,18 @@ def _text(payload: Mapping[str, Any], name: str) -> str:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BidRejected(422, f"{where} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond any double (JSON allows 400 digits)
+        number = math.nan
+    if not math.isfinite(number):
+        raise BidRejected(422, f"{where} must be a finite number, got {_shown(value)}")
+    return number
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
@@ -158,11 +168,17 @@ def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
     return tuple(sorted(out))
 
 
+#: How far from market time an interval may be bid for (either way: a past one is refused by its gate).
+#: Beyond it a start is a mistake, and one beyond the year 9999 cannot even be shown or kept.
+MAX_BID_AHEAD_MS = 7 * 86_400_000
+
+
 def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int) -> MarketBid:
     """The bid in a request body (a decoded JSON object); ``BidRejected`` saying what is wrong.
 
     400 when the body is not a JSON object, 422 for a field that is missing or
-    wrong, an interval start off the 5-minute grid, or another pricing node.
+    wrong, an interval start off the 5-minute grid or more than ``MAX_BID_AHEAD_MS``
+    from market time, or another pricing node.
     """
     if not isinstance(payload, Mapping):
         raise BidRejected(400, "the body must be a JSON object: {bid_id, node_path, pricing_node, interval_start, pairs}")
@@ -174,6 +190,10 @@ def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int) -> Marke
     if "interval_start" not in payload:
         raise BidRejected(422, "interval_start is missing: give the start of the 5-minute interval bid for")
     start_ms = parse_time_ms(payload["interval_start"])
+    if not submitted_at_ms - MAX_BID_AHEAD_MS <= start_ms <= submitted_at_ms + MAX_BID_AHEAD_MS:
+        raise BidRejected(422, f"interval_start {_shown(payload['interval_start'])} is more than "
+                               f"{MAX_BID_AHEAD_MS // 86_400_000} days from market time {iso(submitted_at_ms)}: "
+                               "bid for an interval of the coming days")
     if start_ms % INTERVAL_MS:
         raise BidRejected(422, f"interval_start {iso(start_ms)} is not the start of a 5-minute interval (:00, :05, ...)")
     return MarketBid(bid_id, node_path, node, start_ms, _pairs(payload.get("pairs")), submitted_at_ms)
