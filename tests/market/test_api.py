@@ -84,6 +84,7 @@ def test_malformed_requests_get_a_clear_error(raw, status, message):
         got_status, body = call(m.url + "/bids", "POST", raw=raw)
         assert got_status == status and message in body["error"]
         assert call(m.url + "/nothing")[0] == 404
+        assert call(m.url + "/bids/x", "DELETE") == (405, {"error": "DELETE is not supported: POST /bids, GET /bids/ID or /status"})
 
 
 @pytest.mark.parametrize("headers, status, message", [

@@ -301,6 +301,12 @@ def _handler_for(service: MarketService) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, {"error": f"no such resource {self.path}: GET /bids/ID or /status"})
 
+        def _not_allowed(self) -> None:
+            self.close_connection = True  # a body it may carry is not read
+            self._send(405, {"error": f"{self.command} is not supported: POST /bids, GET /bids/ID or /status"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815 - http.server's naming
+
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: no line per request
             return
 
