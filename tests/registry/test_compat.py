@@ -166,17 +166,69 @@ def test_unknown_level_is_refused():
         is_compatible("SIDEWAYS", V1, [V1])
 
 
+def fixed(name: str, size, **extra) -> dict:
+    return {"type": "fixed", "name": name, "size": size, **extra}
+
+
+# (rule broken, schema): each is refused with InvalidSchemaError saying why
 INVALID_SCHEMAS = [
     ("not json", '{"type": "record"'),
+    ("not a schema at all", True),
+    ("type is not a name", {"type": {"type": "int"}}),
     ("unknown type", {"type": "integer"}),
+    ("unknown named type", record("R", field("a", "Nope"))),
     ("record without fields", {"type": "record", "name": "R"}),
+    ("record fields not a list", {"type": "record", "name": "R", "fields": {}}),
+    ("record field not an object", record("R", "a")),
+    ("record field without type", record("R", {"name": "a"})),
     ("duplicate field", record("R", field("a", "int"), field("a", "long"))),
-    ("default of the wrong type", record("R", field("a", "int", default="zero"))),
-    ("duplicate union branch", ["int", "int"]),
-    ("union inside a union", ["null", ["int", "string"]]),
+    ("bad field name", record("R", field("a-b", "int"))),
+    ("dotted field name", record("R", field("a.b", "int"))),
+    ("field name not a string", record("R", field(1, "int"))),
+    ("bad field alias", record("R", field("a", "int", aliases=["1a"]))),
+    ("bad field order", record("R", field("a", "int", order="up"))),
     ("bad record name", record("1R")),
+    ("name not a string", {"type": "record", "name": 5, "fields": []}),
+    ("primitive name for a named type", fixed("int", 4)),
+    ("bad part in a dotted name", record("a..R")),
+    ("bad part in a dotted name 2", record("a.1b.R")),
+    ("bad namespace", record("T", namespace="bad ns!")),
+    ("namespace with an empty part", record("T", namespace="a.")),
+    ("namespace not a string", record("T", namespace=5)),
+    ("bad record alias", record("R", aliases=["x y"])),
+    ("enum without symbols", {"type": "enum", "name": "E"}),
+    ("enum symbols not a list", {"type": "enum", "name": "E", "symbols": "AB"}),
     ("duplicate enum symbol", enum("E", "A", "A")),
+    ("enum symbol not a name", enum("E", "1A")),
+    ("enum symbol not a string", {"type": "enum", "name": "E", "symbols": [1]}),
+    ("enum default not a symbol", enum("E", "A", default="B")),
     ("fixed without size", {"type": "fixed", "name": "F"}),
+    ("fixed negative size", fixed("F", -1)),
+    ("fixed size a string", fixed("F2", "abc")),
+    ("fixed size a float", fixed("F", 1.5)),
+    ("fixed size a boolean", fixed("F", True)),
+    ("array without items", {"type": "array"}),
+    ("map without values", {"type": "map"}),
+    ("duplicate union branch", ["int", "int"]),
+    ("duplicate union branch, one with a logical type", ["long", {"type": "long", "logicalType": "timestamp-millis"}]),
+    ("two arrays in a union", [{"type": "array", "items": "int"}, {"type": "array", "items": "string"}]),
+    ("two maps in a union", [{"type": "map", "values": "int"}, {"type": "map", "values": "string"}]),
+    ("a named type twice in a union", [fixed("F", 1, namespace="n"), "n.F"]),
+    ("union inside a union", ["null", ["int", "string"]]),
+    ("default of the wrong type", record("R", field("a", "int", default="zero"))),
+    ("union default of a later branch", record("R", field("a", ["null", "int"], default=5))),
+    ("union default null for a non-null first branch", record("R", field("a", ["int", "null"], default=None))),
+    ("int default out of range", record("R", field("a", "int", default=2**31))),
+    ("int default a boolean", record("R", field("a", "int", default=True))),
+    ("long default a float", record("R", field("a", "long", default=1.0))),
+    ("double default a string", record("R", field("a", "double", default="NaN"))),
+    ("bytes default beyond \\u00ff", record("R", field("a", "bytes", default="\u0100"))),
+    ("fixed default of the wrong length", record("R", field("a", fixed("F", 2), default="abc"))),
+    ("enum field default not a symbol", record("R", field("a", enum("E", "A"), default="B"))),
+    ("array default with a bad item", record("R", field("a", {"type": "array", "items": "int"}, default=["x"]))),
+    ("map default with a bad value", record("R", field("a", {"type": "map", "values": "int"}, default={"k": "x"}))),
+    ("record default missing a field", record("R", field("a", record("S", field("x", "int")), default={}))),
+    ("default of a referenced type", record("R", field("a", fixed("F", 1)), field("b", "F", default=5))),
 ]
 
 
@@ -184,6 +236,37 @@ INVALID_SCHEMAS = [
 def test_invalid_schema_is_refused_with_a_reason(schema):
     with pytest.raises(InvalidSchemaError, match="invalid Avro schema|not valid JSON"):
         parse_avro_schema(schema)
+
+
+# (rule, schema): near misses of the rules above that are valid Avro
+VALID_SCHEMAS = [
+    ("fixed of size 0", fixed("F", 0)),
+    ("empty namespace is the null namespace", record("T", namespace="")),
+    ("dotted namespace", record("T", namespace="vpp.telemetry_v2")),
+    ("dotted full name", record("vpp.telemetry.T")),
+    ("same short name in two namespaces of a union", [fixed("a.F", 1), fixed("b.F", 1)]),
+    ("union default of the first branch", record("R", field("a", ["int", "null"], default=5))),
+    ("null default of a union starting with null", record("R", field("a", ["null", "int"], default=None))),
+    ("long default beyond int", record("R", field("a", "long", default=2**40))),
+    ("double default an integer", record("R", field("a", "double", default=1))),
+    ("bytes default in \\u0000-\\u00ff", record("R", field("a", "bytes", default="\u0000\u00ff"))),
+    ("fixed default of the right length", record("R", field("a", fixed("F", 2), default="\u00ff\u0000"))),
+    ("enum default a symbol", record("R", field("a", enum("E", "A", "B"), default="B"))),
+    ("array default", record("R", field("a", {"type": "array", "items": "int"}, default=[1, 2]))),
+    ("map default", record("R", field("a", {"type": "map", "values": "string"}, default={"k": "v"}))),
+    ("record default completed by field defaults", record("R", field("a", record("S", field("x", "int", default=1)), default={}))),
+    ("logical type default of the underlying type", record("R", field("d", {"type": "int", "logicalType": "date"}, default=0))),
+    (
+        "default of a type referenced by short name in a namespace",
+        record("R", field("e", enum("E", "A")), field("a", "E", default="A"), field("b", "x.y.E", default="A"), namespace="x.y"),
+    ),
+    ("recursive record with a null default", LIST_NODE),
+]
+
+
+@pytest.mark.parametrize("schema", [s for _, s in VALID_SCHEMAS], ids=[n for n, _ in VALID_SCHEMAS])
+def test_valid_schema_near_a_rule_is_accepted(schema):
+    parse_avro_schema(schema)
 
 
 def test_identity_ignores_whitespace_and_key_order():

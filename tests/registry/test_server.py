@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -323,6 +325,173 @@ def test_plain_application_json_bodies_are_accepted(registry_url, subject):
     )
     assert status == 200 and isinstance(body["id"], int)
     assert http(f"{registry_url}/subjects/{subject}/versions/1/schema")[2] == "string"
+
+
+def test_soft_deleting_a_soft_deleted_version_is_40406(registry_url, client, subject):
+    client.register_schema(subject, avro(READING_V1))
+    client.register_schema(subject, avro(READING_V2_OPTIONAL))
+    assert client.delete_version(subject, 2) == 2
+
+    status, _, body = http(f"{registry_url}/subjects/{subject}/versions/2", "DELETE")
+    assert (status, body["error_code"]) == (404, 40406)
+    assert "was soft deleted" in body["message"] and "permanent=true" in body["message"]
+    assert http(f"{registry_url}/subjects/{subject}/versions/2?permanent=true", "DELETE")[:1] == (200,)
+    assert http(f"{registry_url}/subjects/{subject}/versions/2", "DELETE")[2]["error_code"] == 40402  # now gone
+
+
+def test_soft_deleting_latest_deletes_the_latest_live_version(registry_url, client, subject):
+    client.register_schema(subject, avro(READING_V1))
+    client.register_schema(subject, avro(READING_V2_OPTIONAL))
+
+    assert http(f"{registry_url}/subjects/{subject}/versions/latest", "DELETE")[2] == 2
+    assert http(f"{registry_url}/subjects/{subject}/versions/latest", "DELETE")[2] == 1
+    status, _, body = http(f"{registry_url}/subjects/{subject}/versions/latest", "DELETE")
+    assert (status, body["error_code"]) == (404, 40406)  # every version is soft deleted, as in Confluent
+
+
+# (rule broken, Avro schema) registered over HTTP under compatibility NONE: each a 422 / 42201
+INVALID_OVER_HTTP = [
+    ("fixed size negative", {"type": "fixed", "name": "F", "size": -1}),
+    ("fixed size not a number", {"type": "fixed", "name": "F2", "size": "abc"}),
+    ("enum symbols not names", {"type": "enum", "name": "E", "symbols": ["a b"]}),
+    ("namespace not dotted names", {"type": "record", "name": "T", "namespace": "bad ns!", "fields": []}),
+    ("dotted name with a bad part", {"type": "record", "name": "a..T", "fields": []}),
+    ("union default not of the first branch", {"type": "record", "name": "U", "fields": [{"name": "a", "type": ["null", "int"], "default": 5}]}),
+    ("record field not an object", {"type": "record", "name": "T", "fields": ["a"]}),
+    ("schema JSON not an object, name or union", 5),
+]
+
+
+@pytest.mark.parametrize("schema", [s for _, s in INVALID_OVER_HTTP], ids=[n for n, _ in INVALID_OVER_HTTP])
+def test_invalid_avro_is_422_even_under_compatibility_none(registry_url, subject, schema):
+    assert http(f"{registry_url}/config/{subject}", "PUT", {"compatibility": "NONE"})[0] == 200
+
+    status, content_type, body = http(f"{registry_url}/subjects/{subject}/versions", "POST", {"schema": json.dumps(schema)})
+
+    assert (status, body["error_code"]) == (422, 42201), body
+    assert content_type == "application/vnd.schemaregistry.v1+json"
+    assert body["message"].startswith("Invalid schema")
+    assert http(f"{registry_url}/subjects/{subject}/versions")[0] == 404  # nothing was registered
+
+
+# -- HTTP framing and methods, over a raw socket ------------------------------------------
+
+
+def raw_exchange(url: str, request: bytes, *, responses: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send ``request`` bytes as-is on one connection; read ``responses`` answers (status, headers, body)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        stream = sock.makefile("rb")
+        answers = []
+        for _ in range(responses):
+            status_line = stream.readline()
+            assert status_line, "connection closed before an answer"
+            headers: dict[str, str] = {}
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            body = stream.read(length) if not request.startswith(b"HEAD") else b""
+            answers.append((int(status_line.split()[1]), headers, body))
+        return answers
+
+
+def closes_after(url: str, request: bytes) -> bool:
+    """Whether the server closes the connection after its one answer to ``request``."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received.startswith(b"HTTP/1.1 ")  # recv returned b"": closed, not timed out
+
+
+def post(subject: str, headers: str, body: bytes) -> bytes:
+    return (
+        f"POST /subjects/{subject}/versions HTTP/1.1\r\nHost: registry\r\n"
+        f"Content-Type: application/vnd.schemaregistry.v1+json\r\n{headers}\r\n"
+    ).encode() + body
+
+
+SCHEMA_BODY = json.dumps({"schema": '"string"'}).encode()
+
+
+# (case, framing headers, body bytes, status, error_code): every one a JSON error that closes the connection
+BAD_FRAMING = [
+    ("Content-Length not a number", "Content-Length: abc\r\n", SCHEMA_BODY, 400, 400),
+    ("Content-Length negative", "Content-Length: -5\r\n", SCHEMA_BODY, 400, 400),
+    ("two different Content-Lengths", "Content-Length: 2\r\nContent-Length: 3\r\n", b"{}", 400, 400),
+    ("Content-Length beyond the limit", "Content-Length: 999999999999\r\n", b"", 413, 413),
+    ("both Content-Length and chunked", "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n", 400, 400),
+    ("unsupported transfer coding", "Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", 501, 501),
+    ("chunk size not hex", "Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n", 400, 400),
+    ("chunk not followed by CRLF", "Transfer-Encoding: chunked\r\n", b"2\r\n{}XX0\r\n\r\n", 400, 400),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error_code"), [c[1:] for c in BAD_FRAMING], ids=[c[0] for c in BAD_FRAMING]
+)
+def test_a_body_that_cannot_be_delimited_is_a_json_4xx_and_the_connection_closes(registry_url, subject, headers, body, status, error_code):
+    [(got_status, got_headers, got_body)] = raw_exchange(registry_url, post(subject, headers, body))
+
+    assert (got_status, json.loads(got_body)["error_code"]) == (status, error_code)
+    assert got_headers["content-type"] == "application/vnd.schemaregistry.v1+json"
+    assert got_headers["connection"] == "close"
+    assert closes_after(registry_url, post(subject, headers, body))
+
+
+def test_a_chunked_body_is_read_and_the_connection_stays_usable(registry_url, subject):
+    schema = json.dumps({"schema": json.dumps(READING_V1)}).encode()
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(schema[i : i + 7]), schema[i : i + 7]) for i in range(0, len(schema), 7))
+    chunked += b"0\r\nX-Trailer: ignored\r\n\r\n"
+    lookup = f"GET /subjects/{subject}/versions HTTP/1.1\r\nHost: registry\r\n\r\n".encode()
+
+    (status, _, body), (next_status, _, next_body) = raw_exchange(
+        registry_url, post(subject, "Transfer-Encoding: chunked\r\n", chunked) + lookup, responses=2
+    )
+
+    assert status == 200 and json.loads(body)["version"] == 1
+    assert (next_status, json.loads(next_body)) == (200, [1])  # the chunk bytes were not taken for a request
+
+
+def test_an_empty_chunked_body_is_an_empty_schema_not_a_framing_error(registry_url, subject):
+    [(status, _, body)] = raw_exchange(registry_url, post(subject, "Transfer-Encoding: chunked\r\n", b"0\r\n\r\n"))
+    assert (status, json.loads(body)["error_code"]) == (422, 42201)
+
+
+@pytest.mark.parametrize("method", ["PATCH", "OPTIONS", "TRACE", "HEAD"])
+def test_methods_no_route_takes_are_a_json_405_with_allow(registry_url, subject, method):
+    request = f"{method} /subjects/{subject}/versions HTTP/1.1\r\nHost: registry\r\nContent-Length: 0\r\n\r\n".encode()
+    follow_up = f"GET /subjects/{subject}/versions HTTP/1.1\r\nHost: registry\r\n\r\n".encode()
+
+    (status, headers, body), (next_status, _, _) = raw_exchange(registry_url, request + follow_up, responses=2)
+
+    assert status == 405 and headers["allow"] == "GET, POST"
+    assert headers["content-type"] == "application/vnd.schemaregistry.v1+json"
+    if method == "HEAD":
+        assert body == b""  # HEAD answers carry no body; the next answer must not be misread
+    else:
+        assert json.loads(body)["error_code"] == 405
+    assert next_status == 404  # the keep-alive connection is still in step: unknown subject
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"BREW /subjects HTTP/1.1\r\nHost: registry\r\n\r\n", 501),  # not a method at all
+        (b"GET /subjects HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),  # header line too long
+    ],
+    ids=["unknown method", "oversized header"],
+)
+def test_errors_found_before_routing_are_json_too(registry_url, request_bytes, status):
+    [(got_status, headers, body)] = raw_exchange(registry_url, request_bytes)
+
+    assert (got_status, json.loads(body)["error_code"]) == (status, status)
+    assert headers["content-type"] == "application/vnd.schemaregistry.v1+json"
+    assert headers["connection"] == "close"
 
 
 # -- the command line -------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """HTTP front of the schema registry: the subset of Confluent's REST API that clients use.
 
 Served with the standard library (``ThreadingHTTPServer``, HTTP/1.1 keep-alive).
+Request bodies are framed by Content-Length or ``Transfer-Encoding: chunked``
+(at most ``MAX_BODY_BYTES``); a body that cannot be delimited is a JSON 4xx
+and the connection is closed. Every answer, including the standard library's
+own errors and 405 for methods no route takes, is JSON.
 Responses are ``application/vnd.schemaregistry.v1+json``; errors carry
 Confluent's body ``{"error_code": N, "message": "..."}``. Only Avro schemas
 without references are accepted.
@@ -33,6 +37,18 @@ _ACCEPTED_BODY_TYPES = (
     "application/octet-stream",
 )
 _MAX_VERSION = 2**31 - 1
+MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any real schema; larger bodies are refused with 413
+_MAX_CHUNK_LINE = 1024
+
+
+class _MethodNotAllowed(RegistryError):
+    def __init__(self, method: str, path: str, allowed: list[str]):
+        super().__init__(
+            f"HTTP method {method} not allowed on {path or '/'}; allowed: {', '.join(allowed)}",
+            http_status=405,
+            error_code=405,
+        )
+        self.allowed = allowed
 
 
 def _invalid_schema(message: str) -> RegistryError:
@@ -295,38 +311,120 @@ def _make_handler(api: _Api) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> int:
             method, status, payload = self.command, 200, None
+            extra_headers: dict[str, str] = {}
             try:
-                raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw_body = self._read_body()
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 endpoint, params = self._route(method, url.path.rstrip("/") or "")
                 payload = endpoint(query, self._json_body(raw_body), *params)
             except RegistryError as exc:
                 status, payload = exc.http_status, {"error_code": exc.error_code, "message": exc.message}
+                if isinstance(exc, _MethodNotAllowed):
+                    extra_headers["Allow"] = ", ".join(exc.allowed)
             except Exception as exc:  # report as Confluent's 50001 rather than dropping the connection
                 log.exception("registry request %s %s failed", method, self.path)
                 status = 500
                 payload = {"error_code": 50001, "message": f"Error in the backend data store: {type(exc).__name__}: {exc}"}
+            self._send_json(status, payload, extra_headers)
+            return status
+
+        def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
-            return status
+            if self.command != "HEAD":  # a HEAD answer has the headers of the GET answer and no body
+                self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+        def _framing_error(self, message: str, status: int = 400) -> RegistryError:
+            """A request whose body cannot be delimited: answer, then close (the rest of the stream is unknowable)."""
+            self.close_connection = True
+            return RegistryError(message, http_status=status, error_code=status)
+
+        def _read_body(self) -> bytes:
+            """The request body, framed by Content-Length or chunked transfer coding (RFC 9112 section 6)."""
+            try:
+                return self._read_framed_body()
+            except TimeoutError as exc:
+                raise self._framing_error(f"timed out reading the request body: {exc}", 408) from exc
+
+        def _read_framed_body(self) -> bytes:
+            transfer_encoding = self.headers.get_all("Transfer-Encoding")
+            lengths = self.headers.get_all("Content-Length")
+            if transfer_encoding:
+                if lengths:
+                    raise self._framing_error("a request may not carry both Transfer-Encoding and Content-Length")
+                codings = [c.strip().lower() for value in transfer_encoding for c in value.split(",") if c.strip()]
+                if codings != ["chunked"]:
+                    raise self._framing_error(
+                        f"Transfer-Encoding {', '.join(transfer_encoding)!r} is not supported: send Content-Length "
+                        "or Transfer-Encoding: chunked",
+                        status=501,
+                    )
+                return self._read_chunked()
+            if not lengths:
+                return b""
+            values = {v.strip() for value in lengths for v in value.split(",")}
+            if len(values) != 1 or not re.fullmatch(r"[0-9]{1,20}", next(iter(values))):
+                raise self._framing_error(f"invalid Content-Length {', '.join(lengths)!r}: expected one non-negative integer")
+            length = int(values.pop())
+            if length > MAX_BODY_BYTES:
+                raise self._framing_error(f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes", 413)
+            body = self.rfile.read(length)
+            if len(body) != length:
+                raise self._framing_error(f"request body ended after {len(body)} of {length} bytes (Content-Length)")
+            return body
+
+        def _read_chunked(self) -> bytes:
+            body = bytearray()
+            while True:
+                line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+                size_text = line.split(b";", 1)[0].strip()
+                if len(line) > _MAX_CHUNK_LINE or not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+                    raise self._framing_error(f"malformed chunk size line {line[:80]!r} in a chunked request body")
+                size = int(size_text, 16)
+                if size == 0:
+                    break
+                if len(body) + size > MAX_BODY_BYTES:
+                    raise self._framing_error(f"chunked request body exceeds the limit of {MAX_BODY_BYTES} bytes", 413)
+                chunk = self.rfile.read(size)
+                if len(chunk) != size or self.rfile.readline(_MAX_CHUNK_LINE + 1) not in (b"\r\n", b"\n"):
+                    raise self._framing_error("a chunk of the chunked request body is truncated or not followed by CRLF")
+                body += chunk
+            for _ in range(100):  # trailer fields, ignored, up to the empty line
+                line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+                if line in (b"\r\n", b"\n"):
+                    return bytes(body)
+                if not line or len(line) > _MAX_CHUNK_LINE:
+                    break
+            raise self._framing_error("the chunked request body does not end with an empty line after the last chunk")
+
+        # Methods no route takes still get a JSON answer: 405 (with Allow) on a known path, else 404
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _dispatch
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Errors the standard library raises before routing (bad request line, unknown method, ...) as JSON."""
+            self.log_error("code %d, message %s", code, message)
+            self.close_connection = True
+            short = self.responses.get(code, ("Error",))[0]
+            self._send_json(code, {"error_code": code, "message": message or short})
 
         def _route(self, method: str, path: str) -> tuple[Callable[..., Any], list[str]]:
-            allowed = False
+            allowed: list[str] = []
             for route_method, pattern, name in _ROUTES:
                 match = pattern.match(path)
                 if match:
-                    allowed = True
+                    allowed.append(route_method)
                     if route_method == method:
                         return getattr(api, name), [unquote(g) for g in match.groups()]
             if allowed:
-                raise RegistryError(f"HTTP method {method} not allowed on {path}", http_status=405, error_code=405)
+                raise _MethodNotAllowed(method, path, list(dict.fromkeys(allowed)))
             raise RegistryError(f"HTTP 404 Not Found: no endpoint {method} {path}", http_status=404, error_code=404)
 
         def _json_body(self, raw: bytes) -> Any:

@@ -309,12 +309,22 @@ class RegistryStore:
         """Soft delete (or, after a soft delete, permanently delete) one version (``None`` = latest)."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, subject))
-            rows = _select_versions(conn, subject, include_deleted=permanent)
+            rows = _select_versions(conn, subject, include_deleted=True)
             if not rows:
                 raise SubjectNotFoundError(subject)
-            target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+            if version is None:  # latest: for a soft delete the latest live version, if any
+                live = [r for r in rows if not r.deleted]
+                target = live[-1] if live and not permanent else rows[-1]
+            else:
+                target = next((r for r in rows if r.version == version), None)
             if target is None:
                 raise VersionNotFoundError(subject, version)
+            if not permanent and target.deleted:  # as Confluent: 40406, not 40402
+                raise RegistryError(
+                    f"Subject '{subject}' Version {target.version} was soft deleted. Set permanent=true to delete permanently",
+                    http_status=404,
+                    error_code=40406,
+                )
             if permanent and not target.deleted:
                 raise RegistryError(
                     f"Subject '{subject}' Version {target.version} was not deleted first before being permanently deleted",
