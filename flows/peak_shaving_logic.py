@@ -27,10 +27,16 @@ an at-least-once restart re-produces the same id and dispatch ignores the copy.
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from vpp.config import ConfigError
 
 __all__ = ["ShavingConfig", "ShavingState", "shave_step", "load_thresholds", "PROGRAM", "ISSUER"]
 
@@ -50,8 +56,81 @@ class ShavingConfig:
     settle_s: int = 30
 
     def __post_init__(self) -> None:
-        if self.hysteresis_w < 0 or self.deadband_w < 0 or self.command_s <= 0 or self.settle_s < 0:
-            raise ValueError(f"peak shaving config {self}: hysteresis_w, deadband_w and settle_s must be >= 0, command_s > 0")
+        for f in fields(self):
+            problem = _value_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"peak shaving config: {problem}")
+        problem = _hysteresis_problem(self.threshold_w, self.hysteresis_w)
+        if problem:
+            raise ValueError(f"peak shaving config: {problem}")
+
+
+#: What each setting must be: (whole seconds?, whether 0 is allowed, what the error says it must be).
+_RULES: Mapping[str, tuple[bool, bool, str]] = {
+    "threshold_w": (False, False, "a positive number of watts"),
+    "hysteresis_w": (False, True, "a number of watts, 0 or more"),
+    "deadband_w": (False, True, "a number of watts, 0 or more"),
+    # whole seconds: they become the epoch-ms ``start``/``end`` (Avro longs) of the commands
+    "command_s": (True, False, "a whole number of seconds, more than 0"),
+    "settle_s": (True, True, "a whole number of seconds, 0 or more"),
+}
+#: The keys ``[peak_shaving]`` may hold: defaults for every node, and the node tables.
+_DEFAULT_KEYS = ("hysteresis_w", "deadband_w", "command_s", "settle_s")
+_SECTION_KEYS = (*_DEFAULT_KEYS, "nodes")
+
+
+def _show(value: Any) -> str:
+    """A value as it reads in TOML, on one line: ``"5000"`` for a string, ``true``, ``nan``, ``inf``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _key(name: str) -> str:
+    """A TOML key: bare if it can be, else quoted (and escaped, so the message stays one line)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name, ensure_ascii=False)
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be setting ``name`` (None if it can): a real, finite number, whole where needed."""
+    whole, zero_ok, must = _RULES[name]
+    ok = isinstance(value, int) if whole else isinstance(value, (int, float))
+    ok = ok and not isinstance(value, bool) and (whole or _finite(value)) and (value > 0 or (zero_ok and value == 0))
+    return None if ok else f"{name} must be {must}, got {_show(value)}"
+
+
+def _finite(value: int | float) -> bool:
+    """A finite number a float can hold (an int beyond 1.8e308 W would overflow the arithmetic)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _hysteresis_problem(threshold_w: float, hysteresis_w: float) -> str | None:
+    if hysteresis_w < threshold_w:
+        return None
+    return (f"hysteresis_w {_show(hysteresis_w)} must be less than threshold_w {_show(threshold_w)}: the node is released "
+            "when its import falls below threshold_w - hysteresis_w, so it would never be released")
+
+
+def _unknown(name: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+    return f"unknown key {_key(name)} ({hint})"
+
+
+def _whole_seconds(name: str, value: Any) -> Any:
+    """TOML ``30.0`` for a whole-seconds setting is 30 (as ``vpp.config`` reads its own seconds)."""
+    if _RULES[name][0] and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -119,16 +198,60 @@ def load_thresholds(path: str | Path) -> dict[str, ShavingConfig]:
         hysteresis_w = 2000
         [peak_shaving.nodes."us/ca/pge"]
         threshold_w = 150000
+
+    A file that cannot be used raises ``ConfigError``, one line naming the file, the table, the key and the
+    value: an unknown key, a value that is not a real finite number (a bool or a string is not one; seconds
+    are whole), a threshold of 0 W or less, a hysteresis not below the threshold (the node would never be
+    released), a node key that is no node path, or two keys for the same node (``"a/b"`` and ``"a/b/"``).
     """
     try:
-        doc = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read peak-shaving thresholds from {path}: {exc}") from exc
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read peak-shaving thresholds from {path}: {exc}") from exc
     section = doc.get("peak_shaving", {})
-    defaults = {k: v for k, v in section.items() if k in ("hysteresis_w", "deadband_w", "command_s", "settle_s")}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: peak_shaving must be a table ([peak_shaving]), got {_show(section)}")
+    defaults: dict[str, Any] = {}
+    for name, value in section.items():
+        if name not in _SECTION_KEYS:
+            hint = " (threshold_w goes in each node table)" if name == "threshold_w" else ""
+            raise ConfigError(f"{path}: [peak_shaving] {_unknown(name, _SECTION_KEYS)}{hint}")
+        if name in _DEFAULT_KEYS:
+            value = _whole_seconds(name, value)
+            problem = _value_problem(name, value)
+            if problem:
+                raise ConfigError(f"{path}: [peak_shaving] {problem}")
+            defaults[name] = value
+    nodes = section.get("nodes", {})
+    if not isinstance(nodes, dict):
+        raise ConfigError(f'{path}: [peak_shaving] nodes must be tables [peak_shaving.nodes."<node path>"], got {_show(nodes)}')
     out: dict[str, ShavingConfig] = {}
-    for node, table in section.get("nodes", {}).items():
-        if "threshold_w" not in table:
-            raise ValueError(f"{path}: [peak_shaving.nodes.\"{node}\"] needs threshold_w (watts of net import)")
-        out[node.strip("/")] = ShavingConfig(**{**defaults, **table})
+    spelled: dict[str, str] = {}
+    for node, table in nodes.items():
+        where = f"[peak_shaving.nodes.{json.dumps(node, ensure_ascii=False)}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {where} must be a table with threshold_w, got {_show(table)}")
+        node_path = node.strip("/")
+        if not node_path or any(not s or s != s.strip() for s in node_path.split("/")):
+            raise ConfigError(f"{path}: {where} is not a node path: '/'-separated non-empty names, e.g. us/ca/pge")
+        if node_path in spelled:
+            raise ConfigError(f"{path}: {where} is the same node as [peak_shaving.nodes.{json.dumps(spelled[node_path], ensure_ascii=False)}] "
+                              f"({json.dumps(node_path, ensure_ascii=False)}): give each node one table")
+        spelled[node_path] = node
+        values = dict(defaults)
+        for name, value in table.items():
+            if name not in _RULES:
+                raise ConfigError(f"{path}: {where} {_unknown(name, tuple(_RULES))}")
+            value = _whole_seconds(name, value)
+            problem = _value_problem(name, value)
+            if problem:
+                raise ConfigError(f"{path}: {where} {problem}")
+            values[name] = value
+        if "threshold_w" not in values:
+            raise ConfigError(f"{path}: {where} needs threshold_w (watts of net import)")
+        problem = _hysteresis_problem(values["threshold_w"], values.get("hysteresis_w", ShavingConfig.hysteresis_w))
+        if problem:
+            source = "" if "hysteresis_w" in table else (" (from [peak_shaving])" if "hysteresis_w" in defaults else " (the default)")
+            raise ConfigError(f"{path}: {where} {problem.replace(' must', source + ' must', 1)}")
+        out[node_path] = ShavingConfig(**values)
     return out
