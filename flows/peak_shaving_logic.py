@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from flows.dispatch_logic import MAX_COMMAND_PERIOD_MS
 from vpp.config import ConfigError
 
 __all__ = ["ShavingConfig", "ShavingState", "shave_step", "load_thresholds", "PROGRAM", "ISSUER"]
@@ -102,7 +103,12 @@ def _value_problem(name: str, value: Any) -> str | None:
     whole, zero_ok, must = _RULES[name]
     ok = isinstance(value, int) if whole else isinstance(value, (int, float))
     ok = ok and not isinstance(value, bool) and (whole or _finite(value)) and (value > 0 or (zero_ok and value == 0))
-    return None if ok else f"{name} must be {must}, got {_show(value)}"
+    if not ok:
+        return f"{name} must be {must}, got {_show(value)}"
+    if name == "command_s" and value * 1000 > MAX_COMMAND_PERIOD_MS:  # the dispatch flow would reject every command
+        return (f"command_s must be at most {MAX_COMMAND_PERIOD_MS // 1000:,} ({MAX_COMMAND_PERIOD_MS // 86_400_000} days, "
+                f"the longest command dispatch takes), got {_show(value)}")
+    return None
 
 
 def _finite(value: int | float) -> bool:
