@@ -92,10 +92,11 @@ def test_the_optimize_worker_takes_solver_and_time_limit_from_the_settings(tmp_p
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"optimize_solver": "gurobi"}, "optimize_solver 'gurobi' is not one of cbc, highs"),
-    ({"optimize_time_limit_s": -1.0}, "optimize_time_limit_s must be 0"),
+    ({"optimize_solver": "gurobi"}, "optimize_solver' = 'gurobi' is not one of cbc, highs"),
+    ({"optimize_time_limit_s": -1.0}, "optimize_time_limit_s' = -1.0 must be 0"),
 ])
 def test_the_optimize_worker_refuses_bad_solver_settings_before_it_starts(tmp_path, changes, message) -> None:
+    """The settings refuse them (however they are built), so no worker starts with them."""
     from flows.optimize_worker import build_flow
     from vpp.config import Settings
 
