@@ -158,7 +158,7 @@ class MarketService:
         self._retry_s = retry_s
         self._stop = threading.Event()
         self._next_ms = clock.now_ms() // INTERVAL_MS * INTERVAL_MS
-        self._last_cleared_ms: int | None = None
+        self._last_cleared_ms: int | None = book.last_cleared()  # a journal's, after a restart
         self._http = ThreadingHTTPServer((host, port), _handler_for(self))
         self._http.daemon_threads = True
         self._threads: list[threading.Thread] = []
@@ -180,7 +180,7 @@ class MarketService:
             self._deliver(price_record(self.book.pricing_node, interval_start_ms, price), awards,
                           self.book.bids_for(interval_start_ms))
         self.book.commit_clearing(interval_start_ms, price, awards)
-        self._last_cleared_ms = interval_start_ms
+        self._last_cleared_ms = max(interval_start_ms, self._last_cleared_ms or interval_start_ms)
         return awards
 
     def _catch_up(self) -> None:

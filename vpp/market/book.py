@@ -160,6 +160,11 @@ class OrderBook:
         with self._lock:
             return interval_start_ms in self._cleared
 
+    def last_cleared(self) -> int | None:
+        """The start of the latest interval cleared (journaled ones included), or None."""
+        with self._lock:
+            return max(self._cleared, default=None)
+
     def uncleared_intervals_before(self, before_ms: int) -> list[int]:
         """Intervals with accepted bids, starting before ``before_ms``, never cleared (the market was down)."""
         with self._lock:
