@@ -157,10 +157,14 @@ def test_journal_keeps_accepted_bids_and_cleared_intervals_across_a_restart(tmp_
 
 def test_status_after_a_restart_names_the_last_interval_the_journal_cleared(tmp_path):
     journal = tmp_path / "market.jsonl"
-    OrderBook("SP15", gate_closure_ms=STEP, journal=journal).commit_clearing(T0, 50.0, [])
-    with market(start_ms=T0 + STEP + 1000, journal=journal) as m:  # mid-interval: nothing to clear for 5 minutes
+    # The market clears an interval as it starts; the journal already holds the clearing of the one
+    # running at the restart, so the restarted market clears nothing and must still name it.
+    OrderBook("SP15", gate_closure_ms=STEP, journal=journal).commit_clearing(T0 + STEP, 50.0, [])
+    with market(start_ms=T0 + STEP + 1000, journal=journal) as m:
+        time.sleep(0.3)  # the clearing thread has run its first pass
         status = call(m.url + "/status")[1]
-    assert status["last_cleared_interval_start"] == "2026-05-28T20:30:00Z"
+    assert status["last_cleared_interval_start"] == "2026-05-28T20:35:00Z"
+    assert status["cleared_intervals"] == 1
 
 
 def test_a_torn_last_journal_line_is_ignored_and_a_corrupt_middle_line_stops_the_start(tmp_path):
