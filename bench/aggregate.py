@@ -6,7 +6,7 @@ one reading per device per 10 s window, in event-time order, Avro-encoded
 as on ``telemetry.canonical``, held in memory (no broker). In one run:
 
 - baseline: ``Serde.decode`` of every record (what the flow must do at least);
-- flow, 1 worker: ``flows.aggregate.build_flow`` from an in-memory source to a
+- flow, 1 worker: ``flows.aggregate.flow.build_flow`` from an in-memory source to a
   counting sink (every leaf and node record encoded), end of input flushing
   the last windows; window-close latency = wall time from the source handing
   over the first batch that lets a window close (its end + lateness passed,
@@ -53,7 +53,7 @@ def _tree_path(i: int) -> str:
 
 
 def fleet(devices: int):
-    from flows.canonicalize_logic import Asset
+    from flows.canonicalize.logic import Asset
 
     return {f"d{i:06d}": Asset(f"d{i:06d}", f"site-{i * 10 // 11:06d}", _tree_path(i), "UTC", capacity_wh=13_500.0,
                                max_charge_w=5_000.0, max_discharge_w=5_000.0, reserve_pct=10.0)
@@ -93,8 +93,8 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
     from bytewax.testing import cluster_main, run_main
 
-    from flows.aggregate import build_flow
-    from flows.canonicalize import StaticAssets
+    from flows.aggregate.flow import build_flow
+    from flows._common.registries import StaticAssets
     from vpp.config import Settings
     from vpp.gc_policy import tune_for_streaming
     from vpp.serde import Serde
@@ -250,7 +250,7 @@ def main() -> int:
     values = readings(args.devices, args.windows)
     decode = Serde.local().decode
 
-    from vpp.stack import free_ports
+    from vpp.net import free_ports
 
     with tempfile.TemporaryDirectory() as tmp:
         baselines, flows = [], []

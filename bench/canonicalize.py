@@ -7,7 +7,7 @@ fleet with faults, >= 200k readings):
   and Avro-encode a canonical record (fastavro, Confluent framing): the least
   any canonicalizer must do with the same libraries the flow uses;
 - pure: ``canonicalize`` + dedup over pre-read messages (no framework);
-- flow: ``flows.canonicalize.build_flow`` on one worker, dump file source ->
+- flow: ``flows.canonicalize.flow.build_flow`` on one worker, dump file source ->
   Avro-encoded ``OutMessage`` batches (a counting sink), no broker.
 
 Prints readings/s for each and the ratio flow / baseline (target >= 0.5).
@@ -31,8 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 
-from flows.canonicalize import build_flow, static_assets  # noqa: E402
-from flows.canonicalize_logic import Rejection, canonicalize, dedup_step  # noqa: E402
+from flows._common.registries import static_assets  # noqa: E402
+from flows.canonicalize.flow import build_flow  # noqa: E402
+from flows.canonicalize.logic import Rejection, canonicalize, dedup_step  # noqa: E402
 from sinks.dumps import DumpSource, read_dump, to_source_message  # noqa: E402
 from vpp.config import Settings  # noqa: E402
 from vpp.gc_policy import tune_for_streaming  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         dump, assets_csv = Path(tmp) / "raw.jsonl", Path(tmp) / "assets.csv"
-        subprocess.run([sys.executable, "-m", "vpp.cli", "simulate", "--devices", str(args.devices), "--duration",
+        subprocess.run([sys.executable, "-m", "cli", "simulate", "--devices", str(args.devices), "--duration",
                         str(args.duration_s), "--dump", str(dump), "--assets-out", str(assets_csv)],
                        check=True, capture_output=True)
         msgs = [to_source_message(r) for r in read_dump(dump)]

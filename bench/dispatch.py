@@ -7,7 +7,7 @@ One node of N devices (default 100,000) with mixed hardware and SoC, all in one 
 - re-allocate: ``DispatchState`` with an active command over the node, 10 % of the devices go
   silent, time of the window check that re-allocates and emits the changed set points and the
   releases (vs the baseline: a fresh naive split and one set-point record per remaining device);
-- end to end: the bytewax flow ``flows.dispatch.build_flow`` on one worker with in-memory ports
+- end to end: the bytewax flow ``flows.dispatch.flow.build_flow`` on one worker with in-memory ports
   (a TestingSource-like partition, no broker): the readings of every device, then one command;
   time from the command leaving the source to the last Avro ``device.commands`` message reaching
   the sink. The baseline is the least any dispatcher must do for the same output: a naive split,
@@ -34,9 +34,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition  # no
 from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
-from flows.dispatch import build_flow  # noqa: E402
-from flows.dispatch_logic import DeviceArrays, allocate_setpoints, proportional_split  # noqa: E402
-from flows.dispatch_state import DeviceReading, DispatchState, Emitted  # noqa: E402
+from flows.dispatch.flow import build_flow  # noqa: E402
+from flows.dispatch.logic import DeviceArrays, allocate_setpoints, proportional_split  # noqa: E402
+from flows.dispatch.state import DeviceReading, DispatchState, Emitted  # noqa: E402
 from vpp.assets import Asset  # noqa: E402
 from vpp.config import Settings  # noqa: E402
 from vpp.serde import Serde  # noqa: E402

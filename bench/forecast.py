@@ -1,6 +1,6 @@
 """Price forecaster against persistence and same-time-yesterday, on data it was not trained on.
 
-A 120-day history from the market simulator (``vpp.market.prices``, seed
+A 120-day history from the market simulator (``devtools.market.prices``, seed
 ``--seed``); the model trains on the first 113 days and forecasts the last 7
 from 7 daily origins (local midnight of each test day, 288 steps each).
 Prints the MAE ($/MWh) of the model and of both baselines over the same
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import forecast  # noqa: E402
 from models.features import epoch_ms  # noqa: E402
-from vpp.market.prices import PriceModel, expected_day_shape, generate_prices  # noqa: E402
+from devtools.market.prices import PriceModel, expected_day_shape, generate_prices  # noqa: E402
 
 DAY = 288
 

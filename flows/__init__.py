@@ -1,18 +1,2 @@
-"""Dataflows of the platform: one module per flow, its pure logic next to it."""
-
-
-def flow_from_environment(build_flow):
-    """A module ``__getattr__`` giving ``flow``: ``build_flow(Settings.load())`` on first access only.
-
-    Each flow module sets ``__getattr__ = flow_from_environment(build_flow)`` so that
-    ``python -m bytewax.run flows.<name>:flow`` works while importing the module reads no settings.
-    """
-
-    def __getattr__(name: str):
-        if name == "flow":
-            from vpp.config import Settings
-
-            return build_flow(Settings.load())
-        raise AttributeError(name)
-
-    return __getattr__
+"""Dataflows of the platform: one package per flow (``flows/<name>/flow.py`` declares it, ``logic.py`` holds its
+pure functions), and ``flows/_common`` for what every flow shares (decode-or-dead-letter, the flow entry point)."""

@@ -1,6 +1,6 @@
 """The autobidder's workflow facts and statuses in PostgreSQL (tables of migration ``005_autobidder``).
 
-Written by a sink inside the autobidder flow (``flows.autobidder``) from the facts its state
+Written by a sink inside the autobidder flow (``flows.autobidder.flow``) from the facts its state
 machine records. Both writes are upserts, so the copies an at-least-once restart re-produces are
 absorbed:
 

@@ -1,6 +1,6 @@
 """The command-and-control store: every dispatch command, device set point and status in PostgreSQL.
 
-Written by a sink inside the dispatch flow (``flows.dispatch``), from the same records it puts on
+Written by a sink inside the dispatch flow (``flows.dispatch.flow``), from the same records it puts on
 ``device.commands`` and ``dispatch.status``: one place decides, and what the store holds is what
 the devices were told. Every write is an upsert keyed by the record's identity, so the copies an
 at-least-once restart re-produces are absorbed:

@@ -32,7 +32,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from sinks.messages import OutMessage
 from vpp.errors import UserError
 
-__all__ = ["DumpRecord", "read_dump", "open_dump", "check_dump", "DumpSource", "ReplayFileSink", "dump_line", "payload_fields", "base_topic"]
+__all__ = ["DumpRecord", "read_dump", "open_dump", "check_dump", "DumpSource", "ReplayFileSink", "dump_line", "payload_fields", "base_topic",
+           "canonical_jsonl_to_dump"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +291,17 @@ def dump_line(topic: str, partition: int, offset: int, ts_ms: int | None, key: s
     fields = payload_fields(payload) if isinstance(payload, bytes) else {"payload": payload}
     return orjson.dumps({"topic": topic, "partition": partition, "offset": offset, "tstype": "create",
                          "ts": ts_ms, "broker": 0, "key": key, **fields}) + b"\n"
+
+
+def canonical_jsonl_to_dump(jsonl: Path, dump: Path) -> int:
+    """A replay's ``telemetry.canonical.jsonl`` as a one-partition kcat dump in the same order."""
+    n = 0
+    with open(jsonl, "rb") as src, open(dump, "wb") as dst:
+        for line in src:
+            if not line.strip():
+                continue
+            doc = orjson.loads(line)
+            value = doc["value"]
+            dst.write(dump_line("telemetry.canonical", 0, n, value["ts"], doc.get("key"), orjson.dumps(value).decode()))
+            n += 1
+    return n

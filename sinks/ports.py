@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from sinks.messages import OutMessage
 
-__all__ = ["Ports", "KafkaPorts", "ReplayPorts"]
+__all__ = ["Ports", "KafkaPorts", "ReplayPorts", "RecordDumpPorts"]
 
 
 class Ports(Protocol):
@@ -101,3 +101,33 @@ class ReplayPorts:
 
         keyed = op.key_on(f"{step_id}_key", stream, _single_key)
         op.output(step_id, keyed, ReplayFileSink(self._out_dir, self.serde, self._outputs))
+
+
+class RecordDumpPorts(ReplayPorts):
+    """Replay ports over a dump of Avro topics as ``vpp dump`` writes them: each payload is the JSON form of a
+    record, Avro-encoded on the way in so the flow decodes exactly what it decodes from the broker. A payload
+    that is not a record of its topic is passed on as it is, and the flow dead-letters it as it would live."""
+
+    def read(self, flow: Dataflow, step_id: str, topics: list[str]) -> Stream[KafkaSourceMessage]:
+        from functools import partial
+
+        stream = super().read(flow, step_id, topics)
+        return op.flat_map_batch(f"{step_id}_avro", stream, partial(_json_records_to_avro, self.serde))
+
+
+def _json_records_to_avro(serde, msgs: list[KafkaSourceMessage]) -> list[KafkaSourceMessage]:
+    import orjson
+
+    from sinks.dumps import base_topic
+    from vpp.serde import SerdeError
+
+    out = []
+    loads, encode = orjson.loads, serde.encode
+    for m in msgs:
+        try:
+            value = encode(base_topic(m.topic), loads(m.value))
+        except (orjson.JSONDecodeError, SerdeError, TypeError, ValueError, AttributeError, KeyError):
+            value = m.value
+        out.append(KafkaSourceMessage(key=m.key, value=value, topic=m.topic, partition=m.partition, offset=m.offset,
+                                      timestamp=m.timestamp))
+    return out

@@ -1,4 +1,8 @@
-"""PostgreSQL sinks. Every write is an upsert keyed by the record's identity, so replays are absorbed."""
+"""PostgreSQL sinks. Every write is an upsert keyed by the record's identity, so replays are absorbed.
+
+A dead letter's identity is its message: source position, the SHA-256 of its bytes and its Kafka timestamp
+(a recreated topic reuses offsets; its new dead letters are new rows).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,22 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 __all__ = ["dlq_rows", "DlqSink", "DLQ_UPSERT"]
 
 DLQ_UPSERT = """
-INSERT INTO telemetry_dlq (source_topic, source_partition, source_offset, reason, detail, raw, device_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
+INSERT INTO telemetry_dlq (source_topic, source_partition, source_offset, reason, detail, raw, device_id,
+                           source_timestamp_ms, raw_length, raw_sha256, raw_truncated)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (source_topic, source_partition, source_offset, raw_sha256, (coalesce(source_timestamp_ms, -1))) DO NOTHING
 """
 
 
 def dlq_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple]:
-    """Rows for ``telemetry_dlq`` from decoded DLQ records (pure)."""
-    return [(r["source_topic"], r["source_partition"], r["source_offset"], r["reason"], r["detail"],
-             r["raw"], r.get("device_id")) for r in records]
+    """Rows for ``telemetry_dlq`` from decoded DLQ records (pure); records written before the DLQ schema had
+    ``raw_sha256`` get it computed from ``raw``."""
+    import hashlib
+
+    return [(r["source_topic"], r["source_partition"], r["source_offset"], r["reason"], r["detail"], r["raw"],
+             r.get("device_id"), r.get("source_timestamp"), r.get("raw_length") or len(r["raw"]),
+             r.get("raw_sha256") or hashlib.sha256(r["raw"]).hexdigest(), bool(r.get("raw_truncated")))
+            for r in records]
 
 
 class _DlqPartition(StatelessSinkPartition[Mapping[str, Any]]):

@@ -15,6 +15,11 @@ Idempotent on replay: a point is identified by (measurement, tag set, field,
 time), so writing the same reading twice writes the same point (InfluxDB
 overwrites; VictoriaMetrics deduplicates with ``-dedup.minScrapeInterval=1ms``).
 Writes are batched per bytewax batch and retried with exponential backoff.
+
+A point the store would refuse or silently drop (a time more than ``timeseries_max_future_s`` ahead of
+now or more than ``timeseries_max_age_s`` behind it; VictoriaMetrics answers 204 and drops such points
+as "too big timestamp") is not sent: it is counted (``vpp.records.dropped``, reason
+``timeseries_out_of_range``) and logged with how many and the first one, never silently gone.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["telemetry_lines", "aggregate_lines", "TimeseriesSink", "write_with_retry"]
+__all__ = ["telemetry_lines", "aggregate_lines", "TimeseriesSink", "write_with_retry", "split_by_time_range"]
 
 _log = logging.getLogger(__name__)
 
@@ -87,8 +92,18 @@ def write_with_retry(write: Callable[[Sequence[str]], None], lines: Sequence[str
             delay = min(delay * 2, 10.0)
 
 
+def split_by_time_range(lines: Sequence[str], now_ms: int, max_future_ms: int, max_age_ms: int) -> tuple[list[str], list[str]]:
+    """(lines the store keeps, lines outside its time range) by each line's timestamp in ms (pure)."""
+    keep, out_of_range = [], []
+    low, high = now_ms - max_age_ms, now_ms + max_future_ms
+    for line in lines:
+        ts = int(line.rsplit(" ", 1)[1])
+        (keep if low <= ts <= high else out_of_range).append(line)
+    return keep, out_of_range
+
+
 class _Partition(StatelessSinkPartition[Mapping[str, Any]]):
-    def __init__(self, settings, to_lines, batch_lines: int):
+    def __init__(self, settings, to_lines, batch_lines: int, metrics=None):
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
@@ -98,6 +113,9 @@ class _Partition(StatelessSinkPartition[Mapping[str, Any]]):
         self._bucket = settings.timeseries_bucket
         self._to_lines = to_lines
         self._batch_lines = batch_lines
+        self._max_future_ms = int(settings.timeseries_max_future_s * 1000)
+        self._max_age_ms = int(settings.timeseries_max_age_s * 1000)
+        self._metrics = metrics
 
     def _write(self, lines: Sequence[str]) -> None:
         from influxdb_client import WritePrecision
@@ -105,7 +123,13 @@ class _Partition(StatelessSinkPartition[Mapping[str, Any]]):
         self._api.write(bucket=self._bucket, record="\n".join(lines), write_precision=WritePrecision.MS)
 
     def write_batch(self, items: list[Mapping[str, Any]]) -> None:
-        lines = self._to_lines(items)
+        lines, out_of_range = split_by_time_range(self._to_lines(items), int(time.time() * 1000), self._max_future_ms,
+                                                  self._max_age_ms)
+        if out_of_range:
+            _log.warning("%d points outside the time-series store's range (%s ahead, %s behind now) were not written; "
+                         "first: %s", len(out_of_range), self._max_future_ms, self._max_age_ms, out_of_range[0][:300])
+            if self._metrics is not None:
+                self._metrics.count_dropped("timeseries_out_of_range", len(out_of_range))
         for i in range(0, len(lines), self._batch_lines):
             write_with_retry(self._write, lines[i:i + self._batch_lines])
 
@@ -123,4 +147,6 @@ class TimeseriesSink(DynamicSink[Mapping[str, Any]]):
         self._batch_lines = batch_lines
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._settings, self._to_lines, self._batch_lines)
+        from vpp.observability import FlowMetrics
+
+        return _Partition(self._settings, self._to_lines, self._batch_lines, FlowMetrics.for_flow(step_id))

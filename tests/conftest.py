@@ -49,9 +49,17 @@ class StackHandle:
         return self.settings.timeseries_url
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that uses the real stack (directly or through another fixture) is an ``integration`` test:
+    ``pytest -m "not integration"`` runs the pure ones without any service."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def stack() -> StackHandle:
-    from vpp.stack import Stack
+    from devtools.stack import Stack
 
     state_dir = Path(os.environ.get("VPP_TEST_STATE_DIR", REPO / ".vpp-test")).absolute()
     local = Stack(state_dir)

@@ -13,20 +13,19 @@ is all or nothing; a device whose row changed (it moved to another site, got a
 new battery) is updated in place.
 
 ``load_assets_csv`` reads the same file for replay, where no database runs.
-The CLI (``vpp assets import|list``) is a thin layer over these functions.
+The registry in PostgreSQL is ``sinks.asset_registry``; the CLI is ``cli.assets``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from vpp.errors import UserError
@@ -42,10 +41,8 @@ __all__ = [
     "load_assets_csv",
     "assets_to_csv",
     "write_assets_csv",
-    "upsert_assets",
-    "list_assets",
-    "import_assets_file",
-    "add_commands",
+    "format_number",
+    "asset_from_row",
 ]
 
 #: Required columns, in the order we write them (spec section 5).
@@ -74,10 +71,10 @@ class Asset:
     site_id: str
     region_path: str
     timezone: str
-    capacity_wh: float
-    max_charge_w: float
-    max_discharge_w: float
-    reserve_pct: float
+    capacity_wh: float | None = None  # None: a rating the registry does not know (enrichment leaves it out)
+    max_charge_w: float | None = None
+    max_discharge_w: float | None = None
+    reserve_pct: float | None = None
     enrolled_peak_shaving: bool = True
 
     @property
@@ -256,7 +253,7 @@ def _parse_row(cells: dict[str, str]) -> tuple[Asset | None, list[str]]:
 # -- writing -------------------------------------------------------------------
 
 
-def _fmt(value: float) -> str:
+def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
@@ -266,8 +263,8 @@ def assets_to_csv(assets: Iterable[Asset], *, with_enrollment: bool = True) -> s
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS if with_enrollment else ()))
     for a in assets:
-        row = [a.device_id, a.site_id, a.region_path, a.timezone, _fmt(a.capacity_wh), _fmt(a.max_charge_w),
-               _fmt(a.max_discharge_w), _fmt(a.reserve_pct)]
+        row = [a.device_id, a.site_id, a.region_path, a.timezone, format_number(a.capacity_wh), format_number(a.max_charge_w),
+               format_number(a.max_discharge_w), format_number(a.reserve_pct)]
         if with_enrollment:
             row.append("true" if a.enrolled_peak_shaving else "false")
         writer.writerow(row)
@@ -293,150 +290,15 @@ def write_assets_csv(path: str | os.PathLike[str], assets: Iterable[Asset]) -> P
 
 # -- database ------------------------------------------------------------------
 
-_UPSERT = """
-INSERT INTO assets (device_id, site_id, region_path, timezone, capacity_wh, max_charge_w,
-                    max_discharge_w, reserve_pct, enrolled_peak_shaving, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-ON CONFLICT (device_id) DO UPDATE SET
-    site_id = EXCLUDED.site_id, region_path = EXCLUDED.region_path, timezone = EXCLUDED.timezone,
-    capacity_wh = EXCLUDED.capacity_wh, max_charge_w = EXCLUDED.max_charge_w,
-    max_discharge_w = EXCLUDED.max_discharge_w, reserve_pct = EXCLUDED.reserve_pct,
-    enrolled_peak_shaving = EXCLUDED.enrolled_peak_shaving, updated_at = now()
-WHERE (assets.site_id, assets.region_path, assets.timezone, assets.capacity_wh, assets.max_charge_w,
-       assets.max_discharge_w, assets.reserve_pct, assets.enrolled_peak_shaving)
-      IS DISTINCT FROM
-      (EXCLUDED.site_id, EXCLUDED.region_path, EXCLUDED.timezone, EXCLUDED.capacity_wh, EXCLUDED.max_charge_w,
-       EXCLUDED.max_discharge_w, EXCLUDED.reserve_pct, EXCLUDED.enrolled_peak_shaving)
-RETURNING (xmax = 0) AS inserted
-"""
 
-_COLUMNS_SQL = ", ".join(CSV_COLUMNS + OPTIONAL_COLUMNS)
+def asset_from_row(row: Mapping[str, Any]) -> Asset:
+    """An ``Asset`` from a registry row (a database row, or a CSV asset as a dict); extra columns are ignored."""
 
+    def rating(name: str) -> float | None:
+        value = row.get(name)
+        return None if value is None else float(value)
 
-def _connect(dsn: str, **kwargs):
-    import psycopg
-
-    try:
-        return psycopg.connect(dsn, **kwargs)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot connect to PostgreSQL ({first}); is the stack running (vpp up)?") from exc
-
-
-def upsert_assets(dsn: str, assets: Sequence[Asset]) -> ImportCounts:
-    """Insert or update every asset in ONE transaction: all rows are written or none.
-
-    A row identical to the stored one is left alone (no ``updated_at`` churn, no
-    change notification). The ``assets`` table must exist (``vpp.db.migrate``).
-    """
-    rows = [
-        (a.device_id, a.site_id, a.region_path, a.timezone, float(a.capacity_wh), float(a.max_charge_w),
-         float(a.max_discharge_w), float(a.reserve_pct), bool(a.enrolled_peak_shaving))
-        for a in assets
-    ]
-    if len({r[0] for r in rows}) != len(rows):
-        raise UserError("duplicate device_id in the assets to import; each device may appear once")
-    inserted = updated = 0
-    with _connect(dsn) as conn:  # commits on success, rolls back on any exception
-        with conn.cursor() as cur:
-            if rows:
-                cur.executemany(_UPSERT, rows, returning=True)
-                while True:
-                    for (was_insert,) in cur.fetchall():
-                        if was_insert:
-                            inserted += 1
-                        else:
-                            updated += 1
-                    if not cur.nextset():
-                        break
-    return ImportCounts(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
-
-
-def list_assets(dsn: str, prefix: str | None = None) -> list[Asset]:
-    """Assets whose site path is ``prefix`` or lies below it (or whose leaf is ``prefix``), by path."""
-    query = f"SELECT {_COLUMNS_SQL} FROM assets"
-    params: tuple = ()
-    p = (prefix or "").strip().strip("/")
-    if p:
-        query += (
-            " WHERE region_path = %s OR left(region_path, length(%s) + 1) = %s || '/'"
-            " OR region_path || '/' || device_id = %s"
-        )
-        params = (p, p, p, p)
-    query += " ORDER BY region_path, device_id"
-    with _connect(dsn) as conn:
-        rows = conn.execute(query, params).fetchall()
-    return [Asset(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
-
-
-def import_assets_file(dsn: str, path: str | os.PathLike[str]) -> ImportCounts:
-    """Validate the whole file first, then migrate and upsert it in one transaction."""
-    from vpp.db import migrate
-
-    import psycopg
-
-    assets = parse_assets_csv(Path(path))
-    try:
-        migrate(dsn)
-    except psycopg.Error as exc:  # one line, the CLI's contract
-        raise UserError(f"cannot prepare the database ({str(exc).strip().splitlines()[0]}); is the stack running (vpp up)?") from exc
-    return upsert_assets(dsn, assets)
-
-
-# -- CLI -------------------------------------------------------------------------
-
-
-def add_commands(subparsers) -> None:
-    from vpp.cli import add_common
-
-    parser = subparsers.add_parser("assets", help="import and list the asset registry")
-    sub = parser.add_subparsers(dest="assets_command", metavar="ACTION")
-    sub.required = True
-
-    imp = sub.add_parser("import", help="import an asset CSV (all rows or none)")
-    imp.add_argument("file", metavar="FILE.csv", help="CSV with header " + ",".join(CSV_COLUMNS))
-    add_common(imp)
-    imp.set_defaults(func=_cmd_import)
-
-    lst = sub.add_parser("list", help="list registered assets")
-    lst.add_argument("--prefix", default=None, metavar="PATH", help="only assets at or below this region path")
-    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_common(lst)
-    lst.set_defaults(func=_cmd_list)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    from vpp.cli import load_settings
-
-    settings = load_settings(args)
-    counts = import_assets_file(settings.postgres_dsn, args.file)
-    print(
-        f"imported {counts.total} asset(s) from {args.file}: "
-        f"{counts.inserted} new, {counts.updated} updated, {counts.unchanged} unchanged"
-    )
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    from vpp.cli import load_settings
-
-    settings = load_settings(args)
-    assets = list_assets(settings.postgres_dsn, args.prefix)
-    if args.json:
-        import orjson
-
-        print(orjson.dumps([asdict(a) for a in assets], option=orjson.OPT_INDENT_2).decode())
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"assets{' under ' + args.prefix if args.prefix else ''} ({len(assets)})")
-    for name, justify in (("device_id", "left"), ("region_path", "left"), ("timezone", "left"),
-                          ("capacity_wh", "right"), ("max_charge_w", "right"), ("max_discharge_w", "right"),
-                          ("reserve_pct", "right"), ("peak shaving", "center")):
-        table.add_column(name, justify=justify)
-    for a in assets:
-        table.add_row(a.device_id, a.region_path, a.timezone, _fmt(a.capacity_wh), _fmt(a.max_charge_w),
-                      _fmt(a.max_discharge_w), _fmt(a.reserve_pct), "yes" if a.enrolled_peak_shaving else "no")
-    Console().print(table)
-    return 0
+    enrolled = row.get("enrolled_peak_shaving")
+    return Asset(row["device_id"], row["site_id"], row["region_path"], row["timezone"], rating("capacity_wh"),
+                 rating("max_charge_w"), rating("max_discharge_w"), rating("reserve_pct"),
+                 True if enrolled is None else bool(enrolled))

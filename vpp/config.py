@@ -80,6 +80,8 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "autobidder_horizon": (1, True, "must be at least 1 interval"),
     "optimize_time_limit_s": (0, True, "must be 0 (no bound) or more"),
     "setpoint_resend_s": (0, True, "must be 0 (never resend) or more"),
+    "timeseries_max_future_s": (0, False, "must be more than 0 s"),
+    "timeseries_max_age_s": (0, False, "must be more than 0 s"),
 }
 
 #: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
@@ -98,6 +100,10 @@ class Settings:
     timeseries_org: str = "vpp"
     timeseries_bucket: str = "vpp"
     timeseries_token: str = "unused"
+    # the time range the time-series store keeps: a point outside it is counted and logged as dropped, not sent
+    # to a store that answers 204 and drops it (VictoriaMetrics: 2 days ahead, its retention behind)
+    timeseries_max_future_s: float = 86_400.0
+    timeseries_max_age_s: float = 100 * 365 * 86_400.0  # set it to the store's retention
     state_dir: str = ".vpp"
     # -- topics ------------------------------------------------------------
     topic_prefix: str = ""

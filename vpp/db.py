@@ -155,6 +155,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE dispatch_commands ALTER COLUMN end_at DROP NOT NULL;
         """,
     ),
+    (
+        "007_dlq_source_identity",
+        # a dead letter is one message: its position AND its content (hash) and Kafka timestamp, so that after a
+        # topic is recreated, new dead letters at reused offsets are stored instead of vanishing as "duplicates"
+        """
+        ALTER TABLE telemetry_dlq ADD COLUMN IF NOT EXISTS source_timestamp_ms bigint;
+        ALTER TABLE telemetry_dlq ADD COLUMN IF NOT EXISTS raw_length bigint;
+        ALTER TABLE telemetry_dlq ADD COLUMN IF NOT EXISTS raw_sha256 text;
+        ALTER TABLE telemetry_dlq ADD COLUMN IF NOT EXISTS raw_truncated boolean NOT NULL DEFAULT false;
+        UPDATE telemetry_dlq SET raw_length = length(raw), raw_sha256 = encode(sha256(raw), 'hex') WHERE raw_sha256 IS NULL;
+        ALTER TABLE telemetry_dlq ALTER COLUMN raw_sha256 SET NOT NULL;
+        ALTER TABLE telemetry_dlq DROP CONSTRAINT IF EXISTS telemetry_dlq_source_topic_source_partition_source_offset_key;
+        CREATE UNIQUE INDEX IF NOT EXISTS telemetry_dlq_message ON telemetry_dlq
+            (source_topic, source_partition, source_offset, raw_sha256, (coalesce(source_timestamp_ms, -1)));
+        """,
+    ),
 )
 
 

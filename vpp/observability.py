@@ -57,6 +57,7 @@ class FlowMetrics:
     rejected: Any
     late: Any
     duplicates: Any
+    dropped: Any = None
 
     @classmethod
     def for_flow(cls, flow: str) -> "FlowMetrics":
@@ -68,6 +69,8 @@ class FlowMetrics:
             rejected=meter.create_counter("vpp.records.rejected", unit="{record}", description="records sent to a DLQ, by reason"),
             late=meter.create_counter("vpp.records.late", unit="{record}", description="records later than the allowed lateness"),
             duplicates=meter.create_counter("vpp.records.duplicates", unit="{record}", description="duplicate records dropped"),
+            dropped=meter.create_counter("vpp.records.dropped", unit="{record}",
+                                         description="records dropped by design (not dead letters), by reason"),
         )
 
     def count_in(self, n: int = 1) -> None:
@@ -85,6 +88,12 @@ class FlowMetrics:
     def count_late(self, n: int = 1) -> None:
         if n:
             self.late.add(n, {"flow": self.flow})
+
+    def count_dropped(self, reason: str, n: int = 1) -> None:
+        """A record left out on purpose (a reading of a device the registry does not know yet, a point the
+        time-series store refused): never silently."""
+        if n and self.dropped is not None:
+            self.dropped.add(n, {"flow": self.flow, "reason": reason})
 
     def count_duplicates(self, n: int = 1) -> None:
         if n:

@@ -29,6 +29,10 @@ __all__ = [
     "TOPIC_SCHEMAS",
     "Serde",
     "SerdeError",
+    "TombstoneError",
+    "UnknownSchemaError",
+    "WrongSchemaError",
+    "RegistryUnavailable",
     "schema_text",
     "parsed_schema",
     "subject_for",
@@ -57,7 +61,37 @@ _HEADER = struct.Struct(">bI")
 
 
 class SerdeError(ValueError):
-    """A message could not be encoded or decoded; the message says why."""
+    """A message could not be encoded or decoded; the message says why. ``reason`` is its dead-letter code."""
+
+    reason = "malformed_avro"
+
+
+class TombstoneError(SerdeError):
+    """A null value where a record belongs."""
+
+    reason = "tombstone"
+
+
+class UnknownSchemaError(SerdeError):
+    """A schema id that the registry (or the local numbering) does not have."""
+
+    reason = "unknown_schema"
+
+
+class WrongSchemaError(SerdeError):
+    """A record written with another topic's schema."""
+
+    reason = "wrong_schema"
+
+
+class RegistryUnavailable(RuntimeError):
+    """The schema registry cannot be asked (down, refusing our credentials): a dependency, not a bad message.
+
+    Raised after retries with backoff; it stops the flow, which resumes from its snapshot when restarted."""
+
+
+#: Waits between attempts to reach the registry before a decode gives up with ``RegistryUnavailable``.
+REGISTRY_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @cache
@@ -145,14 +179,37 @@ class Serde:
         if name is not None:
             return name
         if self.registry is None:
-            raise SerdeError(f"unknown schema id {schema_id} (local serde knows {sorted(self.by_id)})")
-        text = self.registry.get_schema(schema_id).schema_str
+            raise UnknownSchemaError(f"unknown schema id {schema_id} (local serde knows {sorted(self.by_id)})")
+        text = self._registry_schema_text(schema_id)
         fullname = _fullname(json.loads(text))
         for candidate in set(TOPIC_SCHEMAS.values()):
             if _fullname(json.loads(schema_text(candidate))) == fullname:
                 self.by_id[schema_id] = candidate
                 return candidate
-        raise SerdeError(f"schema id {schema_id} is {fullname}, which this version does not know")
+        raise UnknownSchemaError(f"schema id {schema_id} is {fullname}, which this version does not know")
+
+    def _registry_schema_text(self, schema_id: int) -> str:
+        """The registry's schema for an id; a 404 is a bad message, anything else a dependency to wait for."""
+        import logging
+        import time
+
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        for attempt, wait_s in enumerate((*REGISTRY_RETRY_S, None)):
+            try:
+                return self.registry.get_schema(schema_id).schema_str
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    raise UnknownSchemaError(f"schema id {schema_id} is not in the schema registry") from None
+                problem = f"HTTP {exc.http_status_code}: {exc.error_message}"
+            except Exception as exc:  # connection refused, timeouts: whatever the HTTP client raises
+                problem = f"{type(exc).__name__}: {exc}"
+            if wait_s is None:
+                raise RegistryUnavailable(f"the schema registry cannot be reached after {attempt} retries "
+                                          f"({problem}); the flow stops and resumes from its snapshot")
+            logging.getLogger(__name__).warning("schema registry unavailable (%s); retrying in %.1f s", problem, wait_s)
+            time.sleep(wait_s)
+        raise AssertionError("unreachable")
 
     # -- encode / decode --------------------------------------------------------
     def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
@@ -178,15 +235,36 @@ class Serde:
             out.append(buf.getvalue())
         return out
 
-    def decode(self, data: bytes) -> dict[str, Any]:
+    def decode(self, data: bytes | None, topic: str | None = None) -> dict[str, Any]:
+        """The record in ``data``; with ``topic``, also checks that it was written with that topic's schema.
+
+        Every way a message can be bad raises a ``SerdeError`` whose ``reason`` is its dead-letter code; only
+        an unreachable registry raises ``RegistryUnavailable``.
+        """
+        if data is None:
+            raise TombstoneError("null value (a tombstone): this topic carries records, never deletions")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise SerdeError(f"value is {type(data).__name__}, not bytes")
+            data = bytes(data)
         if len(data) < 5 or data[0] != _MAGIC:
-            raise SerdeError("not Confluent wire format (missing magic byte 0 and schema id)")
+            raise SerdeError(f"not Confluent wire format (missing magic byte 0 and schema id; {len(data)} bytes)")
         _, schema_id = _HEADER.unpack_from(data)
-        schema = parsed_schema(self._name_for_id(schema_id))
+        name = self._name_for_id(schema_id)
+        if topic is not None:
+            expected = _schema_name_of(topic)
+            if name != expected:
+                raise WrongSchemaError(f"schema id {schema_id} is {name}, but {topic} carries {expected} records")
+        body = io.BytesIO(data)
+        body.seek(5)
         try:
-            return fastavro.schemaless_reader(io.BytesIO(data[5:]), schema, None)
-        except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise SerdeError(f"Avro body does not match schema id {schema_id}: {exc}") from exc
+            record = fastavro.schemaless_reader(body, parsed_schema(name), None)
+        except Exception as exc:  # junk or truncated bytes: fastavro raises EOF, Value, Index, Unicode, Overflow ...
+            raise SerdeError(f"Avro body does not decode with schema id {schema_id} ({name}): "
+                             f"{type(exc).__name__}: {exc}") from None
+        if body.tell() != len(data):
+            raise SerdeError(f"{len(data) - body.tell()} bytes follow the {name} record (schema id {schema_id})")
+        return record
 
     def schema_name_for(self, data: bytes) -> str:
         _, schema_id = _HEADER.unpack_from(data)

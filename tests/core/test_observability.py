@@ -14,7 +14,7 @@ def test_canonicalize_counts_in_out_rejected_and_duplicates(tmp_path):
     # a process of its own: OpenTelemetry providers are process-global and set once
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(REPO / 'tests' / 'flows')!r})
+        sys.path.insert(0, {str(REPO / 'tests' / 'flows' / 'canonicalize')!r})
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from vpp.observability import setup_observability
         reader = InMemoryMetricReader()
@@ -22,7 +22,7 @@ def test_canonicalize_counts_in_out_rejected_and_duplicates(tmp_path):
         from pathlib import Path
         from test_canonicalize_replay import ROWS, ASSETS_CSV, write_dump
         from vpp.config import Settings
-        from vpp.replay_cli import replay
+        from cli.replay import replay
         tmp = Path({str(tmp_path)!r})
         (tmp / "assets.csv").write_text(ASSETS_CSV)
         write_dump(tmp / "dump.jsonl", ROWS)

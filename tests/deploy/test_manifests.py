@@ -388,7 +388,7 @@ def test_flows_read_the_shared_settings() -> None:
 
 @needs_kubectl
 def test_peak_shaving_reads_its_thresholds_from_a_mounted_config_map(tmp_path) -> None:
-    from flows.peak_shaving_logic import load_thresholds
+    from flows.peak_shaving.logic import load_thresholds
 
     (sts,) = _objects("peak-shaving", "StatefulSet")
     flow = _container(sts, "flow")
@@ -413,7 +413,7 @@ def test_schema_registry_serves_on_8081_with_a_readiness_probe() -> None:
     (deployment,) = [d for d in _objects(ALL_IN_ONE, "Deployment") if d["metadata"]["name"] == "schema-registry"]
     registry = _container(deployment, "registry")
     assert registry["command"] == [
-        "python", "-m", "vpp.registry", "--host", "0.0.0.0", "--port", "8081", "--dsn", "$(VPP_POSTGRES_DSN)",
+        "python", "-m", "devtools.registry", "--host", "0.0.0.0", "--port", "8081", "--dsn", "$(VPP_POSTGRES_DSN)",
     ]  # fmt: skip
     probe = registry["readinessProbe"]["httpGet"]
     assert probe["path"] == "/"

@@ -12,7 +12,7 @@ from models import forecast
 from models.features import FEATURE_NAMES, RECENT_DAYS, origin_features, origin_inputs, project_days, to_series, weather_basis
 from models.forecast import AggregateSample, forecast_availability
 from models.optimize import PricePoint
-from vpp.market.prices import generate_prices
+from devtools.market.prices import generate_prices
 
 START = datetime(2026, 3, 1, 8, tzinfo=UTC)
 STEP = timedelta(minutes=5)

@@ -388,7 +388,7 @@ PLAN_ARGS = [
 
 
 def run_plan(tmp_path, csv_text: str, *extra: str) -> int:
-    from vpp.cli import main
+    from cli.main import main
 
     path = tmp_path / "prices.csv"
     path.write_text(csv_text)

@@ -1,0 +1,129 @@
+"""`vpp train` and `vpp forecast`: the price forecaster on a CSV of 5-minute prices.
+
+``vpp train --prices FILE.csv --out MODEL`` fits ``models.forecast`` on the
+whole file and writes the model directory (``booster.ubj``, XGBoost's native
+format, and ``metadata.json``); it prints a JSON summary (rows, training MAE,
+time span). ``vpp forecast --model MODEL --prices FILE.csv`` prints the 288
+intervals after the file's last one as a prices CSV (``interval_start,
+price_usd_per_mwh``), which ``vpp plan --prices`` reads. Prices files use the
+format of ``vpp plan`` (``vpp market --history-days`` writes one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+from vpp.errors import UserError, first_line
+
+__all__ = ["add_commands"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models import forecast
+    from cli.plan import read_prices
+
+    history = read_prices(Path(args.prices))
+    if history[0].interval_start.tzinfo is None:
+        raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
+    began = time.perf_counter()
+    try:
+        model = forecast.fit(history, utc_offset_h=args.utc_offset_h, rounds=args.rounds, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(f"cannot train on {args.prices}: {exc}") from None
+    took_s = time.perf_counter() - began
+    try:
+        path = forecast.save(model, args.out)
+    except OSError as exc:
+        raise UserError(f"cannot write the model to {args.out}: {exc.strerror or exc}") from None
+    meta = model.metadata
+    print(json.dumps({
+        "out": str(path),
+        "intervals": len(history),
+        "training_rows": meta["training_rows"],
+        "training_mae_usd_per_mwh": round(meta["training_mae_usd_per_mwh"], 3),
+        "trained_from": meta["trained_from"],
+        "trained_to": meta["trained_to"],
+        "fit_s": round(took_s, 2),
+    }))
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from models import forecast
+    from models.optimize import INTERVAL
+    from cli.plan import read_prices
+
+    model = _load_model(args.model)
+    history = read_prices(Path(args.prices))
+    if history[0].interval_start.tzinfo is None:
+        raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
+    origin = history[-1].interval_start + INTERVAL
+    points = forecast.predict(model, origin, history)
+    if not all(math.isfinite(p.price_usd_per_mwh) for p in points):
+        raise UserError(f"the model {args.model} forecast a non-finite price from {args.prices}: retrain with vpp train")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["interval_start", "price_usd_per_mwh"])
+    for p in points:
+        writer.writerow([p.interval_start.isoformat().replace("+00:00", "Z"), f"{p.price_usd_per_mwh:.2f}"])
+    sys.stdout.write(out.getvalue())
+    return 0
+
+
+#: XGBoost's message prefix: ``[hh:mm:ss] /path/of/source.cc:123: ``, then often ``Check failed: <expr> : ``.
+_XGB_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
+_XGB_CHECK = re.compile(r"^Check failed: .*? : ")
+
+
+def _library_message(exc: BaseException) -> str:
+    """The first meaningful line of a native library's error: no C++ stack trace, no source location."""
+    line = _XGB_PREFIX.sub("", first_line(str(exc)))
+    return _XGB_CHECK.sub("", line).strip() or type(exc).__name__
+
+
+def _load_model(directory: str):
+    """``models.forecast.load``, with what goes wrong (no model, another version, a corrupt booster) as a UserError."""
+    from xgboost.core import XGBoostError
+
+    from models import forecast
+
+    try:
+        return forecast.load(directory)
+    except XGBoostError as exc:
+        raise UserError(f"cannot load the price model in {directory}: {_library_message(exc)} "
+                        "(retrain with vpp train)") from None
+    except UnicodeDecodeError:  # XGBoost quoting undecodable bytes of a corrupt booster.ubj in its message
+        raise UserError(f"cannot load the price model in {directory}: booster.ubj is not an XGBoost model "
+                        "(retrain with vpp train)") from None
+    except ValueError as exc:
+        raise UserError(first_line(str(exc))) from None
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the XGBoost price forecaster on a CSV of 5-minute prices",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--prices", required=True, metavar="FILE.csv", help="CSV with header interval_start,price_usd_per_mwh")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
+    p.add_argument("--utc-offset-h", type=float, default=-8.0,
+                   help="pricing node's local standard time, for calendar features (default -8, as vpp market)")
+    p.add_argument("--rounds", type=int, default=25,
+                   help="boosting rounds on the linear base's residual (default 25, as models.forecast.DEFAULT_ROUNDS)")
+    p.add_argument("--seed", type=int, default=0, help="XGBoost seed (default 0)")
+    p.set_defaults(func=cmd_train)
+
+    f = sub.add_parser("forecast", help="forecast the 288 intervals after a prices CSV with a trained model, as CSV")
+    f.add_argument("--model", required=True, metavar="MODEL", help="model directory written by vpp train")
+    f.add_argument("--prices", required=True, metavar="FILE.csv", help="price history; the forecast starts after it")
+    f.set_defaults(func=cmd_forecast)

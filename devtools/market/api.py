@@ -1,0 +1,314 @@
+"""The running market: its clock, the clearing loop publishing to Kafka, and the HTTP API.
+
+HTTP (JSON in and out, stdlib ``ThreadingHTTPServer``):
+
+* ``POST /bids`` with ``{bid_id, node_path, pricing_node, interval_start
+  (ISO 8601 or epoch ms), pairs: [{price_usd_per_mwh, quantity_w}]}``
+  (``quantity_w > 0`` sells): 201 and the bid's state when accepted; 200 and
+  its current state for the same ``bid_id`` and content again; 409 for the
+  same ``bid_id`` with other content; 422 for an invalid bid or a closed gate
+  (``{"error": "..."}`` says what to fix); 400 for a body that is not a JSON
+  object.
+* ``GET /bids/{bid_id}``: 200 with ``status`` "accepted" or "cleared" (then
+  ``award``: ``clearing_price_usd_per_mwh``, ``awarded_w``), 404 unknown.
+* ``GET /status``: pricing node, market time, speed, gate closure, the first
+  interval still open for bids, counts.
+
+Market time runs ``speed`` times faster than the wall clock from ``start_ms``.
+When market time reaches an interval's start, the loop takes that interval's
+price from the generator, evaluates every bid for it at that price, and
+delivers the bids it accepted for the interval (``market.bids``, key = bid
+id: the market's record of what was bid, the gate having closed on them),
+the price (``market.prices``, key = pricing node) and the awards
+(``market.awards``, key = bid id, one per bid, zero awards included). Only a
+delivered clearing is recorded; a failed delivery is retried (at least once
+on the topics). Intervals with journaled bids that were never cleared (the
+market was down) are cleared at start.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+from devtools.market.book import OrderBook
+from devtools.market.clearing import iso
+from devtools.market.prices import INTERVAL_MS, PriceModel, price_series
+
+__all__ = ["KafkaDelivery", "MarketClock", "MarketService", "price_record"]
+
+_MAX_BODY = 64 * 1024
+
+
+@dataclass
+class MarketClock:
+    """Market time: ``start_ms`` when created, then ``speed`` ms of market time per wall ms."""
+
+    start_ms: int
+    speed: float = 1.0
+    wall: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be positive, got {self.speed}")
+        self._wall_start = self.wall()
+
+    def now_ms(self) -> int:
+        return self.start_ms + int((self.wall() - self._wall_start) * 1000 * self.speed)
+
+    def wall_seconds_until(self, market_ms: int) -> float:
+        return max(0.0, (market_ms - self.now_ms()) / 1000 / self.speed)
+
+
+def price_record(pricing_node: str, interval_start_ms: int, price_usd_per_mwh: float) -> dict:
+    """The ``market_price`` Avro record of one interval."""
+    return {
+        "pricing_node": pricing_node,
+        "interval_start": interval_start_ms,
+        "interval_end": interval_start_ms + INTERVAL_MS,
+        "price_usd_per_mwh": price_usd_per_mwh,
+    }
+
+
+class KafkaDelivery:
+    """Delivers bids, prices and awards as Avro (registry serde); raises unless every message was acknowledged."""
+
+    def __init__(self, settings, *, flush_timeout_s: float = 15.0):
+        from confluent_kafka import Producer
+
+        from sinks.kafka import producer_config
+        from vpp.serde import Serde
+
+        self._serde = Serde.from_settings(settings)
+        self._producer = Producer(producer_config(settings.broker))
+        self._prices_topic = settings.topic("market.prices")
+        self._awards_topic = settings.topic("market.awards")
+        self._bids_topic = settings.topic("market.bids")
+        self._flush_timeout_s = flush_timeout_s
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()} key={msg.key()!r}: {err}")
+
+    def _produce(self, topic: str, key: str, record: dict, timestamp_ms: int) -> None:
+        value = self._serde.encode(topic, record)
+        while True:
+            try:
+                self._producer.produce(topic, value, key.encode(), timestamp=timestamp_ms, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # local queue full: serve callbacks and retry
+                self._producer.poll(0.1)
+
+    def publish_prices(self, records: list[dict]) -> None:
+        for record in records:
+            self._produce(self._prices_topic, record["pricing_node"], record, record["interval_start"])
+        self._confirm()
+
+    def __call__(self, price: dict, awards: list[dict], bids: list[dict]) -> None:
+        for bid in bids:
+            self._produce(self._bids_topic, bid["bid_id"], bid, bid["submitted_at"])
+        self._produce(self._prices_topic, price["pricing_node"], price, price["interval_start"])
+        for award in awards:
+            self._produce(self._awards_topic, award["bid_id"], award, award["interval_start"])
+        self._confirm()
+
+    def _confirm(self) -> None:
+        remaining = self._producer.flush(self._flush_timeout_s)
+        errors, self._errors = self._errors, []
+        if remaining:
+            raise RuntimeError(f"{remaining} messages not delivered within {self._flush_timeout_s} s")
+        if errors:
+            raise RuntimeError(f"{len(errors)} deliveries failed, first: {errors[0]}")
+
+
+class MarketService:
+    """The clearing loop and the HTTP server around an ``OrderBook``; ``start()``, then ``stop()``.
+
+    ``deliver(price_record, awards, bids)`` is called for every interval (``None``:
+    keep results in memory only, for a market without a broker).
+    """
+
+    def __init__(
+        self,
+        book: OrderBook,
+        clock: MarketClock,
+        *,
+        seed: int = 0,
+        model: PriceModel = PriceModel(),
+        deliver: Callable[[dict, list[dict], list[dict]], None] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+        retry_s: float = 1.0,
+    ):
+        self.book = book
+        self.clock = clock
+        self.seed = seed
+        self.model = model
+        self._deliver = deliver
+        self._log = log
+        self._retry_s = retry_s
+        self._stop = threading.Event()
+        self._next_ms = clock.now_ms() // INTERVAL_MS * INTERVAL_MS
+        self._last_cleared_ms: int | None = book.last_cleared()  # a journal's, after a restart
+        self._http = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._http.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def price_of(self, interval_start_ms: int) -> float:
+        return float(price_series(interval_start_ms, 1, seed=self.seed, model=self.model)[0])
+
+    # -- clearing --------------------------------------------------------------------
+    def clear(self, interval_start_ms: int) -> list[dict]:
+        """Clear one interval (deliver, then record); returns its awards. Raises if delivery fails."""
+        price = self.price_of(interval_start_ms)
+        awards = self.book.awards_for(interval_start_ms, price)
+        if self._deliver is not None:
+            self._deliver(price_record(self.book.pricing_node, interval_start_ms, price), awards,
+                          self.book.bids_for(interval_start_ms))
+        self.book.commit_clearing(interval_start_ms, price, awards)
+        self._last_cleared_ms = max(interval_start_ms, self._last_cleared_ms or interval_start_ms)
+        return awards
+
+    def _catch_up(self) -> None:
+        for start_ms in self.book.uncleared_intervals_before(self._next_ms):
+            self._retrying(start_ms)
+            self._log(f"market: cleared {iso(start_ms)} late (bids journaled while the market was down)")
+
+    def _retrying(self, start_ms: int) -> None:
+        while not self._stop.is_set():
+            try:
+                self.clear(start_ms)
+                return
+            except Exception as exc:  # noqa: BLE001 - any delivery failure is retried, and said
+                self._log(f"market: clearing {iso(start_ms)} failed ({exc}); retrying in {self._retry_s} s")
+                self._stop.wait(self._retry_s)
+
+    def _run(self) -> None:
+        self._catch_up()
+        while not self._stop.is_set():
+            wait_s = self.clock.wall_seconds_until(self._next_ms)
+            if wait_s > 0:
+                self._stop.wait(min(wait_s, 0.5))
+                continue
+            if not self.book.is_cleared(self._next_ms):
+                self._retrying(self._next_ms)
+            self._next_ms += INTERVAL_MS
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "MarketService":
+        self._threads = [
+            threading.Thread(target=self._http.serve_forever, name="market-http", daemon=True),
+            threading.Thread(target=self._run, name="market-clearing", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._http.shutdown()
+        self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.book.close()
+
+    def __enter__(self) -> "MarketService":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def status(self) -> dict:
+        now = self.clock.now_ms()
+        first_open = (now + self.book.gate_closure_ms) // INTERVAL_MS * INTERVAL_MS + INTERVAL_MS
+        return {
+            "pricing_node": self.book.pricing_node,
+            "market_time": iso(now),
+            "market_time_ms": now,
+            "speed": self.clock.speed,
+            "gate_closure_s": self.book.gate_closure_ms / 1000,
+            "first_open_interval_start": iso(first_open),
+            "first_open_interval_start_ms": first_open,
+            "last_cleared_interval_start": None if self._last_cleared_ms is None else iso(self._last_cleared_ms),
+            **self.book.stats(),
+        }
+
+
+def _handler_for(service: MarketService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "vpp-market/1"
+
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.rstrip("/") != "/bids":
+                self._send(404, {"error": f"no such resource {self.path}: POST /bids"})
+                return
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True  # the chunks are not read: they must not be taken for a request
+                self._send(411, {"error": "send the body with a Content-Length, not Transfer-Encoding"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                self._send(400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a byte count"})
+                return
+            if length > _MAX_BODY:
+                self._send(413, {"error": f"body larger than {_MAX_BODY} bytes"})
+                return
+            try:
+                payload = json.loads(self.rfile.read(length) or b"null")
+            except (ValueError, UnicodeDecodeError) as exc:
+                self._send(400, {"error": f"the body is not JSON: {exc}"})
+                return
+            status, body = service.book.submit(payload, service.clock.now_ms())
+            self._send(status, body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path == "/status":
+                self._send(200, service.status())
+            elif path.startswith("/bids/") and len(path) > len("/bids/"):
+                bid_id = unquote(path[len("/bids/") :])
+                found = service.book.get(bid_id)
+                if found is None:
+                    self._send(404, {"error": f"no bid {bid_id!r}"})
+                else:
+                    self._send(200, found)
+            else:
+                self._send(404, {"error": f"no such resource {self.path}: GET /bids/ID or /status"})
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True  # a body it may carry is not read
+            self._send(405, {"error": f"{self.command} is not supported: POST /bids, GET /bids/ID or /status"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815 - http.server's naming
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: no line per request
+            return
+
+    Handler.responses = {**BaseHTTPRequestHandler.responses, 422: (HTTPStatus(422).phrase, "")}
+    return Handler

@@ -1,0 +1,33 @@
+"""A small Confluent-Schema-Registry-compatible server for Avro schemas, stored in PostgreSQL.
+
+``python -m devtools.registry --host 127.0.0.1 --port 8081 --dsn postgresql://...`` runs it;
+``serve(host, port, dsn)`` / ``RegistryServer`` embed it; ``compat`` holds the
+pure Avro compatibility rules.
+"""
+
+from devtools.registry.compat import (
+    COMPATIBILITY_LEVELS,
+    InvalidSchemaError,
+    canonical_schema_text,
+    check_compatibility,
+    is_compatible,
+    parse_avro_schema,
+    schema_fingerprint,
+)
+from devtools.registry.server import RegistryServer, serve
+from devtools.registry.store import DEFAULT_COMPATIBILITY, RegistryError, RegistryStore
+
+__all__ = [
+    "COMPATIBILITY_LEVELS",
+    "DEFAULT_COMPATIBILITY",
+    "InvalidSchemaError",
+    "RegistryError",
+    "RegistryServer",
+    "RegistryStore",
+    "canonical_schema_text",
+    "check_compatibility",
+    "is_compatible",
+    "parse_avro_schema",
+    "schema_fingerprint",
+    "serve",
+]

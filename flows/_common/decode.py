@@ -1,0 +1,104 @@
+"""Decoding Avro topic messages inside flows: every bad message becomes a dead letter, none stops a flow.
+
+The one decode-or-dead-letter of the platform. A message that cannot be used (a null value, junk or
+truncated bytes, an unknown schema id, a record written with another topic's schema, a record that
+decodes but breaks the topic's contract) becomes a ``telemetry.dlq`` record with its reason code (see
+``vpp.dead_letters``), its source coordinates (topic, partition, offset, Kafka timestamp) and its bytes,
+and the flow goes on with the next message. Only an unreachable schema registry
+(``vpp.serde.RegistryUnavailable``) escapes: that is a dependency, not a message, and the flow stops and
+resumes from its snapshot.
+
+Two shapes of the same loop:
+
+- ``decode_or_dead_letter`` returns the batch as records and dead-letter ``OutMessage`` s in one list (split
+  them with ``records_only`` / ``dead_letters_only``);
+- ``decoded_messages`` yields ``(message, record)`` pairs for flows that need the message's position too,
+  and appends dead letters to a list the caller passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+from bytewax.connectors.kafka import KafkaSourceMessage
+
+from sinks.messages import OutMessage
+from vpp.dead_letters import dead_letter_record
+from vpp.serde import Serde, SerdeError
+
+__all__ = ["ContractViolation", "decode_or_dead_letter", "decoded_messages", "dead_letter_of", "dead_letter_message",
+           "is_record", "records_only", "dead_letters_only", "source_timestamp"]
+
+#: What a record's conversion (``convert``) raises when a decoded record breaks the topic's contract.
+_CONTRACT_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError)
+
+
+class ContractViolation(ValueError):
+    """A record that decodes but cannot be used; the message names the rule it breaks."""
+
+
+def source_timestamp(msg: KafkaSourceMessage) -> int | None:
+    """The Kafka timestamp (epoch ms) of a message, or None."""
+    stamp = msg.timestamp
+    if type(stamp) is tuple and len(stamp) == 2 and type(stamp[1]) is int and stamp[1] > 0:
+        return stamp[1]
+    return None
+
+
+def dead_letter_of(msg: KafkaSourceMessage, reason: str, why: str) -> dict[str, Any]:
+    """A ``telemetry.dlq`` record for a message of one of our topics."""
+    device_id = msg.key.decode("utf-8", "replace") if isinstance(msg.key, (bytes, bytearray)) else msg.key
+    return dead_letter_record(reason, why, msg.value, source_topic=msg.topic, source_partition=msg.partition,
+                              source_offset=msg.offset, source_timestamp=source_timestamp(msg), device_id=device_id)
+
+
+def dead_letter_message(serde: Serde, dlq_topic: str, msg: KafkaSourceMessage, reason: str, why: str) -> OutMessage:
+    record = dead_letter_of(msg, reason, why)
+    return OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record), source_timestamp(msg))
+
+
+def decoded_messages(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage], dead_letters: list[OutMessage],
+                     convert: Callable[[dict], Any] | None = None, metrics=None) -> Iterator[tuple[KafkaSourceMessage, Any]]:
+    """``(message, record)`` for every usable message (``convert(record)`` when given); the others are appended
+    to ``dead_letters`` and counted in ``metrics`` (a ``FlowMetrics``) by reason."""
+    decode = serde.decode
+    for msg in msgs:
+        try:
+            record = decode(msg.value, msg.topic)
+            if convert is not None:
+                record = convert(record)
+        except SerdeError as exc:
+            reason, why = exc.reason, str(exc)
+        except ContractViolation as exc:
+            reason, why = "contract_violation", str(exc)
+        except _CONTRACT_ERRORS as exc:
+            reason, why = "contract_violation", f"{type(exc).__name__}: {exc}"
+        else:
+            yield msg, record
+            continue
+        dead_letters.append(dead_letter_message(serde, dlq_topic, msg, reason, why))
+        if metrics is not None:
+            metrics.count_rejected(reason)
+
+
+def decode_or_dead_letter(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage],
+                          convert: Callable[[dict], Any] | None = None, metrics=None) -> list[Any]:
+    """Each message as its decoded record (dict), or as a dead-letter ``OutMessage`` for ``dlq_topic``."""
+    out: list[Any] = []
+    for _, record in decoded_messages(serde, dlq_topic, msgs, out, convert, metrics):
+        out.append(record)
+    return out
+
+
+def is_record(item: Any) -> bool:
+    return not isinstance(item, OutMessage)
+
+
+def records_only(items: list[Any]) -> list[Any]:
+    """The decoded records of a batch from ``decode_or_dead_letter`` (a batch filter: cheaper than ``op.branch``)."""
+    return [i for i in items if type(i) is not OutMessage]
+
+
+def dead_letters_only(items: list[Any]) -> list[OutMessage]:
+    """The dead letters of a batch from ``decode_or_dead_letter``."""
+    return [i for i in items if type(i) is OutMessage]

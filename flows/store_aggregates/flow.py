@@ -1,0 +1,39 @@
+"""Flow ``store-aggregates``: ``fleet.aggregates`` -> the time-series store + PostgreSQL ``node_state``.
+
+Time series: one series per node (``sinks.timeseries.aggregate_lines``),
+stamped at the window start, so a record written twice is the same point.
+``node_state``: the latest window per node, upserted only by a window as new
+or newer (``sinks.node_state``). Both are idempotent, so the at-least-once
+delivery of the aggregate flow leaves them as an uninterrupted run would.
+A message that cannot be decoded goes to ``telemetry.dlq``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from flows._common.environment import flow_from_environment
+from flows._common.decode import decode_or_dead_letter, is_record
+from sinks.node_state import NodeStateSink
+from sinks.ports import KafkaPorts, Ports
+from sinks.timeseries import TimeseriesSink, aggregate_lines
+
+__all__ = ["build_flow"]
+
+
+def build_flow(settings, *, ports: Ports | None = None, timeseries_sink=None, node_state_sink=None) -> Dataflow:
+    ports = ports or KafkaPorts(settings)
+    flow = Dataflow("store_aggregates")
+    msgs = ports.read(flow, "aggregates_in", ["fleet.aggregates"])
+    decoded = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, ports.topic("telemetry.dlq")))
+    split = op.branch("decoded", decoded, is_record)
+    op.output("timeseries_out", split.trues, timeseries_sink or TimeseriesSink(settings, aggregate_lines))
+    op.output("node_state_out", split.trues, node_state_sink or NodeStateSink(settings.postgres_dsn))
+    ports.write("dlq_out", split.falses)
+    return flow
+
+
+__getattr__ = flow_from_environment(build_flow)

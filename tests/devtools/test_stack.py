@@ -1,0 +1,95 @@
+"""`vpp up / status / down`: real services, started twice harmlessly, failures reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+VPP = [sys.executable, "-m", "cli"]
+
+
+def vpp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(VPP + list(args), capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory):
+    """A stack of its own: these tests kill services."""
+    state = tmp_path_factory.mktemp("stack")
+    result = vpp("up", "--state-dir", str(state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield state
+    vpp("down", "--state-dir", str(state), "--purge")
+
+
+def status(state) -> tuple[int, dict]:
+    result = vpp("status", "--json", "--state-dir", str(state))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_status_json_names_every_service_address(own_stack):
+    code, doc = status(own_stack)
+    assert code == 0
+    assert doc["healthy"] is True
+    assert doc["broker"].startswith("127.0.0.1:")
+    assert doc["schema_registry"].startswith("http://127.0.0.1:")
+    assert doc["postgres"].startswith("postgresql://postgres@127.0.0.1:")
+    assert doc["timeseries"].startswith("http://127.0.0.1:")
+    assert {s for s, v in doc["services"].items() if v["healthy"]} == {"broker", "schema_registry", "postgres", "timeseries"}
+
+
+def test_up_twice_is_harmless(own_stack):
+    _, before = status(own_stack)
+    again = vpp("up", "--state-dir", str(own_stack))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already running") == 4
+    _, after = status(own_stack)
+    assert {k: before[k] for k in ("broker", "postgres", "timeseries", "schema_registry")} == \
+           {k: after[k] for k in ("broker", "postgres", "timeseries", "schema_registry")}
+    assert {n: s["pid"] for n, s in before["services"].items()} == {n: s["pid"] for n, s in after["services"].items()}
+
+
+def test_a_killed_service_is_reported_and_up_restarts_it(own_stack):
+    _, doc = status(own_stack)
+    os.kill(doc["services"]["timeseries"]["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    code, doc = status(own_stack)
+    assert code == 1
+    assert doc["healthy"] is False
+    assert doc["services"]["timeseries"]["healthy"] is False
+    assert doc["services"]["broker"]["healthy"] is True
+    assert vpp("up", "--state-dir", str(own_stack)).returncode == 0
+    code, doc = status(own_stack)
+    assert code == 0 and doc["services"]["timeseries"]["healthy"] is True
+
+
+def test_topics_are_created_with_the_configured_partition_counts(own_stack):
+    from confluent_kafka.admin import AdminClient
+
+    from vpp.config import DEFAULT_PARTITIONS
+
+    _, doc = status(own_stack)
+    topics = AdminClient({"bootstrap.servers": doc["broker"]}).list_topics(timeout=10).topics
+    for name, partitions in DEFAULT_PARTITIONS.items():
+        assert len(topics[name].partitions) == partitions, name
+
+
+def test_a_missing_binary_is_one_clear_line(tmp_path):
+    result = vpp("up", "--state-dir", str(tmp_path), env={"VPP_PG_BIN": str(tmp_path / "nowhere")})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "vpp: error: PostgreSQL 15 server not found: install it with: apt-get install postgresql-15"]
+
+
+def test_status_of_a_stack_never_started(tmp_path):
+    result = vpp("status", "--state-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "never started" in result.stdout
