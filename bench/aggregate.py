@@ -87,7 +87,6 @@ def readings(devices: int, windows: int, partition: int | None = None, partition
 # -- one flow run (in its own process) --------------------------------------------------------------------
 
 def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], result: Path, pace: float = 0.0) -> None:
-    import bytewax.operators as op
     from bytewax.connectors.kafka import KafkaSourceMessage
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -95,6 +94,7 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
 
     from flows.aggregate.flow import build_flow
     from flows._common.registries import StaticAssets
+    from sinks.ports import MemoryPorts
     from vpp.config import Settings
     from vpp.gc_policy import tune_for_streaming
     from vpp.serde import Serde
@@ -173,19 +173,7 @@ def run_flow(devices: int, windows: int, process_id: int, addresses: list[str], 
 
             return _P()
 
-    class _Ports:
-        serde = Serde.local()
-
-        def topic(self, name):
-            return name
-
-        def read(self, flow, step_id, topics):
-            return op.input(step_id, flow, _Source())
-
-        def write(self, step_id, stream):
-            op.output(step_id, stream, _Sink())
-
-    flow = build_flow(Settings(), ports=_Ports(), assets=StaticAssets(fleet(devices)),
+    flow = build_flow(Settings(), ports=MemoryPorts(_Source(), sink=_Sink), assets=StaticAssets(fleet(devices)),
                       source_partitions=range(partitions), idle_advance=False)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tune_for_streaming()  # as `vpp run` does

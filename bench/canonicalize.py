@@ -33,6 +33,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 
 from flows._common.registries import static_assets  # noqa: E402
 from flows.canonicalize.flow import build_flow  # noqa: E402
+from sinks.ports import MemoryPorts  # noqa: E402
 from flows.canonicalize.logic import Rejection, canonicalize, dedup_step  # noqa: E402
 from sinks.dumps import DumpSource, read_dump, to_source_message  # noqa: E402
 from vpp.config import Settings  # noqa: E402
@@ -54,30 +55,6 @@ class _CountingSink(DynamicSink):
                 sink.bytes += sum(len(m.value) for m in items)
 
         return _Part()
-
-
-class _BenchPorts:
-    """Dump in, Avro OutMessages counted out: the flow minus any broker."""
-
-    def __init__(self, dump: Path):
-        self.serde = Serde.local()
-        self.dump = dump
-        self.sinks: list[_CountingSink] = []
-
-    def topic(self, name: str) -> str:
-        return name
-
-    def read(self, flow, step_id, topics):
-        import bytewax.operators as op
-
-        return op.input(step_id, flow, DumpSource(self.dump))
-
-    def write(self, step_id, stream):
-        import bytewax.operators as op
-
-        sink = _CountingSink()
-        self.sinks.append(sink)
-        op.output(step_id, stream, sink)
 
 
 def _timed(fn):
@@ -122,9 +99,15 @@ def pure(msgs, assets) -> tuple[int, int, int]:
 def whole_flow(dump: Path, assets_csv: Path) -> tuple[int, int]:
     from bytewax.testing import run_main
 
-    ports = _BenchPorts(dump)
+    sinks: list[_CountingSink] = []
+
+    def counting_sink() -> _CountingSink:
+        sinks.append(_CountingSink())
+        return sinks[-1]
+
+    ports = MemoryPorts(DumpSource(dump), sink=counting_sink)
     run_main(build_flow(Settings(), ports=ports, assets=static_assets(assets_csv)))
-    return ports.sinks[0].count, ports.sinks[1].count
+    return sinks[0].count, sinks[1].count
 
 
 def main() -> None:

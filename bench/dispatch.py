@@ -28,13 +28,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import bytewax.operators as op  # noqa: E402
 from bytewax.connectors.kafka import KafkaSourceMessage  # noqa: E402
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition  # noqa: E402
 from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
+from flows._common.registries import StaticAssets  # noqa: E402
 from flows.dispatch.flow import build_flow  # noqa: E402
+from sinks.ports import MemoryPorts  # noqa: E402
 from flows.dispatch.logic import DeviceArrays, allocate_setpoints, proportional_split  # noqa: E402
 from flows.dispatch.state import DeviceReading, DispatchState, Emitted  # noqa: E402
 from vpp.assets import Asset  # noqa: E402
@@ -149,29 +150,6 @@ class _Sink(DynamicSink):
         return _P()
 
 
-class _Registry:
-    def __init__(self, assets):
-        self.assets = assets
-
-    def refresh_if_due(self, *, missing=False):
-        return 0
-
-
-class _Ports:
-    def __init__(self, batches, marks):
-        self.serde = Serde.local()
-        self._batches, self._marks = batches, marks
-
-    def topic(self, name):
-        return name
-
-    def read(self, flow, step_id, topics):
-        return op.input(step_id, flow, _Source(self._batches, self._marks))
-
-    def write(self, step_id, stream):
-        op.output(step_id, stream, _Sink(self._marks))
-
-
 def bench_end_to_end(f) -> tuple[float, float, int]:
     n = len(f["ids"])
     serde = Serde.local()
@@ -188,7 +166,7 @@ def bench_end_to_end(f) -> tuple[float, float, int]:
                                  float(f["capacity_wh"][i]), float(f["max_charge_w"][i]), float(f["max_discharge_w"][i]),
                                  float(f["reserve_pct"][i])) for i in range(n)}
     marks: dict = {}
-    flow = build_flow(Settings(), ports=_Ports(batches, marks), assets=_Registry(assets), store=None, wall_clock=None)
+    flow = build_flow(Settings(), ports=MemoryPorts(_Source(batches, marks), sink=lambda: _Sink(marks)), assets=StaticAssets(assets), store=None, wall_clock=None)
     run_main(flow)
     ours = marks["last_setpoint"] - marks["command_out"]
 

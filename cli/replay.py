@@ -110,7 +110,7 @@ def _user_error_in(exc: BaseException) -> UserError | None:
 def publish_dump(settings, dump: Path) -> dict[str, int]:
     """Republish every record of a dump to the broker; returns counts per topic."""
     import orjson
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient
 
     from sinks.dumps import base_topic, check_dump, read_dump
@@ -148,6 +148,9 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
                 break
             except BufferError:
                 producer.poll(0.1)
+            except KafkaException as exc:  # refused before it was sent (e.g. larger than the broker takes)
+                errors.append(f"{topic} offset {rec.offset}: {exc.args[0].str() if exc.args else exc}")
+                break
         counts[topic] = counts.get(topic, 0) + 1
     undelivered = producer.flush(60)
     if errors or undelivered:

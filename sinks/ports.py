@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from sinks.messages import OutMessage
 
-__all__ = ["Ports", "KafkaPorts", "ReplayPorts", "RecordDumpPorts"]
+__all__ = ["Ports", "KafkaPorts", "ReplayPorts", "RecordDumpPorts", "MemoryPorts"]
 
 
 class Ports(Protocol):
@@ -101,6 +101,38 @@ class ReplayPorts:
 
         keyed = op.key_on(f"{step_id}_key", stream, _single_key)
         op.output(step_id, keyed, ReplayFileSink(self._out_dir, self.serde, self._outputs))
+
+
+class MemoryPorts:
+    """In-process ports for tests and benchmarks: a list of messages (or any bytewax source) in; everything
+    written collected in ``written`` as ``OutMessage`` s, or handed to the sinks ``sink()`` makes; local Avro ids."""
+
+    def __init__(self, source, *, batch_size: int = 100, sink=None, serde=None):
+        from vpp.serde import Serde
+
+        self.serde = serde or Serde.local()
+        self.written: list[OutMessage] = []
+        self._source, self._batch_size, self._sink = source, batch_size, sink
+
+    def topic(self, name: str) -> str:
+        return name
+
+    def read(self, flow: Dataflow, step_id: str, topics: list[str]) -> Stream[KafkaSourceMessage]:
+        from bytewax.testing import TestingSource
+
+        source = self._source
+        if isinstance(source, list):
+            source = TestingSource(source, batch_size=self._batch_size)
+        return op.input(step_id, flow, source)
+
+    def write(self, step_id: str, stream: Stream[OutMessage]) -> None:
+        from bytewax.testing import TestingSink
+
+        op.output(step_id, stream, self._sink() if self._sink is not None else TestingSink(self.written))
+
+    def records(self, topic: str) -> list[dict]:
+        """The decoded records written to ``topic``."""
+        return [self.serde.decode(m.value) for m in self.written if m.topic == topic]
 
 
 class RecordDumpPorts(ReplayPorts):

@@ -166,6 +166,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE telemetry_dlq ADD COLUMN IF NOT EXISTS raw_truncated boolean NOT NULL DEFAULT false;
         UPDATE telemetry_dlq SET raw_length = length(raw), raw_sha256 = encode(sha256(raw), 'hex') WHERE raw_sha256 IS NULL;
         ALTER TABLE telemetry_dlq ALTER COLUMN raw_sha256 SET NOT NULL;
+        CREATE OR REPLACE FUNCTION telemetry_dlq_identity() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN  -- a row written without them (an older writer) is identified by its stored bytes
+            NEW.raw_length := coalesce(NEW.raw_length, length(NEW.raw));
+            NEW.raw_sha256 := coalesce(NEW.raw_sha256, encode(sha256(NEW.raw), 'hex'));
+            RETURN NEW;
+        END $$;
+        DROP TRIGGER IF EXISTS telemetry_dlq_identity ON telemetry_dlq;
+        CREATE TRIGGER telemetry_dlq_identity BEFORE INSERT ON telemetry_dlq
+            FOR EACH ROW EXECUTE FUNCTION telemetry_dlq_identity();
         ALTER TABLE telemetry_dlq DROP CONSTRAINT IF EXISTS telemetry_dlq_source_topic_source_partition_source_offset_key;
         CREATE UNIQUE INDEX IF NOT EXISTS telemetry_dlq_message ON telemetry_dlq
             (source_topic, source_partition, source_offset, raw_sha256, (coalesce(source_timestamp_ms, -1)));

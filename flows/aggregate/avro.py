@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -35,9 +35,11 @@ from flows.aggregate.logic import (
     STORED_MWH,
     Summary,
 )
+from sinks.messages import OutMessage, out_messages
+from vpp.observability import FlowMetrics
 from vpp.serde import schema_text
 
-__all__ = ["NodeAggregateEncoder", "zigzag_varint"]
+__all__ = ["NodeAggregateEncoder", "zigzag_varint", "encode_leaves", "encode_nodes"]
 
 _FIELD_ORDER = ("node_path", "depth", "window_start", "window_end", "devices_known", "devices_reporting",
                 "estimated_devices", "battery_w", "solar_w", "load_w", "grid_w", "energy_available_wh", "headroom_wh",
@@ -163,3 +165,22 @@ class NodeAggregateEncoder:
         return out
 
 
+def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
+                  items: Iterable[tuple]) -> list[OutMessage]:
+    out = []
+    for _, window, closed in items:
+        paths = [f"{site}/{device}" for site, device in zip(closed.leaf_sites, closed.leaf_devices)]
+        ts = window * window_ms
+        out += out_messages(topic, paths, encoder.encode_many(window, paths, closed.leaf_summaries), ts)
+    metrics.count_out(len(out), topic)
+    return out
+
+
+def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
+                 items: Iterable[tuple[str, tuple]]) -> list[OutMessage]:
+    out = []
+    for _, (window, paths, summaries) in items:
+        ts = window * window_ms
+        out += out_messages(topic, paths, encoder.encode_many(window, paths, summaries), ts)
+    metrics.count_out(len(out), topic)
+    return out

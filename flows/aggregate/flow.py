@@ -61,7 +61,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows._common.environment import flow_from_environment
-from flows.aggregate.avro import NodeAggregateEncoder
+from flows.aggregate.avro import NodeAggregateEncoder, encode_leaves, encode_nodes
 from flows.aggregate.devices import BucketState, close_through, ingest
 from flows.aggregate.logic import (
     DEVICE_ID,
@@ -78,7 +78,6 @@ from flows.aggregate.logic import (
     watermark_ms,
 )
 from flows._common.decode import dead_letters_only, decoded_messages, records_only
-from sinks.messages import OutMessage, out_messages
 from sinks.ports import KafkaPorts, Ports
 from vpp.observability import FlowMetrics
 
@@ -320,27 +319,6 @@ class NodeShards(StatefulBatchLogic):
 
 
 # -- encoding --------------------------------------------------------------------------------------------
-
-def encode_leaves(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
-                  items: Iterable[tuple]) -> list[OutMessage]:
-    out = []
-    for _, window, closed in items:
-        paths = [f"{site}/{device}" for site, device in zip(closed.leaf_sites, closed.leaf_devices)]
-        ts = window * window_ms
-        out += out_messages(topic, paths, encoder.encode_many(window, paths, closed.leaf_summaries), ts)
-    metrics.count_out(len(out), topic)
-    return out
-
-
-def encode_nodes(encoder: NodeAggregateEncoder, topic: str, window_ms: int, metrics: FlowMetrics,
-                 items: Iterable[tuple[str, tuple]]) -> list[OutMessage]:
-    out = []
-    for _, (window, paths, summaries) in items:
-        ts = window * window_ms
-        out += out_messages(topic, paths, encoder.encode_many(window, paths, summaries), ts)
-    metrics.count_out(len(out), topic)
-    return out
-
 
 def _split(items: list[tuple[str, ShardWindow]], sites: bool) -> list[tuple[str, tuple]]:
     out = []

@@ -41,10 +41,11 @@ so that the operator's runbook can quote it):
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+from flows.canonicalize.timestamps import iso_ms, local_offset_ms, parse_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from flows.canonicalize.logic import AssetInfo
@@ -55,14 +56,6 @@ __all__ = [
 ]
 
 _INF = float("inf")
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_EPOCH_ORDINAL = _EPOCH_NAIVE.toordinal()
-_ONE_MS = timedelta(milliseconds=1)
-_ZERO = timedelta(0)
-_LAST_SECOND = timedelta(seconds=59)
-_fromisoformat = datetime.fromisoformat
-# More than 6 fractional digits: Python's parser is only guaranteed to take 6.
-_LONG_FRACTION = re.compile(r"[.,]\d{6}(\d+)")
 _NOT_IMPLEMENTED = (-32768, 65535)
 _POW10 = tuple(10.0**i for i in range(11))
 _TESLA_ON_GRID = "SystemGridConnected"
@@ -168,122 +161,6 @@ def _neg(value: float | None) -> float | None:
     return None if value is None else 0.0 - value
 
 
-def parse_iso(text: str) -> datetime | None:
-    """Reference ISO-8601 parser: ``datetime.fromisoformat`` after truncating the fraction to 6 digits."""
-    if len(text) > 26:  # only then can a fraction have more than 6 digits
-        long = _LONG_FRACTION.search(text)
-        if long is not None:
-            text = text[: long.start(1)] + text[long.end(1) :]
-    try:
-        return _fromisoformat(text)
-    except ValueError:  # includes UnicodeEncodeError (lone surrogates)
-        return None
-
-
-# Fast path for the shape gateways send, "YYYY-MM-DD[Tt ]HH:MM:SS[.fff...][Z|+HH:MM]":
-# table lookups instead of parsing; a validated minute prefix is cached. It must
-# agree with ``parse_iso`` (a test checks), and anything it does not know goes there.
-_MINUTE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", re.ASCII).fullmatch
-_MINUTES: dict[str, int] = {}
-_CACHE_MAX = 50_000
-_SECONDS = {f":{s:02d}": s * 1000 for s in range(60)}
-_MILLIS = {f"{ms:03d}": ms for ms in range(1000)}  # first 3 fractional digits; the rest truncated
-_MILLIS.update({f"{cs:02d}": cs * 10 for cs in range(100)})
-_MILLIS.update({f"{ds}": ds * 100 for ds in range(10)})
-_OFFSETS: dict[str, int | None] = {"": None, "Z": 0}
-_OFFSETS.update(
-    (f"{sign}{h:02d}:{m:02d}", factor * (h * 60 + m) * 60_000)
-    for sign, factor in (("+", 1), ("-", -1))
-    for h in range(24)
-    for m in range(60)
-)
-_DIGITS = "0123456789"
-_UNKNOWN = object()
-
-
-def iso_ms(text: str) -> tuple[int, int | None] | None:
-    """ISO-8601 date-time -> (wall-clock epoch ms read as UTC, offset ms or None if naive), or None.
-
-    Fractional seconds are truncated to milliseconds; UTC = wall - offset.
-    """
-    minute = _MINUTES.get(text[:16])
-    if minute is not None:
-        second = _SECONDS.get(text[16:19])
-        if second is not None:
-            mark = text[19:20]
-            if mark == "." or mark == ",":
-                fraction = text[20:]
-                tail = fraction.lstrip(_DIGITS)
-                millis = _MILLIS.get(fraction[: len(fraction) - len(tail)][:3])
-                if millis is not None:
-                    offset = _OFFSETS.get(tail, _UNKNOWN)
-                    if offset is not _UNKNOWN:
-                        return minute + second + millis, offset
-            else:
-                offset = _OFFSETS.get(text[19:], _UNKNOWN)
-                if offset is not _UNKNOWN:
-                    return minute + second, offset
-    return _iso_ms_reference(text)
-
-
-def _iso_ms_reference(text: str) -> tuple[int, int | None] | None:
-    moment = parse_iso(text)
-    if moment is None:
-        return None
-    prefix = text[:16]
-    if _MINUTE_PREFIX(prefix) is not None:
-        minute = _minute_ms(prefix)
-        if minute is not None:
-            if len(_MINUTES) >= _CACHE_MAX:
-                _MINUTES.clear()
-            _MINUTES[prefix] = minute
-    offset = moment.utcoffset()
-    wall = (moment.replace(tzinfo=None) - _EPOCH_NAIVE) // _ONE_MS
-    return wall, None if offset is None else offset // _ONE_MS
-
-
-def _minute_ms(prefix: str) -> int | None:
-    """Epoch ms of a "YYYY-MM-DDTHH:MM" prefix read as UTC, from the prefix alone; None if invalid."""
-    try:
-        days = date.fromisoformat(prefix[:10]).toordinal() - _EPOCH_ORDINAL
-    except ValueError:
-        return None
-    hours, minutes = int(prefix[11:13]), int(prefix[14:16])
-    if hours > 23 or minutes > 59:
-        return None
-    return ((days * 24 + hours) * 60 + minutes) * 60_000
-
-
-_LOCAL_OFFSETS: dict[tuple[tzinfo, int], tuple[int, bool]] = {}
-
-
-def local_offset_ms(zone: tzinfo, wall_ms: int) -> tuple[int, bool]:
-    """UTC offset (ms) of a local wall-clock time, and whether it lies in a gap.
-
-    PEP 495 ``fold=0``: an ambiguous time is its first occurrence, a
-    non-existent one is read with the offset before the transition. Cached
-    per zone and minute when the whole minute has the same answer.
-    """
-    key = (zone, wall_ms // 60_000)
-    found = _LOCAL_OFFSETS.get(key)
-    if found is not None:
-        return found
-    start = _EPOCH_NAIVE + timedelta(minutes=key[1])
-    first = _offset_at(start.replace(tzinfo=zone))
-    if first == _offset_at((start + _LAST_SECOND).replace(tzinfo=zone)):
-        if len(_LOCAL_OFFSETS) >= _CACHE_MAX:
-            _LOCAL_OFFSETS.clear()
-        _LOCAL_OFFSETS[key] = first
-        return first
-    return _offset_at((_EPOCH_NAIVE + timedelta(milliseconds=wall_ms)).replace(tzinfo=zone))
-
-
-def _offset_at(local: datetime) -> tuple[int, bool]:
-    before = local.utcoffset() or _ZERO
-    after = local.replace(fold=1).utcoffset() or _ZERO
-    return before // _ONE_MS, after > before  # fold=1 later than fold=0 only inside a gap
-
-
 def _required_time(container: dict | None, key: str, path: str) -> str:
     value = None if container is None else container.get(key)
     if type(value) is str:
@@ -326,7 +203,7 @@ _TESLA_TIME = "payload.aggregates.battery.last_communication_time"
 _measured = tuple.__new__  # Measured(...) via its generated __new__ costs a Python call per reading
 
 
-def _tesla_careful(payload: dict, asset: AssetInfo) -> Measured:
+def parse_tesla(payload: dict, asset: AssetInfo) -> Measured:
     """``tesla-gateway/1``, every check in the spec's order (``parse_tesla`` without its fast path)."""
     aggregates = _obj(payload, "aggregates", "payload.aggregates")
     site = _obj(aggregates, "site", "payload.aggregates.site")
@@ -355,7 +232,7 @@ def _tesla_careful(payload: dict, asset: AssetInfo) -> Measured:
     )
 
 
-def _sonnen_careful(payload: dict, asset: AssetInfo) -> Measured:
+def parse_sonnen(payload: dict, asset: AssetInfo) -> Measured:
     """``sonnen/2``, every check in the spec's order (``parse_sonnen`` without its fast path)."""
     soc = _num(payload, "USOC", "payload.")
     battery_w = _num(payload, "Pac_total_W", "payload.")
@@ -414,7 +291,7 @@ def _bad_scale(path: str, sf: Any) -> _Reject:
     return _bad_type(path, sf, "an integer scale factor in [-10, 10]")
 
 
-def _sunspec_careful(payload: dict, asset: AssetInfo) -> Measured:
+def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
     """``sunspec/802``, every check in the spec's order (``parse_sunspec`` without its fast path)."""
     models = _obj(payload, "models", "payload.models")
     battery = _obj(models, "802", "payload.models.802")
@@ -442,103 +319,6 @@ def _sunspec_careful(payload: dict, asset: AssetInfo) -> Measured:
         raise _bad_type("payload.timestamp", seconds, "integer epoch seconds")
 
     return _measured(Measured, (ts, soc, _neg(charge_w), None, None, grid_w, None, capacity_wh, None))
-
-
-# ---------------------------------------------------------------- fast paths
-#
-# Each reader first tries the shape a healthy gateway sends (every container an object, every value of the
-# type the dialect's firmware writes, a parseable reading time) without a call per field; anything else
-# goes to its careful twin above, which checks in the spec's order and names what is wrong. A fast path
-# only ever returns what its careful twin returns for the same payload (a hypothesis test holds them
-# together: tests/flows/test_canonicalize_fast_paths.py); it never rejects.
-
-
-def parse_tesla(payload: dict, asset: AssetInfo) -> Measured:
-    """``tesla-gateway/1``: meter aggregates; ``battery`` > 0 discharges, ``site`` > 0 imports."""
-    aggregates = payload.get("aggregates")
-    soe = payload.get("soe")
-    if type(aggregates) is dict and type(soe) is dict:
-        site = aggregates.get("site")
-        battery = aggregates.get("battery")
-        load = aggregates.get("load")
-        solar = aggregates.get("solar")
-        if type(site) is dict and type(battery) is dict and type(load) is dict and type(solar) is dict:
-            grid_w = site.get("instant_power")
-            battery_w = battery.get("instant_power")
-            load_w = load.get("instant_power")
-            solar_w = solar.get("instant_power")
-            percentage = soe.get("percentage")
-            status = payload.get("grid_status")
-            text = battery.get("last_communication_time")
-            if (type(grid_w) is float and type(battery_w) is float and type(load_w) is float
-                    and type(solar_w) is float and type(percentage) is float and type(status) is str
-                    and type(text) is str):
-                parsed = iso_ms(text)
-                if parsed is not None and parsed[1] is not None:
-                    return _measured(Measured, (
-                        parsed[0] - parsed[1], (percentage - 5.0) / 0.95, battery_w, solar_w, load_w, grid_w,
-                        status == _TESLA_ON_GRID, None, None))
-    return _tesla_careful(payload, asset)
-
-
-def parse_sonnen(payload: dict, asset: AssetInfo) -> Measured:
-    """``sonnen/2``: local wall-clock Timestamp; ``GridFeedIn_W`` > 0 exports."""
-    soc = payload.get("USOC")
-    battery_w = payload.get("Pac_total_W")
-    solar_w = payload.get("Production_W")
-    load_w = payload.get("Consumption_W")
-    feed_in = payload.get("GridFeedIn_W")
-    status = payload.get("SystemStatus")
-    text = payload.get("Timestamp")
-    # integers, as sonnen's firmware writes them (floats, or one too large for a float: the careful path)
-    if (type(soc) is int and type(battery_w) is int and type(solar_w) is int and type(load_w) is int
-            and type(feed_in) is int and type(status) is str and type(text) is str):
-        parsed = iso_ms(text)
-        if parsed is not None and parsed[1] is None and type(asset.timezone) is str:
-            zone = _ZONES.get(asset.timezone)
-            if zone is not None:
-                offset, in_gap = local_offset_ms(zone, parsed[0])
-                try:
-                    return _measured(Measured, (
-                        parsed[0] - offset, float(soc), float(battery_w), float(solar_w), float(load_w),
-                        0.0 - feed_in, status == _SONNEN_ON_GRID, None, "local_time_gap" if in_gap else None))
-                except OverflowError:
-                    pass
-    return _sonnen_careful(payload, asset)
-
-
-def parse_sunspec(payload: dict, asset: AssetInfo) -> Measured:
-    """``sunspec/802``: scaled registers; model 802 ``W`` > 0 charges, model 203 ``W`` > 0 imports."""
-    models = payload.get("models")
-    seconds = payload.get("timestamp")
-    if type(models) is dict and type(seconds) is int:
-        battery = models.get("802")
-        meter = models.get("203")
-        if type(battery) is dict and (type(meter) is dict or meter is None):  # a site without a meter: no grid
-            soc = _scaled(battery.get("SoC"), battery.get("SoC_SF"))
-            charge_w = _scaled(battery.get("W"), battery.get("W_SF"))
-            capacity_wh = _scaled(battery.get("WHRtg"), battery.get("WHRtg_SF"))
-            grid_w = None if meter is None else _scaled(meter.get("W"), meter.get("W_SF"))
-            if soc is not _SLOW and charge_w is not _SLOW and capacity_wh is not _SLOW and grid_w is not _SLOW:
-                return _measured(Measured, (
-                    seconds * 1000, soc, None if charge_w is None else 0.0 - charge_w, None, None, grid_w, None,
-                    capacity_wh, None))
-    return _sunspec_careful(payload, asset)
-
-
-_SLOW = object()
-
-
-def _scaled(value: Any, sf: Any) -> float | None | object:
-    """``_register`` for integer registers and scale factors in [-10, 10]; ``_SLOW`` for anything else."""
-    if type(value) is int and type(sf) is int and -10 <= sf <= 10:
-        if value == -32768 or value == 65535:
-            return None  # a register that is not implemented
-        try:
-            return value * _POW10[sf] if sf >= 0 else value / _POW10[-sf]
-        except OverflowError:  # too large for a float: the careful path makes it infinite
-            pass
-    return _SLOW
 
 
 PARSERS = {

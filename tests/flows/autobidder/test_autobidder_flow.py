@@ -11,10 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import bytewax.operators as op
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -23,6 +21,7 @@ import flows.forecast_worker.flow as forecast_worker
 import flows.optimize_worker.flow as optimize_worker
 from flows.autobidder.logic import INTERVAL_MS, BidderParams, bid_id_for, command_id_for, request_id_for
 from sinks.messages import OutMessage
+from sinks.ports import MemoryPorts
 from vpp.config import Settings
 from devtools.market.api import MarketClock, MarketService
 from devtools.market.book import OrderBook
@@ -33,27 +32,6 @@ S = 1_767_225_600_000
 T = S + 2 * INTERVAL_MS
 PARAMS = BidderParams(horizon=12, history_intervals=24)
 SETTINGS = Settings(autobidder_nodes=f"{NODE},us/tx")
-
-
-class MemoryPorts:
-    """In-memory ports: a fixed list of source items in, OutMessages collected in ``written``."""
-
-    def __init__(self, items: list):
-        self.serde = Serde.local()
-        self.items = items
-        self.written: list[OutMessage] = []
-
-    def topic(self, name: str) -> str:
-        return name
-
-    def read(self, flow: Dataflow, step_id: str, topics: list[str]):
-        return op.input(step_id, flow, TestingSource(self.items, batch_size=100))  # the price history in one batch
-
-    def write(self, step_id: str, stream) -> None:
-        op.output(step_id, stream, TestingSink(self.written))
-
-    def records(self, topic: str) -> list[dict]:
-        return [self.serde.decode(m.value) for m in self.written if m.topic == topic]
 
 
 SERDE = Serde.local()

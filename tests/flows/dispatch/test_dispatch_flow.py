@@ -9,7 +9,6 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
-import bytewax.operators as op
 import orjson
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -17,6 +16,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from flows._common.registries import static_assets
+from sinks.ports import MemoryPorts
 from flows.dispatch.flow import build_flow
 from sinks.dumps import dump_line
 from vpp.config import Settings
@@ -123,21 +123,6 @@ def source_messages(readings: list[dict], cmds: list[dict], serde: Serde) -> lis
     return msgs
 
 
-class _TestPorts:
-    def __init__(self, msgs: list[KafkaSourceMessage], out: list):
-        self.serde = Serde.local()
-        self._msgs, self._out = msgs, out
-
-    def topic(self, name: str) -> str:
-        return name
-
-    def read(self, flow, step_id, topics):
-        return op.input(step_id, flow, TestingSource(self._msgs, batch_size=50))
-
-    def write(self, step_id, stream):
-        op.output(step_id, stream, TestingSink(self._out))
-
-
 def test_one_worker_and_a_two_worker_cluster_agree(canonical):
     readings, assets = canonical
     t0 = readings[0]["ts"]
@@ -146,7 +131,7 @@ def test_one_worker_and_a_two_worker_cluster_agree(canonical):
 
     def run(runner) -> list:
         out: list = []
-        flow = build_flow(Settings(), ports=_TestPorts(msgs, out), assets=static_assets(assets), store=None, wall_clock=None)
+        flow = build_flow(Settings(), ports=MemoryPorts(msgs, batch_size=50, sink=lambda: TestingSink(out)), assets=static_assets(assets), store=None, wall_clock=None)
         runner(flow)
         return sorted((m.topic, m.key, orjson.dumps(serde.decode(m.value), option=orjson.OPT_SORT_KEYS)) for m in out)
 
@@ -165,7 +150,7 @@ def test_restart_mid_command_resumes_from_the_snapshot(canonical, tmp_path):
 
     def run(source_items, recovery=None) -> list:
         out: list = []
-        flow = build_flow(Settings(), ports=_TestPorts(source_items, out), assets=static_assets(assets), store=None,
+        flow = build_flow(Settings(), ports=MemoryPorts(source_items, batch_size=50, sink=lambda: TestingSink(out)), assets=static_assets(assets), store=None,
                           wall_clock=None)
         run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
         return [(m.topic, m.key, serde.decode(m.value)) for m in out]

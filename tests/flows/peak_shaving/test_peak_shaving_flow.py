@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import bytewax.operators as op
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, run_main
 
 from flows.peak_shaving.flow import build_flow
 from flows.peak_shaving.logic import PROGRAM, ShavingConfig
+from sinks.ports import MemoryPorts
 from vpp.config import Settings
 from vpp.errors import UserError
 from vpp.serde import Serde
 
 T0 = 1_782_000_000_000
-
-
-class _Ports:
-    def __init__(self, msgs, out):
-        self.serde, self._msgs, self._out = Serde.local(), msgs, out
-
-    def topic(self, name):
-        return name
-
-    def read(self, flow, step_id, topics):
-        return op.input(step_id, flow, TestingSource(self._msgs))
-
-    def write(self, step_id, stream):
-        op.output(step_id, stream, TestingSink(self._out))
 
 
 def _aggregate(node: str, window: int, grid_w: float) -> dict:
@@ -47,7 +33,7 @@ def test_commands_for_nodes_with_a_threshold_only():
             for i, r in enumerate(records)]
     msgs.append(KafkaSourceMessage(b"x", b"not avro", "fleet.aggregates", partition=0, offset=99))
     out: list = []
-    run_main(build_flow(Settings(), ports=_Ports(msgs, out), thresholds={"us/ca": ShavingConfig(threshold_w=100_000)}))
+    run_main(build_flow(Settings(), ports=MemoryPorts(msgs, batch_size=1, sink=lambda: TestingSink(out)), thresholds={"us/ca": ShavingConfig(threshold_w=100_000)}))
     commands = [serde.decode(m.value) for m in out if m.topic == "dispatch.commands"]
     assert [(c["node_path"], c["target_w"]) for c in commands] == [("us/ca", 30_000.0), ("us/ca", 0.0)]
     assert all(c["program"] == PROGRAM and c["issued_by"] == "peak-shaving" for c in commands)
@@ -57,12 +43,12 @@ def test_commands_for_nodes_with_a_threshold_only():
 def test_without_thresholds_the_flow_refuses_to_start(tmp_path, monkeypatch):
     monkeypatch.delenv("VPP_CONFIG", raising=False)
     with pytest.raises(UserError, match="no settings file"):
-        build_flow(Settings(), ports=_Ports([], []))
+        build_flow(Settings(), ports=MemoryPorts([], batch_size=1, sink=lambda: TestingSink([])))
     empty = tmp_path / "vpp.toml"
     empty.write_text('broker = "127.0.0.1:9092"\n')
     monkeypatch.setenv("VPP_CONFIG", str(empty))
     with pytest.raises(UserError, match=r"peak_shaving.nodes"):
-        build_flow(Settings(), ports=_Ports([], []))
+        build_flow(Settings(), ports=MemoryPorts([], batch_size=1, sink=lambda: TestingSink([])))
 
 
 def test_thresholds_come_from_the_settings_file_given_with_config(tmp_path, monkeypatch):
@@ -77,6 +63,6 @@ def test_thresholds_come_from_the_settings_file_given_with_config(tmp_path, monk
     record = _aggregate("us/ca", 0, 130_000)
     msgs = [KafkaSourceMessage(b"us/ca", serde.encode("fleet.aggregates", record), "fleet.aggregates", partition=0,
                                offset=0)]
-    run_main(build_flow(settings, ports=_Ports(msgs, out)))
+    run_main(build_flow(settings, ports=MemoryPorts(msgs, batch_size=1, sink=lambda: TestingSink(out))))
     commands = [serde.decode(m.value) for m in out if m.topic == "dispatch.commands"]
     assert [(c["node_path"], c["target_w"]) for c in commands] == [("us/ca", 30_000.0)]

@@ -1,14 +1,11 @@
-"""Each dialect reader's fast path returns exactly what its careful twin returns, for any payload.
+"""Each dialect reader, on any payload, returns a reading or rejects it with a reason: it never crashes.
 
-``parse_tesla``, ``parse_sonnen`` and ``parse_sunspec`` first try the shape a healthy gateway sends and
-fall back to ``_tesla_careful`` / ``_sonnen_careful`` / ``_sunspec_careful``, which check every field in
-the spec's order. These properties hold the two together: same reading (compared by ``repr``, so 1 and
-1.0, NaN and -0.0 are told apart) or the same rejection (reason code and detail).
+(The readers once had fast paths beside them, held to these careful readers by a property test; they gained
+about 4 % of the canonicalize flow's time, under the 10 % a second copy must earn, and were removed.)
 """
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,50 +98,17 @@ def outcome(reader, payload, asset):
 
 @settings(max_examples=1500)
 @given(payload=tesla_payloads, asset=assets)
-def test_tesla_fast_path_agrees_with_the_careful_reader(payload, asset):
-    assert outcome(dialects.parse_tesla, payload, asset) == outcome(dialects._tesla_careful, payload, asset)
+def test_tesla_reader_reads_or_rejects_any_payload(payload, asset):
+    assert outcome(dialects.parse_tesla, payload, asset)[0] in ("reading", "rejected")
 
 
 @settings(max_examples=1500)
 @given(payload=sonnen_payloads, asset=assets)
-def test_sonnen_fast_path_agrees_with_the_careful_reader(payload, asset):
-    assert outcome(dialects.parse_sonnen, payload, asset) == outcome(dialects._sonnen_careful, payload, asset)
+def test_sonnen_reader_reads_or_rejects_any_payload(payload, asset):
+    assert outcome(dialects.parse_sonnen, payload, asset)[0] in ("reading", "rejected")
 
 
 @settings(max_examples=1500)
 @given(payload=sunspec_payloads, asset=assets)
-def test_sunspec_fast_path_agrees_with_the_careful_reader(payload, asset):
-    assert outcome(dialects.parse_sunspec, payload, asset) == outcome(dialects._sunspec_careful, payload, asset)
-
-
-HEALTHY = {
-    "tesla": (dialects.parse_tesla, "_tesla_careful", LOS_ANGELES, {
-        "aggregates": {name: {"last_communication_time": "2026-11-23T11:29:59.598548052-08:00",
-                              "instant_power": power}
-                       for name, power in (("site", 160.2), ("battery", -2400.0), ("load", 860.2),
-                                           ("solar", 3100.0))},
-        "soe": {"percentage": 69.1}, "grid_status": "SystemGridConnected"}),
-    "sonnen": (dialects.parse_sonnen, "_sonnen_careful", BERLIN, {
-        "Timestamp": "2026-11-23 20:30:00", "USOC": 71, "RSOC": 73, "Pac_total_W": 1398, "Production_W": 0,
-        "Consumption_W": 1410, "GridFeedIn_W": -12, "SystemStatus": "OnGrid"}),
-    "sunspec with a meter": (dialects.parse_sunspec, "_sunspec_careful", LOS_ANGELES, {
-        "timestamp": 1795462493,
-        "models": {"802": {"SoC": 6123, "SoC_SF": -2, "W": -25, "W_SF": 2, "WHRtg": 135, "WHRtg_SF": 2},
-                   "203": {"W": 152, "W_SF": 1}}}),
-    "sunspec without a meter": (dialects.parse_sunspec, "_sunspec_careful", LOS_ANGELES, {
-        "timestamp": 1795462493,
-        "models": {"802": {"SoC": 6123, "SoC_SF": -2, "W": -25, "W_SF": 2, "WHRtg": 135, "WHRtg_SF": 2}}}),
-}
-
-
-@pytest.mark.parametrize("shape", sorted(HEALTHY))
-def test_a_healthy_gateway_payload_never_reaches_the_careful_reader(shape, monkeypatch):
-    reader, careful_name, asset, payload = HEALTHY[shape]
-    careful = getattr(dialects, careful_name)
-    expected = careful(payload, asset)  # also caches the asset's zone, as the first reading of a device does
-
-    def must_not_be_called(*_args):
-        raise AssertionError(f"{careful_name} was called for a healthy {shape} payload")
-
-    monkeypatch.setattr(dialects, careful_name, must_not_be_called)
-    assert repr(reader(payload, asset)) == repr(expected)
+def test_sunspec_reader_reads_or_rejects_any_payload(payload, asset):
+    assert outcome(dialects.parse_sunspec, payload, asset)[0] in ("reading", "rejected")
