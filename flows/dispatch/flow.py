@@ -151,7 +151,9 @@ class DispatchLogic(StatefulBatchLogic):
                     state.on_readings(value, out)
                 else:
                     record, known, issued_ms = value
-                    state.on_command(record, known, out, issued_ms=issued_ms)
+                    # live, the wall clock moves event time between readings (``_tick``); a replay has only the
+                    # messages' own times, so a command's Kafka timestamp moves it there, as the wall clock did
+                    state.on_command(record, known, out, issued_ms=issued_ms if self._wall_clock is None else None)
         return self._tick(out), self._keep()
 
     def _keep(self) -> bool:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,8 +59,11 @@ def test_up_twice_is_harmless(own_stack):
 
 def test_a_killed_service_is_reported_and_up_restarts_it(own_stack):
     _, doc = status(own_stack)
-    os.kill(doc["services"]["timeseries"]["pid"], signal.SIGKILL)
-    time.sleep(0.5)
+    pid = doc["services"]["timeseries"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:  # wait until the kernel has reaped it, not a fixed time
+        time.sleep(0.05)
     code, doc = status(own_stack)
     assert code == 1
     assert doc["healthy"] is False
@@ -93,3 +97,14 @@ def test_status_of_a_stack_never_started(tmp_path):
     result = vpp("status", "--state-dir", str(tmp_path))
     assert result.returncode == 1
     assert "never started" in result.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (killed, not yet reaped by its parent) still answers kill(0)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

@@ -583,3 +583,34 @@ def test_dedup_horizon_is_configurable():
     state, _ = dedup_step(None, reading(0), horizon_ms=10)
     state, _ = dedup_step(state, reading(11), horizon_ms=10)
     assert dedup_step(state, reading(0), horizon_ms=10)[1] == (reading(0), False)
+
+
+# ---------------------------------------------------------------- the platform's clock
+
+
+def received_by_broker(ms: int):
+    """A source position with the Kafka timestamp at which the platform received the message."""
+    from bytewax.connectors.kafka import KafkaSourceMessage
+
+    return KafkaSourceMessage(b"k", b"", "telemetry.raw", partition=3, offset=17, timestamp=(1, ms))
+
+
+def test_a_device_and_gateway_clock_ten_days_ahead_is_future_timestamp_by_the_platforms_clock():
+    # received_at and the reading time agree with each other, 10 days after the broker took the message
+    ten_days = 10 * 86_400_000
+    platform_ms = iso_ms(RECEIVED["tesla-gateway/1"])[0] - ten_days
+    result = canonicalize(raw(envelope("tesla-gateway/1")), received_by_broker(platform_ms), ASSETS)
+    assert isinstance(result, Rejection) and result.reason == "future_timestamp"
+    assert "platform received it" in result.detail and result.source_timestamp == platform_ms
+
+
+def test_a_reading_far_behind_the_platforms_clock_is_stale():
+    platform_ms = iso_ms(RECEIVED["sonnen/2"])[0] + 2 * 86_400_000
+    result = canonicalize(raw(envelope("sonnen/2")), received_by_broker(platform_ms), ASSETS)
+    assert isinstance(result, Rejection) and result.reason == "stale"
+
+
+def test_a_reading_on_time_by_both_clocks_is_accepted():
+    platform_ms = iso_ms(RECEIVED["tesla-gateway/1"])[0] + 150
+    assert not isinstance(canonicalize(raw(envelope("tesla-gateway/1")), received_by_broker(platform_ms), ASSETS),
+                          Rejection)

@@ -195,7 +195,7 @@ def test_with_a_wall_clock_commands_expire_without_new_input():
     wall = [1000.0]
     logic = DispatchLogic(None, window_ms=10_000, staleness_ms=60_000, wall_clock=lambda: wall[0])
     logic.on_batch([[("readings", [reading(i, T0) for i in range(3)])],
-                    [("command", (command("c1", "us", 3000, end=T0 + 30_000), True))]])
+                    [("command", (command("c1", "us", 3000, end=T0 + 30_000), True, None))]])
     deadline = logic.notify_at()
     assert deadline is not None and deadline.timestamp() == pytest.approx(1000.0 + 10.0, abs=0.01)  # the next window check
     wall[0] += 31.0  # no input for 31 s of wall time
@@ -225,3 +225,23 @@ def test_without_resend_only_changes_are_sent():
     state, out = running(), Emitted()
     state.on_command(command("c1", "us/ca", 6000), True, out)
     assert [sp for k in range(1, 8) for sp in tick(state, T0 + k * 10_000).setpoints] == []
+
+
+def test_a_command_issued_after_the_last_reading_is_taken_at_its_own_time():
+    # live: a command at T with readings until T - 5 s starts at once; a replay of the same input must too
+    state = running()
+    out = Emitted()
+    issued = T0 + 5_000
+    state.on_command(command("c1", "us/ca", 6000, start=issued), True, out, issued_ms=issued)
+    assert states(out) == [("c1", "accepted")] and state.clock_ms == issued
+    assert sum(w for _, w in live_setpoints([out]).values()) == pytest.approx(6000)
+
+
+def test_at_the_end_of_a_replay_every_command_that_never_started_says_so():
+    state, out = running(), Emitted()
+    state.on_command(command("later", "us", 1000, start=T0 + HOUR, end=T0 + 2 * HOUR), True, out, issued_ms=T0)
+    assert states(out) == []  # waiting for its start
+    end = Emitted()
+    state.end_of_input(end)
+    assert states(end) == [("later", "expired")] and "never started" in end.statuses[0]["reason"]
+    assert not state.pending
