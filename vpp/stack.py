@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,9 +92,11 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    import httpx
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status == 200, f"HTTP {resp.status}"
+        status = httpx.get(url, timeout=timeout).status_code
+        return status == 200, f"HTTP {status}"
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported with its text
         return False, str(exc)
 
