@@ -6,12 +6,19 @@ free loopback port, detached from the CLI process; ``status`` reports their
 addresses and health; ``down`` stops them. Addresses are kept in
 ``<state_dir>/stack.json`` which ``Settings.load`` reads, so every command and
 test finds the stack without configuration.
+
+Security is on: ``up`` generates the schema registry's two passwords (read-only and read-write)
+and the market API's token once, into ``<state_dir>/secrets/`` (directory 0700, files 0600);
+``stack.json`` names the files (never their content) and the settings read them. The registry
+gets them through its environment, never its command line; ``up`` registers every topic's
+schema as the read-write identity (flows only look schemas up).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +35,8 @@ __all__ = ["Stack", "StackStatus", "ServiceHealth"]
 
 PG_BIN = Path(os.environ.get("VPP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SERVICES = ("postgres", "broker", "timeseries", "schema_registry")
+#: credentials ``up`` generates (names of settings; see ``vpp.config.SECRETS``)
+STACK_SECRETS = ("schema_registry_password", "schema_registry_admin_password", "market_token")
 _READY_TIMEOUT_S = 60.0
 
 
@@ -148,7 +157,9 @@ class Stack:
         (self.state_dir / "logs").mkdir(exist_ok=True)
         state = self._read()
         state.setdefault("pids", {})
-        checks = {s.name: s for s in self.status().services} if state else {}
+        state["secret_files"] = self._ensure_secrets()
+        self._write(state)
+        checks = {s.name: s for s in self.status().services} if state.get("pids") else {}
         for name, start in (
             ("postgres", self._start_postgres),
             ("broker", self._start_broker),
@@ -166,17 +177,47 @@ class Stack:
         from vpp.db import migrate
 
         migrate(state["postgres"])
+        self._register_schemas()
         return self.status()
+
+    def _ensure_secrets(self) -> dict[str, str]:
+        """The generated credentials' files (created once, 0600 in a 0700 directory): setting name -> path."""
+        directory = self.state_dir / "secrets"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)
+        files = {}
+        for name in STACK_SECRETS:
+            path = directory / name
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(32))
+            files[name] = str(path)
+        return files
+
+    def _register_schemas(self) -> None:
+        """Every topic's schema, registered as the read-write identity (harmless when already there)."""
+        from vpp.config import Settings
+        from vpp.serde import RegistrationError, register_schemas, registry_client
+
+        settings = Settings.load(state_dir=self.state_dir, environ={})
+        client = registry_client(settings.schema_registry_url, settings.schema_registry_admin_user,
+                                 settings.schema_registry_admin_password)
+        try:
+            register_schemas(client, self.topic_prefix)
+        except RegistrationError as exc:
+            raise UserError(f"the local registry refused our schemas: {exc}") from exc
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         logf = open(self.state_dir / "logs" / f"{name}.log", "ab")
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}  # ours only, not the caller's
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survive the CLI and its Ctrl-C
-            env={**os.environ, **(env or {})},
+            env={**inherited, **(env or {})},
             cwd=self.state_dir,
         )
         logf.close()
@@ -297,8 +338,12 @@ class Stack:
     # registry ---------------------------------------------------------------------
     def _start_registry(self, state: dict[str, Any]) -> None:
         port = _free_port()
+        files = state["secret_files"]
+        env = {"VPP_STATE_DIR": str(self.state_dir), "VPP_POSTGRES_DSN": state["postgres"],
+               "VPP_SCHEMA_REGISTRY_PASSWORD_FILE": files["schema_registry_password"],
+               "VPP_SCHEMA_REGISTRY_ADMIN_PASSWORD_FILE": files["schema_registry_admin_password"]}
         pid = self._spawn("schema_registry", [sys.executable, "-m", "vpp.registry", "--host", "127.0.0.1",
-                                              "--port", str(port), "--dsn", state["postgres"]])
+                                              "--port", str(port)], env=env)
         state["schema_registry"] = f"http://127.0.0.1:{port}"
         state["pids"]["schema_registry"] = pid
         self._wait("schema_registry", lambda: _http_ok(state["schema_registry"] + "/"), pid)

@@ -37,6 +37,7 @@ def export_series(timeseries_url: str, metric: str, start_ms: int, end_ms: int) 
 def vpp_env(settings, **extra: str) -> dict[str, str]:
     """The environment of a ``vpp`` subprocess on ``settings`` (the test's own topics and database)."""
     return {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, **extra}
 

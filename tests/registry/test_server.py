@@ -536,7 +536,8 @@ def test_a_connection_that_does_not_complete_its_request_head_in_time_is_closed(
 def test_cli_serves_until_sigterm(registry_database):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vpp.registry", "--host", "127.0.0.1", "--port", "0", "--dsn", registry_database],
+        [sys.executable, "-m", "vpp.registry", "--host", "127.0.0.1", "--port", "0", "--dsn", registry_database,
+         "--no-auth"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -25,7 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from vpp.asgi import BackgroundServer, BodyLimits, ServerLimits
+from vpp.errors import redact_dsn
 from vpp.registry.api import RegistryApi
+from vpp.registry.auth import BasicAuth, Identity
 from vpp.registry.store import RegistryError, RegistryStore
 
 __all__ = ["RegistryServer", "serve", "build_app", "CONTENT_TYPE", "MAX_BODY_BYTES"]
@@ -78,6 +80,10 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return _json(status, {"error_code": status, "message": message}, headers)
 
 
+def _auth_error(status: int, error_code: int, message: str) -> Response:
+    return _json(status, {"error_code": error_code, "message": message})
+
+
 def _registry_error(exc: RegistryError) -> Response:
     return _json(exc.http_status, {"error_code": exc.error_code, "message": exc.message})
 
@@ -95,6 +101,23 @@ def _json_body(raw: bytes, content_type: str | None) -> Any:
         raise RegistryError(f"request body is not valid JSON: {exc}", http_status=400, error_code=400) from exc
 
 
+def _without_secrets(text: str, dsn: str) -> str:
+    """``text`` with the DSN and its password replaced by their redacted form."""
+    redacted = redact_dsn(dsn)
+    text = text.replace(dsn, redacted)
+    password = _dsn_password(dsn)
+    return text.replace(password, "***") if password else text
+
+
+def _dsn_password(dsn: str) -> str | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(dsn).get("password") or None
+    except Exception:  # noqa: BLE001 - an unparsable DSN: nothing more to hide than the DSN itself
+        return None
+
+
 def _endpoint(api: RegistryApi, names: dict[str, str]):
     async def endpoint(request: Request) -> Response:
         name = names["GET" if request.method == "HEAD" else request.method]
@@ -109,9 +132,9 @@ def _endpoint(api: RegistryApi, names: dict[str, str]):
         except ClientDisconnect:  # the body never came whole (uvicorn has answered a malformed one with 400)
             return error_response(400, "the client closed the connection before the request body was complete")
         except Exception as exc:  # noqa: BLE001 - Confluent's 50001 rather than a dropped connection
-            log.exception("registry request %s %s failed", request.method, request.url.path)
-            return _json(500, {"error_code": 50001,
-                               "message": f"Error in the backend data store: {type(exc).__name__}: {exc}"})
+            reason = _without_secrets(f"{type(exc).__name__}: {exc}", api.store.dsn)
+            log.error("registry request %s %s failed: %s", request.method, request.url.path, reason)
+            return _json(500, {"error_code": 50001, "message": f"Error in the backend data store: {reason}"})
         return _json(200, payload)
 
     return endpoint
@@ -157,16 +180,17 @@ class _Observed:
                 _requests.add(1, {"method": scope["method"], "status": status})
 
 
-def build_app(store: RegistryStore, limits: ServerLimits = LIMITS) -> Starlette:
-    """The registry as an ASGI app over ``store``."""
+def build_app(store: RegistryStore, limits: ServerLimits = LIMITS, identities: dict[str, Identity] | None = None
+              ) -> Starlette:
+    """The registry as an ASGI app over ``store``; with ``identities``, only they may use it (``vpp.registry.auth``)."""
     api = RegistryApi(store)
     routes = [Route(path, _endpoint(api, names), methods=list(names)) for path, names in _PATHS]
-    return Starlette(
-        routes=routes,
-        middleware=[Middleware(_Observed), Middleware(BodyLimits, max_body_bytes=limits.max_body_bytes,
-                                                      body_timeout_s=limits.body_timeout_s, error=error_response)],
-        exception_handlers={HTTPException: _http_error},
-    )
+    middleware = [Middleware(_Observed)]
+    if identities:
+        middleware.append(Middleware(BasicAuth, identities=identities, error=_auth_error))
+    middleware.append(Middleware(BodyLimits, max_body_bytes=limits.max_body_bytes, body_timeout_s=limits.body_timeout_s,
+                                 error=error_response))
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error})
 
 
 class RegistryServer:
@@ -174,10 +198,12 @@ class RegistryServer:
 
     ``start()`` serves in a background thread (for tests and embedding);
     ``stop()`` shuts it down. Port 0 picks a free port; read ``url`` after ``start()``.
+    With ``identities`` (user -> ``Identity``) every request but ``GET /`` needs basic auth.
     """
 
-    def __init__(self, host: str, port: int, dsn: str, *, limits: ServerLimits = LIMITS):
-        self.host, self.port, self.dsn, self.limits = host, port, dsn, limits
+    def __init__(self, host: str, port: int, dsn: str, *, limits: ServerLimits = LIMITS,
+                 identities: dict[str, Identity] | None = None):
+        self.host, self.port, self.dsn, self.limits, self.identities = host, port, dsn, limits, identities
         self._store: RegistryStore | None = None
         self._server: BackgroundServer | None = None
 
@@ -193,7 +219,7 @@ class RegistryServer:
         self._store = RegistryStore(self.dsn)
         try:
             self._store.create_tables()
-            self._server = BackgroundServer(build_app(self._store, self.limits), self.host, self.port, self.limits,
+            self._server = BackgroundServer(build_app(self._store, self.limits, self.identities), self.host, self.port, self.limits,
                                             name="schema-registry").start()
         except BaseException:
             self._store.close()
@@ -209,6 +235,9 @@ class RegistryServer:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def __repr__(self) -> str:
+        return f"RegistryServer({self.host!r}, {self.port}, {redact_dsn(self.dsn)!r}, identities={self.identities!r})"
 
     def __enter__(self) -> "RegistryServer":
         return self.start()
