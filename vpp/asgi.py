@@ -19,6 +19,7 @@ fails there), serves from ``start()`` in a daemon thread, and stops gracefully o
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["BackgroundServer", "BodyLimits", "ServerLimits"]
+__all__ = ["BackgroundServer", "BearerToken", "BodyLimits", "ServerLimits"]
 
 ErrorResponse = Callable[[int, str], Response]
 
@@ -100,6 +101,27 @@ class BodyLimits:
     async def _refuse(self, status: int, message: str, scope: dict, receive: Callable, send: Callable) -> None:
         response = self.error(status, message)
         response.headers["Connection"] = "close"  # the rest of the body is never read
+        await response(scope, receive, send)
+
+
+class BearerToken:
+    """ASGI middleware: every request needs ``Authorization: Bearer <token>``, else a 401 rendered by ``error``."""
+
+    def __init__(self, app: Any, *, token: str, error: ErrorResponse):
+        if not token:
+            raise ValueError("BearerToken needs a token")
+        self.app, self._token, self.error = app, token.encode(), error
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token):
+            await self.app(scope, receive, send)
+            return
+        response = self.error(401, "this API needs the header Authorization: Bearer <token> with its token")
+        response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 
 

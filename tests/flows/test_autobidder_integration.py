@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from flows.autobidder_logic import bid_id_for, command_id_for
+from vpp.assets import Asset, upsert_assets
 from vpp.kafka_tools import read_topic
 from vpp.serde import Serde
 
@@ -77,6 +78,8 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
     procs.append(market)
     try:
         url = json.loads(market.stdout.readline())["url"]
+        upsert_assets(settings.postgres_dsn, [Asset("pw-1", "site-1", f"{NODE}/site-1", "America/Los_Angeles", 13_500.0,
+                                                    5_000.0, 5_000.0, 20.0)])  # the market takes bids for known nodes
         _produce_aggregate(settings, serde, int(time.time() * 1000))
         env = _env(settings, VPP_MARKET_URL=url, VPP_AUTOBIDDER_NODES=NODE, VPP_AUTOBIDDER_HORIZON="24",
                    VPP_AUTOBIDDER_STEP_TIMEOUT_S="6", VPP_RECOVERY_DIR=str(tmp_path / "recovery"))

@@ -1,7 +1,9 @@
 """The running market: its clock, the clearing loop publishing to Kafka, and the HTTP API.
 
 HTTP (JSON in and out; a Starlette app on uvicorn, ``vpp.asgi``: framing, connection and body
-limits are the server's):
+limits are the server's; with a token, every request needs ``Authorization: Bearer <token>``,
+else 401). A new bid with a step beyond the book's ``max_bid_w`` or for a node the asset
+registry does not know is a 422 (``vpp.market.clearing.check_limits``):
 
 * ``POST /bids`` with ``{bid_id, node_path, pricing_node, interval_start
   (ISO 8601 or epoch ms), pairs: [{price_usd_per_mwh, quantity_w}]}``
@@ -44,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vpp.asgi import BackgroundServer, BodyLimits, ServerLimits
+from vpp.asgi import BackgroundServer, BearerToken, BodyLimits, ServerLimits
 from vpp.market.book import OrderBook
 from vpp.market.clearing import iso
 from vpp.market.prices import INTERVAL_MS, PriceModel, price_series
@@ -139,6 +141,7 @@ class KafkaDelivery:
 class MarketService:
     """The clearing loop and the HTTP server around an ``OrderBook``; ``start()``, then ``stop()``.
 
+    With ``token`` every request needs ``Authorization: Bearer <token>`` (401 otherwise).
     ``deliver(price_record, awards, bids)`` is called for every interval (``None``:
     keep results in memory only, for a market without a broker).
     """
@@ -155,6 +158,7 @@ class MarketService:
         port: int = 0,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
         retry_s: float = 1.0,
+        token: str | None = None,
     ):
         self.book = book
         self.clock = clock
@@ -166,7 +170,7 @@ class MarketService:
         self._stop = threading.Event()
         self._next_ms = clock.now_ms() // INTERVAL_MS * INTERVAL_MS
         self._last_cleared_ms: int | None = book.last_cleared()  # a journal's, after a restart
-        self._http = BackgroundServer(build_app(self), host, port, LIMITS, name="market-http")
+        self._http = BackgroundServer(build_app(self, token), host, port, LIMITS, name="market-http")
         self._threads: list[threading.Thread] = []
 
     @property
@@ -254,8 +258,8 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(service: "MarketService") -> Starlette:
-    """The market's HTTP API over ``service`` (its book and clock)."""
+def build_app(service: "MarketService", token: str | None = None) -> Starlette:
+    """The market's HTTP API over ``service`` (its book and clock); with ``token``, only for its bearers."""
 
     async def submit(request: Request) -> JSONResponse:
         try:
@@ -284,7 +288,8 @@ def build_app(service: "MarketService") -> Starlette:
     return Starlette(
         routes=[Route("/bids", submit, methods=["POST"]), Route("/bids/{bid_id}", get_bid, methods=["GET"]),
                 Route("/status", status, methods=["GET"])],
-        middleware=[Middleware(BodyLimits, max_body_bytes=LIMITS.max_body_bytes, body_timeout_s=LIMITS.body_timeout_s,
-                               error=_error)],
+        middleware=([Middleware(BearerToken, token=token, error=_error)] if token else []) + [
+            Middleware(BodyLimits, max_body_bytes=LIMITS.max_body_bytes, body_timeout_s=LIMITS.body_timeout_s,
+                       error=_error)],
         exception_handlers={HTTPException: http_error},
     )
