@@ -5,20 +5,13 @@ VictoriaMetrics (InfluxDB v2 write API) and our schema registry, each on a
 free loopback port, detached from the CLI process; ``status`` reports their
 addresses and health; ``down`` stops them. Addresses are kept in
 ``<state_dir>/stack.json`` which ``Settings.load`` reads, so every command and
-test finds the stack without configuration.
-
-Security is on: ``up`` generates the schema registry's two passwords (read-only and read-write)
-and the market API's token once, into ``<state_dir>/secrets/`` (directory 0700, files 0600);
-``stack.json`` names the files (never their content) and the settings read them. The registry
-gets them through its environment, never its command line; ``up`` registers every topic's
-schema as the read-write identity (flows only look schemas up).
+test finds the stack without configuration. Security is on: see ``vpp.stack_secrets``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -30,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from vpp.errors import UserError
+from vpp.stack_secrets import ensure_secrets, register_schemas_as_admin
 
 __all__ = ["Stack", "StackStatus", "ServiceHealth"]
 
 PG_BIN = Path(os.environ.get("VPP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SERVICES = ("postgres", "broker", "timeseries", "schema_registry")
-#: credentials ``up`` generates (names of settings; see ``vpp.config.SECRETS``)
-STACK_SECRETS = ("schema_registry_password", "schema_registry_admin_password", "market_token")
 _READY_TIMEOUT_S = 60.0
 
 
@@ -157,7 +149,7 @@ class Stack:
         (self.state_dir / "logs").mkdir(exist_ok=True)
         state = self._read()
         state.setdefault("pids", {})
-        state["secret_files"] = self._ensure_secrets()
+        state["secret_files"] = ensure_secrets(self.state_dir)
         self._write(state)
         checks = {s.name: s for s in self.status().services} if state.get("pids") else {}
         for name, start in (
@@ -177,36 +169,8 @@ class Stack:
         from vpp.db import migrate
 
         migrate(state["postgres"])
-        self._register_schemas()
+        register_schemas_as_admin(self.state_dir, self.topic_prefix)
         return self.status()
-
-    def _ensure_secrets(self) -> dict[str, str]:
-        """The generated credentials' files (created once, 0600 in a 0700 directory): setting name -> path."""
-        directory = self.state_dir / "secrets"
-        directory.mkdir(mode=0o700, exist_ok=True)
-        directory.chmod(0o700)
-        files = {}
-        for name in STACK_SECRETS:
-            path = directory / name
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_urlsafe(32))
-            files[name] = str(path)
-        return files
-
-    def _register_schemas(self) -> None:
-        """Every topic's schema, registered as the read-write identity (harmless when already there)."""
-        from vpp.config import Settings
-        from vpp.serde import RegistrationError, register_schemas, registry_client
-
-        settings = Settings.load(state_dir=self.state_dir, environ={})
-        client = registry_client(settings.schema_registry_url, settings.schema_registry_admin_user,
-                                 settings.schema_registry_admin_password)
-        try:
-            register_schemas(client, self.topic_prefix)
-        except RegistrationError as exc:
-            raise UserError(f"the local registry refused our schemas: {exc}") from exc
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         logf = open(self.state_dir / "logs" / f"{name}.log", "ab")
@@ -338,10 +302,8 @@ class Stack:
     # registry ---------------------------------------------------------------------
     def _start_registry(self, state: dict[str, Any]) -> None:
         port = _free_port()
-        files = state["secret_files"]
-        env = {"VPP_STATE_DIR": str(self.state_dir), "VPP_POSTGRES_DSN": state["postgres"],
-               "VPP_SCHEMA_REGISTRY_PASSWORD_FILE": files["schema_registry_password"],
-               "VPP_SCHEMA_REGISTRY_ADMIN_PASSWORD_FILE": files["schema_registry_admin_password"]}
+        # its identities' passwords: the files stack.json names (written before), read through VPP_STATE_DIR
+        env = {"VPP_STATE_DIR": str(self.state_dir), "VPP_POSTGRES_DSN": state["postgres"]}
         pid = self._spawn("schema_registry", [sys.executable, "-m", "vpp.registry", "--host", "127.0.0.1",
                                               "--port", str(port)], env=env)
         state["schema_registry"] = f"http://127.0.0.1:{port}"
