@@ -9,8 +9,10 @@ does not have are added here, small and standard:
   Content-Length before a byte is read, or as it streams in), one that does not arrive within
   ``body_timeout_s`` is a 408; both answers close the connection.
 * a header timeout: a connection whose request head is not complete within ``header_timeout_s``
-  of its opening (or of the previous answer) is closed, so idle or trickling clients cannot hold
-  connections (uvicorn times out only idle keep-alive connections between requests).
+  of its opening (or of the first byte of a further request) is closed, so silent or trickling
+  clients cannot hold connections (uvicorn times out only idle keep-alive connections).
+* a request with both Content-Length and Transfer-Encoding is a 400 and the connection closes
+  (RFC 9112 section 6.3: a request-smuggling attempt; h11 would read it as chunked and keep it).
 
 ``BackgroundServer`` binds its socket at construction (the port is known, and an address in use
 fails there), serves from ``start()`` in a daemon thread, and stops gracefully on ``stop()``.
@@ -63,7 +65,12 @@ class BodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and b"transfer-encoding" in headers:  # RFC 9112 6.3: a smuggling attempt; close
+            await self._refuse(400, "a request may not carry both Content-Length and Transfer-Encoding",
+                               scope, receive, send)
+            return
         if declared is not None and int(declared) > self.max_body_bytes:  # h11 has checked it is a number
             await self._refuse(413, f"request body of {int(declared)} bytes exceeds the limit of "
                                     f"{self.max_body_bytes} bytes", scope, receive, send)
@@ -126,7 +133,11 @@ class BearerToken:
 
 
 class _HeaderTimeoutH11(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head is not complete in time."""
+    """uvicorn's h11 protocol, closing a connection whose request head is not complete in time.
+
+    The clock starts when the connection opens and, on a kept-alive connection, with the first
+    byte of each further request (between requests uvicorn's keep-alive timeout applies).
+    """
 
     header_timeout_s: float = 10.0
 
@@ -134,12 +145,13 @@ class _HeaderTimeoutH11(H11Protocol):
         super().connection_made(transport)
         self._arm_header_timer()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._timed_cycle is not self.cycle:  # a new request head begins
             self._arm_header_timer()
+        super().data_received(data)
 
     def _arm_header_timer(self) -> None:
+        self._timed_cycle = self.cycle  # the request before the one whose head is timed (None: the first)
         self.loop.call_later(self.header_timeout_s, self._header_deadline, self.cycle)
 
     def _header_deadline(self, cycle_at_arming: Any) -> None:
