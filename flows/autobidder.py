@@ -215,9 +215,9 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
                store: Any = _AUTO, wall_clock: Callable[[], float] | None = _AUTO,
                params: BidderParams | None = None) -> Dataflow:
     """``ports`` default to the broker; ``submit`` (one bid -> ``(outcome, body)``) to
-    ``MarketApi(settings.market_url, token=settings.market_token)``; ``store`` to PostgreSQL with Kafka ports (none otherwise);
-    ``wall_clock`` to ``time.time`` with Kafka ports. With a wall clock bids are sent from a thread
-    pool (``PooledBids``), without one inline."""
+    ``MarketApi(settings.market_url, token=settings.market_token)``; ``store`` to PostgreSQL with
+    Kafka ports (none otherwise); ``wall_clock`` to ``time.time`` with Kafka ports. With a wall
+    clock bids are sent from a thread pool (``PooledBids``), without one inline."""
     kafka = ports is None or isinstance(ports, KafkaPorts)
     ports = ports or KafkaPorts(settings)
     submit = submit or MarketApi(settings.market_url, token=settings.market_token)
