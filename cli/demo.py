@@ -290,7 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     broker_was_up = any(s.name == "broker" and s.healthy for s in stack.status().services)
     stack.up(log=console.print)
     settings = load_settings(args)  # now with the stack's addresses
-    register_all(settings.schema_registry_url, settings.topic_prefix)
+    register_all(settings)
     console.print("schemas registered")
 
     common = ["--state-dir", str(state_dir)] + (["--config", args.config] if args.config else [])

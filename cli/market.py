@@ -10,7 +10,9 @@ bids to ``market.bids``, its price to ``market.prices`` and the awards of its
 bids to ``market.awards`` as market
 time passes (``--speed`` times the wall clock, from ``--start``), and serves
 ``POST /bids``, ``GET /bids/ID`` and ``GET /status`` on ``--host``/``--port``
-(a free loopback port by default). It prints one JSON line with its URL,
+(a free loopback port by default), to bearers of the setting ``market_token``
+only (``vpp up`` generates one). Bids are bounded: a step of at most
+``max_bid_w`` either way, for a node of the asset registry when it is reachable. It prints one JSON line with its URL,
 then runs until Ctrl-C. With ``--journal FILE`` accepted bids and cleared
 intervals survive a restart (JSON lines; see vpp/market/book.py). Prices
 follow from ``--seed`` and the interval alone, so the history and the live
@@ -23,6 +25,7 @@ import argparse
 import csv
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -99,14 +102,23 @@ def _serve(args: argparse.Namespace, model) -> int:
         raise UserError("--speed must be positive")
     if args.gate_closure_s < 0:
         raise UserError("--gate-closure-s must be zero or positive")
+    from devtools.market.nodes import AssetNodes
+
     start_ms = _time_ms(args.start, "--start")
+    settings = load_settings(args)
+    if not settings.market_token and not args.no_auth:
+        raise UserError("the market API needs a token: set VPP_MARKET_TOKEN (or VPP_MARKET_TOKEN_FILE); `vpp up` "
+                        "generates one for the local stack; or pass --no-auth")
+    known_node = None if args.any_node else AssetNodes.connect(settings.postgres_dsn)
+    if known_node is None and not args.any_node:
+        print("market: no asset registry reachable: bids for any node are taken", file=sys.stderr, flush=True)
     try:
-        book = OrderBook(args.pricing_node, round(args.gate_closure_s * 1000), args.journal)
+        book = OrderBook(args.pricing_node, round(args.gate_closure_s * 1000), args.journal,
+                         max_bid_w=settings.max_bid_w, known_node=known_node)
     except (JournalError, OSError) as exc:
         raise UserError(f"cannot use the journal: {exc}") from None
     deliver = None
     if not args.no_publish:
-        settings = load_settings(args)
         try:
             deliver = KafkaDelivery(settings)
             if args.backfill_days:
@@ -120,7 +132,8 @@ def _serve(args: argparse.Namespace, model) -> int:
                             "or run with --no-publish") from None
     try:
         service = MarketService(book, MarketClock(start_ms, args.speed), seed=args.seed, model=model,
-                                deliver=deliver, host=args.host, port=args.port)
+                                deliver=deliver, host=args.host, port=args.port,
+                                token=None if args.no_auth else settings.market_token)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     stop = threading.Event()
@@ -163,5 +176,9 @@ def add_commands(sub) -> None:
     serve.add_argument("--journal", default=None, metavar="FILE.jsonl", help="keep accepted bids across restarts")
     serve.add_argument("--backfill-days", type=float, default=0.0, help="first publish this many days of past prices")
     serve.add_argument("--no-publish", action="store_true", help="serve HTTP only; do not publish to Kafka")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="serve without the bearer token (the setting market_token) required")
+    serve.add_argument("--any-node", action="store_true",
+                       help="take bids for any node_path (default: the asset registry's nodes, when reachable)")
     p.set_defaults(func=cmd_market)
 

@@ -1,4 +1,8 @@
-"""`vpp schemas register|list`: our Avro contracts in the schema registry."""
+"""`vpp schemas register|list`: our Avro contracts in the schema registry.
+
+``register`` uses the registry's read-write identity (``schema_registry_admin_user`` /
+``schema_registry_admin_password``); ``list`` the read-only one. Flows only look schemas up.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +14,43 @@ from vpp.errors import UserError
 __all__ = ["add_commands", "register_all"]
 
 
-def register_all(registry_url: str, topic_prefix: str = "") -> dict[str, int]:
-    """Register every topic's schema under ``<topic>-value``; returns subject -> schema id.
+def register_all(settings, topic_prefix: str | None = None) -> dict[str, int]:
+    """Register every topic's schema under ``<topic>-value`` as the read-write identity; returns subject -> schema id.
 
     An incompatible change is refused by the registry (HTTP 409) and raised
-    as a UserError naming the subject, so nothing downstream runs on it.
+    as a UserError naming the subject, so nothing downstream runs on it; so is
+    a refused identity (401/403).
     """
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from vpp.serde import RegistrationError, register_schemas, registry_client
 
-    from vpp.serde import TOPIC_SCHEMAS, schema_text, subject_for
-
-    client = SchemaRegistryClient({"url": registry_url})
-    ids: dict[str, int] = {}
-    for topic, name in TOPIC_SCHEMAS.items():
-        subject = subject_for(topic_prefix + topic)
-        try:
-            registered = client.register_schema(subject, Schema(schema_text(name), "AVRO"))
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 409:
-                raise UserError(f"schema {name}.avsc is incompatible with the registered {subject}: {exc.error_message}") from exc
-            raise UserError(f"registering {subject} failed: HTTP {exc.http_status_code} {exc.error_message}") from exc
-        ids[subject] = registered if isinstance(registered, int) else registered.schema_id
-    return ids
+    client = registry_client(settings.schema_registry_url, settings.schema_registry_admin_user,
+                             settings.schema_registry_admin_password)
+    try:
+        return register_schemas(client, settings.topic_prefix if topic_prefix is None else topic_prefix)
+    except RegistrationError as exc:
+        if exc.http_status == 409:
+            raise UserError(f"schema {exc.name}.avsc is incompatible with the registered {exc.subject}: "
+                            f"{exc.message}") from exc
+        if exc.http_status in (401, 403):
+            raise UserError(f"the registry refused user {settings.schema_registry_admin_user!r} "
+                            f"(HTTP {exc.http_status}: {exc.message}): registering needs the read-write identity "
+                            "(VPP_SCHEMA_REGISTRY_ADMIN_USER / VPP_SCHEMA_REGISTRY_ADMIN_PASSWORD)") from exc
+        raise UserError(str(exc)) from exc
 
 
 def cmd_register(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    for subject, schema_id in register_all(settings.schema_registry_url, settings.topic_prefix).items():
+    for subject, schema_id in register_all(settings).items():
         print(f"{subject:<32} id {schema_id}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from vpp.serde import registry_client
 
     settings = load_settings(args)
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
+    client = registry_client(settings.schema_registry_url, settings.schema_registry_user,
+                             settings.schema_registry_password)
     for subject in sorted(client.get_subjects()):
         latest = client.get_latest_version(subject)
         print(f"{subject:<32} version {latest.version}  id {latest.schema_id}")

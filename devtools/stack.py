@@ -5,7 +5,7 @@ VictoriaMetrics (InfluxDB v2 write API) and our schema registry, each on a
 free loopback port, detached from the CLI process; ``status`` reports their
 addresses and health; ``down`` stops them. Addresses are kept in
 ``<state_dir>/stack.json`` which ``Settings.load`` reads, so every command and
-test finds the stack without configuration.
+test finds the stack without configuration. Security is on: see ``devtools.stack_secrets``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vpp.errors import UserError
 from vpp.net import free_ports
+from devtools.stack_secrets import ensure_secrets, register_schemas_as_admin
 
 __all__ = ["Stack", "StackStatus", "ServiceHealth"]
 
@@ -82,9 +82,11 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    import httpx
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status == 200, f"HTTP {resp.status}"
+        status = httpx.get(url, timeout=timeout).status_code
+        return status == 200, f"HTTP {status}"
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported with its text
         return False, str(exc)
 
@@ -136,7 +138,9 @@ class Stack:
         (self.state_dir / "logs").mkdir(exist_ok=True)
         state = self._read()
         state.setdefault("pids", {})
-        checks = {s.name: s for s in self.status().services} if state else {}
+        state["secret_files"] = ensure_secrets(self.state_dir)
+        self._write(state)
+        checks = {s.name: s for s in self.status().services} if state.get("pids") else {}
         started: list[str] = []
         try:
             for name, start in (
@@ -157,6 +161,7 @@ class Stack:
             from vpp.db import migrate
 
             migrate(state["postgres"])
+            register_schemas_as_admin(self.state_dir, self.topic_prefix)
         except BaseException:
             # half a stack is no stack: stop what this call started (not what was running before it), then fail
             for name in reversed(started):
@@ -166,13 +171,14 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         logf = open(self.state_dir / "logs" / f"{name}.log", "ab")
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}  # ours only, not the caller's
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survive the CLI and its Ctrl-C
-            env={**os.environ, **(env or {})},
+            env={**inherited, **(env or {})},
             cwd=self.state_dir,
         )
         logf.close()
@@ -293,8 +299,10 @@ class Stack:
     # registry ---------------------------------------------------------------------
     def _start_registry(self, state: dict[str, Any]) -> None:
         port = _free_port()
+        # its identities' passwords: the files stack.json names (written before), read through VPP_STATE_DIR
+        env = {"VPP_STATE_DIR": str(self.state_dir), "VPP_POSTGRES_DSN": state["postgres"]}
         pid = self._spawn("schema_registry", [sys.executable, "-m", "devtools.registry", "--host", "127.0.0.1",
-                                              "--port", str(port), "--dsn", state["postgres"]])
+                                              "--port", str(port)], env=env)
         state["schema_registry"] = f"http://127.0.0.1:{port}"
         state["pids"]["schema_registry"] = pid
         self._wait("schema_registry", lambda: _http_ok(state["schema_registry"] + "/"), pid)

@@ -48,6 +48,15 @@ class StackHandle:
     def timeseries_url(self) -> str:
         return self.settings.timeseries_url
 
+    def registry_client(self, *, admin: bool = False):
+        """A schema registry client as the read-only identity (``admin``: the read-write one)."""
+        from vpp.serde import registry_client
+
+        s = self.settings
+        if admin:
+            return registry_client(s.schema_registry_url, s.schema_registry_admin_user, s.schema_registry_admin_password)
+        return registry_client(s.schema_registry_url, s.schema_registry_user, s.schema_registry_password)
+
 
 def pytest_collection_modifyitems(config, items) -> None:
     """A test that uses the real stack (directly or through another fixture) is an ``integration`` test:
@@ -74,18 +83,22 @@ def stack() -> StackHandle:
 
 @pytest.fixture
 def isolated_settings(stack: StackHandle) -> Settings:
-    """Settings on the real stack with fresh uuid-prefixed topics (created) and a fresh database."""
+    """Settings on the real stack with fresh uuid-prefixed topics (created, their schemas registered as the
+    registry's read-write identity: flows only look schemas up) and a fresh database."""
     import psycopg
     from psycopg import sql
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from vpp.db import migrate
+    from vpp.serde import register_schemas, registry_client
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
     admin = AdminClient({"bootstrap.servers": stack.broker})
     futures = admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1) for t, n in DEFAULT_PARTITIONS.items()])
     for fut in futures.values():
         fut.result(timeout=15)
+    register_schemas(registry_client(stack.settings.schema_registry_url, stack.settings.schema_registry_admin_user,
+                                     stack.settings.schema_registry_admin_password), prefix)
     dbname = "test_" + uuid.uuid4().hex[:12]
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))

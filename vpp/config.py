@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "ConfigError"]
+__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "SECRETS", "ConfigError"]
 
 #: Every topic of the platform. Names are the contract of ../shared/spec.
 TOPICS = (
@@ -82,7 +82,12 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "setpoint_resend_s": (0, True, "must be 0 (never resend) or more"),
     "timeseries_max_future_s": (0, False, "must be more than 0 s"),
     "timeseries_max_age_s": (0, False, "must be more than 0 s"),
+    "max_bid_w": (0, False, "must be more than 0 W"),
 }
+
+#: Settings that are credentials: never shown (``repr``), and each may also come from a mounted file
+#: named by ``VPP_<FIELD>_FILE`` (Kubernetes secrets) or by the local stack's ``stack.json``.
+SECRETS = ("schema_registry_password", "schema_registry_admin_password", "market_token")
 
 #: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
 OPTIMIZE_SOLVERS = ("cbc", "highs")
@@ -130,6 +135,13 @@ class Settings:
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
+    # -- credentials (appended; see SECRETS) ---------------------------------------
+    schema_registry_user: str = "vpp-reader"  # read-only identity: flows, serde, `vpp schemas list`
+    schema_registry_password: str = field(default="", repr=False)
+    schema_registry_admin_user: str = "vpp-admin"  # read-write identity: `vpp schemas register`, `vpp up`
+    schema_registry_admin_password: str = field(default="", repr=False)
+    market_token: str = field(default="", repr=False)  # bearer token of the market API (server and autobidder)
+    max_bid_w: float = 10_000_000.0  # the market refuses a bid step of more than this many watts either way
 
     def __post_init__(self) -> None:
         """Refuse values that make no sense (a window of 0 s, a negative lateness), naming the setting and value."""
@@ -188,6 +200,8 @@ class Settings:
             key = f"VPP_{f.name.upper()}"
             if key in env and f.name not in ("state_dir", "partitions"):
                 values[f.name] = env[key]
+            elif f.name in SECRETS and env.get(f"{key}_FILE"):
+                values[f.name] = _read_secret(env[f"{key}_FILE"], f"{key}_FILE")
         if "VPP_PARTITIONS" in env:  # e.g. "telemetry.raw=8,telemetry.canonical=8"
             values["partitions"] = _parse_partitions(env["VPP_PARTITIONS"])
         return cls._coerce(values)
@@ -254,7 +268,18 @@ def _from_stack(stack: Mapping[str, Any]) -> dict[str, Any]:
         out["postgres_dsn"] = stack["postgres"]
     if "timeseries" in stack:
         out["timeseries_url"] = stack["timeseries"]
+    for name, path in (stack.get("secret_files") or {}).items():
+        if name in SECRETS:
+            out[name] = _read_secret(path, f"the local stack's {name} file")
     return out
+
+
+def _read_secret(path: str, what: str) -> str:
+    """A credential from a file (a mounted secret): its text without the final line break."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
 def _flatten_toml(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,9 @@ __all__ = [
     "parsed_schema",
     "subject_for",
     "to_json_value",
+    "registry_client",
+    "register_schemas",
+    "RegistrationError",
 ]
 
 #: Which record type each topic carries (file name in schemas/ without .avsc).
@@ -139,6 +142,9 @@ class Serde:
     ids: dict[str, int]
     by_id: dict[int, str]
     registry: Any = None  # confluent_kafka.schema_registry.SchemaRegistryClient
+    #: register a topic's schema on first use (needs a read-write registry identity); off: look it up only,
+    #: as production serializers run (``auto.register.schemas=false``), and ``vpp schemas register`` registers
+    auto_register: bool = False
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -148,14 +154,14 @@ class Serde:
         return cls(ids=ids, by_id={i: TOPIC_SCHEMAS[t] for t, i in ids.items()})
 
     @classmethod
-    def from_registry_url(cls, url: str) -> "Serde":
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        return cls(ids={}, by_id={}, registry=SchemaRegistryClient({"url": url}))
+    def from_registry_url(cls, url: str, *, user: str = "", password: str = "", auto_register: bool = False) -> "Serde":
+        return cls(ids={}, by_id={}, registry=registry_client(url, user, password), auto_register=auto_register)
 
     @classmethod
     def from_settings(cls, settings) -> "Serde":
-        return cls.from_registry_url(settings.schema_registry_url)
+        """The registry serde under the settings' read-only identity, looking schemas up (no auto-registration)."""
+        return cls.from_registry_url(settings.schema_registry_url, user=settings.schema_registry_user,
+                                     password=settings.schema_registry_password)
 
     # -- ids -------------------------------------------------------------------
     def schema_id(self, topic: str) -> int:
@@ -167,9 +173,20 @@ class Serde:
             base = next(t for t, n in TOPIC_SCHEMAS.items() if n == name)
             return self.ids[base]
         from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        registered = self.registry.register_schema(subject_for(topic), Schema(schema_text(name), "AVRO"))
-        schema_id = registered if isinstance(registered, int) else registered.schema_id
+        schema = Schema(schema_text(name), "AVRO")
+        if self.auto_register:
+            registered = self.registry.register_schema(subject_for(topic), schema)
+            schema_id = registered if isinstance(registered, int) else registered.schema_id
+        else:
+            try:
+                schema_id = self.registry.lookup_schema(subject_for(topic), schema).schema_id
+            except SchemaRegistryError as exc:
+                if exc.http_status_code != 404:
+                    raise
+                raise SerdeError(f"schema {name}.avsc is not registered under {subject_for(topic)} "
+                                 f"({exc.error_message}): register it with `vpp schemas register`") from exc
         self.ids[topic] = schema_id
         self.by_id[schema_id] = name
         return schema_id
@@ -269,6 +286,44 @@ class Serde:
     def schema_name_for(self, data: bytes) -> str:
         _, schema_id = _HEADER.unpack_from(data)
         return self._name_for_id(schema_id)
+
+
+def registry_client(url: str, user: str = "", password: str = "") -> Any:
+    """A Confluent ``SchemaRegistryClient`` for ``url``, with basic auth when a password is given."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    conf = {"url": url}
+    if password:
+        conf["basic.auth.user.info"] = f"{user}:{password}"
+    return SchemaRegistryClient(conf)
+
+
+def register_schemas(client: Any, topic_prefix: str = "") -> dict[str, int]:
+    """Register every topic's schema under ``<prefix><topic>-value`` with ``client`` (a read-write identity).
+
+    Returns subject -> schema id; raises ``RegistrationError`` naming the schema and subject the
+    registry refused (``http_status`` 409: an incompatible change; 401/403: the identity).
+    """
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    ids: dict[str, int] = {}
+    for topic, name in TOPIC_SCHEMAS.items():
+        subject = subject_for(topic_prefix + topic)
+        try:
+            registered = client.register_schema(subject, Schema(schema_text(name), "AVRO"))
+        except SchemaRegistryError as exc:
+            raise RegistrationError(name, subject, exc.http_status_code, exc.error_message) from exc
+        ids[subject] = registered if isinstance(registered, int) else registered.schema_id
+    return ids
+
+
+class RegistrationError(SerdeError):
+    """The registry refused a schema: which one, under which subject, its HTTP status and message."""
+
+    def __init__(self, name: str, subject: str, http_status: int, message: str):
+        super().__init__(f"registering {name}.avsc under {subject} failed: HTTP {http_status} {message}")
+        self.name, self.subject, self.http_status, self.message = name, subject, http_status, message
 
 
 def _fullname(schema: Mapping[str, Any]) -> str:

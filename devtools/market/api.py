@@ -1,6 +1,9 @@
 """The running market: its clock, the clearing loop publishing to Kafka, and the HTTP API.
 
-HTTP (JSON in and out, stdlib ``ThreadingHTTPServer``):
+HTTP (JSON in and out; a Starlette app on uvicorn, ``vpp.asgi``: framing, connection and body
+limits are the server's; with a token, every request needs ``Authorization: Bearer <token>``,
+else 401). A new bid with a step beyond the book's ``max_bid_w`` or for a node the asset
+registry does not know is a 422 (``devtools.market.clearing.check_limits``):
 
 * ``POST /bids`` with ``{bid_id, node_path, pricing_node, interval_start
   (ISO 8601 or epoch ms), pairs: [{price_usd_per_mwh, quantity_w}]}``
@@ -34,17 +37,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from vpp.asgi import BackgroundServer, BearerToken, BodyLimits, ServerLimits
 from devtools.market.book import OrderBook
 from devtools.market.clearing import iso
 from devtools.market.prices import INTERVAL_MS, PriceModel, price_series
 
-__all__ = ["KafkaDelivery", "MarketClock", "MarketService", "price_record"]
+__all__ = ["KafkaDelivery", "MarketClock", "MarketService", "build_app", "price_record"]
 
-_MAX_BODY = 64 * 1024
+LIMITS = ServerLimits(max_body_bytes=64 * 1024)
 
 
 @dataclass
@@ -132,6 +141,7 @@ class KafkaDelivery:
 class MarketService:
     """The clearing loop and the HTTP server around an ``OrderBook``; ``start()``, then ``stop()``.
 
+    With ``token`` every request needs ``Authorization: Bearer <token>`` (401 otherwise).
     ``deliver(price_record, awards, bids)`` is called for every interval (``None``:
     keep results in memory only, for a market without a broker).
     """
@@ -148,6 +158,7 @@ class MarketService:
         port: int = 0,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
         retry_s: float = 1.0,
+        token: str | None = None,
     ):
         self.book = book
         self.clock = clock
@@ -159,14 +170,12 @@ class MarketService:
         self._stop = threading.Event()
         self._next_ms = clock.now_ms() // INTERVAL_MS * INTERVAL_MS
         self._last_cleared_ms: int | None = book.last_cleared()  # a journal's, after a restart
-        self._http = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._http.daemon_threads = True
+        self._http = BackgroundServer(build_app(self, token), host, port, LIMITS, name="market-http")
         self._threads: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def price_of(self, interval_start_ms: int) -> float:
         return float(price_series(interval_start_ms, 1, seed=self.seed, model=self.model)[0])
@@ -210,18 +219,15 @@ class MarketService:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "MarketService":
-        self._threads = [
-            threading.Thread(target=self._http.serve_forever, name="market-http", daemon=True),
-            threading.Thread(target=self._run, name="market-clearing", daemon=True),
-        ]
+        self._http.start()
+        self._threads = [threading.Thread(target=self._run, name="market-clearing", daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._http.shutdown()
-        self._http.server_close()
+        self._http.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         self.book.close()
@@ -248,67 +254,42 @@ class MarketService:
         }
 
 
-def _handler_for(service: MarketService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "vpp-market/1"
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
-        def _send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path.rstrip("/") != "/bids":
-                self._send(404, {"error": f"no such resource {self.path}: POST /bids"})
-                return
-            if self.headers.get("Transfer-Encoding"):
-                self.close_connection = True  # the chunks are not read: they must not be taken for a request
-                self._send(411, {"error": "send the body with a Content-Length, not Transfer-Encoding"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                self._send(400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a byte count"})
-                return
-            if length > _MAX_BODY:
-                self._send(413, {"error": f"body larger than {_MAX_BODY} bytes"})
-                return
-            try:
-                payload = json.loads(self.rfile.read(length) or b"null")
-            except (ValueError, UnicodeDecodeError) as exc:
-                self._send(400, {"error": f"the body is not JSON: {exc}"})
-                return
-            status, body = service.book.submit(payload, service.clock.now_ms())
-            self._send(status, body)
+def build_app(service: "MarketService", token: str | None = None) -> Starlette:
+    """The market's HTTP API over ``service`` (its book and clock); with ``token``, only for its bearers."""
 
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path == "/status":
-                self._send(200, service.status())
-            elif path.startswith("/bids/") and len(path) > len("/bids/"):
-                bid_id = unquote(path[len("/bids/") :])
-                found = service.book.get(bid_id)
-                if found is None:
-                    self._send(404, {"error": f"no bid {bid_id!r}"})
-                else:
-                    self._send(200, found)
-            else:
-                self._send(404, {"error": f"no such resource {self.path}: GET /bids/ID or /status"})
+    async def submit(request: Request) -> JSONResponse:
+        try:
+            payload = json.loads(await request.body() or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"the body is not JSON: {exc}")
+        status, body = await run_in_threadpool(service.book.submit, payload, service.clock.now_ms())
+        return JSONResponse(body, status_code=status)
 
-        def _not_allowed(self) -> None:
-            self.close_connection = True  # a body it may carry is not read
-            self._send(405, {"error": f"{self.command} is not supported: POST /bids, GET /bids/ID or /status"})
+    async def get_bid(request: Request) -> JSONResponse:
+        bid_id = request.path_params["bid_id"]
+        found = await run_in_threadpool(service.book.get, bid_id)
+        return _error(404, f"no bid {bid_id!r}") if found is None else JSONResponse(found)
 
-        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815 - http.server's naming
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(service.status))
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: no line per request
-            return
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return _error(404, f"no such resource {request.url.path}: POST /bids, GET /bids/ID or /status")
+        if exc.status_code == 405:
+            return _error(405, f"{request.method} is not supported: POST /bids, GET /bids/ID or /status")
+        return _error(exc.status_code, str(exc.detail))
 
-    Handler.responses = {**BaseHTTPRequestHandler.responses, 422: (HTTPStatus(422).phrase, "")}
-    return Handler
+    return Starlette(
+        routes=[Route("/bids", submit, methods=["POST"]), Route("/bids/{bid_id}", get_bid, methods=["GET"]),
+                Route("/status", status, methods=["GET"])],
+        middleware=([Middleware(BearerToken, token=token, error=_error)] if token else []) + [
+            Middleware(BodyLimits, max_body_bytes=LIMITS.max_body_bytes, body_timeout_s=LIMITS.body_timeout_s,
+                       error=_error)],
+        exception_handlers={HTTPException: http_error},
+    )

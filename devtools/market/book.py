@@ -28,6 +28,7 @@ from devtools.market.clearing import (
     BidRejected,
     MarketBid,
     check_gate,
+    check_limits,
     clear_interval,
     gate_closes_at_ms,
     iso,
@@ -44,11 +45,13 @@ class JournalError(RuntimeError):
 class OrderBook:
     """Bids by id, awards by bid id, cleared intervals; see the module docstring."""
 
-    def __init__(self, pricing_node: str, gate_closure_ms: int, journal: str | Path | None = None):
+    def __init__(self, pricing_node: str, gate_closure_ms: int, journal: str | Path | None = None, *,
+                 max_bid_w: float | None = None, known_node: Callable[[str], bool] | None = None):
         if gate_closure_ms < 0:
             raise ValueError(f"gate closure must be zero or positive, got {gate_closure_ms} ms")
         self.pricing_node = pricing_node
         self.gate_closure_ms = gate_closure_ms
+        self.max_bid_w, self.known_node = max_bid_w, known_node  # new bids only: a resent bid keeps its answer
         self._lock = threading.Lock()
         self._bids: dict[str, MarketBid] = {}
         self._awards: dict[str, dict] = {}
@@ -111,6 +114,11 @@ class OrderBook:
             bid = parse_bid(payload, pricing_node=self.pricing_node, submitted_at_ms=now_ms)
         except BidRejected as exc:
             return exc.status, {"error": str(exc)}
+        if bid.bid_id not in self._bids:  # a new bid's limits, outside the lock: the node check may read PostgreSQL
+            try:
+                check_limits(bid, max_bid_w=self.max_bid_w, known_node=self.known_node)
+            except BidRejected as exc:
+                return exc.status, {"error": str(exc)}
         with self._lock:
             known = self._bids.get(bid.bid_id)
             if known is not None:

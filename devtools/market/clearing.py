@@ -17,7 +17,7 @@ market time is before ``S - gate_closure_ms``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -197,6 +197,19 @@ def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int) -> Marke
     if start_ms % INTERVAL_MS:
         raise BidRejected(422, f"interval_start {iso(start_ms)} is not the start of a 5-minute interval (:00, :05, ...)")
     return MarketBid(bid_id, node_path, node, start_ms, _pairs(payload.get("pairs")), submitted_at_ms)
+
+
+def check_limits(bid: MarketBid, *, max_bid_w: float | None = None,
+                 known_node: Callable[[str], bool] | None = None) -> None:
+    """``BidRejected`` (422) for a step of more than ``max_bid_w`` either way or a node ``known_node`` does not know."""
+    if max_bid_w is not None:
+        for _, quantity in bid.pairs:
+            if abs(quantity) > max_bid_w:
+                raise BidRejected(422, f"a step of {quantity:g} W exceeds this market's limit of {max_bid_w:g} W "
+                                       "per step either way")
+    if known_node is not None and not known_node(bid.node_path):
+        raise BidRejected(422, f"node_path {bid.node_path!r} is not a node of the asset registry: bid for a region "
+                               "or device path it holds, e.g. 'us/ca'")
 
 
 def gate_closes_at_ms(interval_start_ms: int, gate_closure_ms: int) -> int:

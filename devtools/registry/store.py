@@ -168,6 +168,7 @@ class RegistryStore:
     """Schema registry state in PostgreSQL. Thread-safe; call ``create_tables()`` once at startup."""
 
     def __init__(self, dsn: str, *, max_idle_connections: int = 8):
+        self.dsn = dsn  # to redact it from messages (vpp.errors.redact_dsn)
         self._pool = _ConnectionPool(dsn, max_idle_connections)
 
     def close(self) -> None:

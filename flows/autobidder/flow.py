@@ -5,9 +5,13 @@ One input step reads ``market.prices``, ``market.awards``, ``fleet.aggregates`` 
 topics of the workers (``flows.forecast_worker.flow``, ``flows.optimize_worker.flow``); records are decoded
 (dead letters to ``telemetry.dlq``) and grouped per batch by the bidding node
 (``settings.autobidder_nodes``): a price goes to every node, the rest by their ``node_path``.
-One stateful step keyed by node path runs ``flows.autobidder.logic.BidderState``; it POSTs the
-bids it decides to the market API (``settings.market_url``) and feeds the answer straight back,
-so the snapshot holds the bid's fate with the input offsets.
+One stateful step keyed by node path runs ``flows.autobidder.logic.BidderState``; the bids it
+decides go to the market API (``settings.market_url``) from a small thread pool
+(``sinks.market_client.PooledBids``), so a slow market never holds up the worker and the other
+nodes' workflows it carries. Each answer is fed back to its node's state as an event, on the
+node's next batch or at a ``notify_at`` set a moment ahead while one is due; a bid not answered
+by its resend deadline is sent again (the market keeps one bid per id). In replay and tests
+(``wall_clock=None``) bids are sent inline and answered at once, so runs are deterministic.
 
 Time: with Kafka the wall clock; a missing result is noticed by ``notify_at`` at its deadline. In
 replay and in tests (``wall_clock=None``) time is the event time of the newest price, so a result
@@ -22,10 +26,7 @@ dispatched twice, and none is lost because its offset is only committed with the
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
@@ -39,6 +40,7 @@ from flows._common.environment import flow_from_environment
 from flows.autobidder.logic import BidderParams, BidderState, Emitted
 from flows._common.decode import dead_letters_only, decoded_messages, records_only
 from sinks.dumps import base_topic
+from sinks.market_client import InlineBids, MarketApi, PooledBids
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
 
@@ -50,33 +52,6 @@ OUTPUT_TOPICS = ("autobidder.forecast.requests", "autobidder.optimize.requests",
 _KINDS = {"market.awards": "award", "fleet.aggregates": "aggregate", "autobidder.forecast.results": "forecast",
           "autobidder.optimize.results": "optimized"}
 _AUTO: Any = object()
-
-
-class MarketApi:
-    """``POST /bids`` of the market API: the answer as ``(outcome, body)`` for ``BidderState.on_bid_response``."""
-
-    def __init__(self, url: str, *, timeout_s: float = 5.0):
-        self.url = url.rstrip("/")
-        self._timeout_s = timeout_s
-
-    def __call__(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        request = urllib.request.Request(f"{self.url}/bids", json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                return "accepted", json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                body = json.loads(exc.read() or b"{}")
-            except ValueError:
-                body = {"error": f"HTTP {exc.code}"}
-            if exc.code == 409:
-                return "conflict", body
-            if 400 <= exc.code < 500:
-                return "rejected", body
-            return "retry", {"error": f"market answered HTTP {exc.code}"}
-        except (OSError, ValueError) as exc:  # unreachable, timed out, garbled: try again later
-            return "retry", {"error": f"market at {self.url} not reachable: {exc}"}
 
 
 def params_from(settings) -> BidderParams:
@@ -123,13 +98,17 @@ def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSou
 # -- stateful: one node's workflows ----------------------------------------------------------------
 
 
-class BidderLogic(StatefulBatchLogic):
-    """Adapter from bytewax to ``BidderState``: feeds events, POSTs bids, wakes at deadlines."""
+#: while a node's market answer is due, its step wakes this often to take it
+ANSWER_POLL_S = 0.05
 
-    def __init__(self, resume: bytes | None, *, params: BidderParams, submit: Callable[[dict], tuple[str, dict]],
+
+class BidderLogic(StatefulBatchLogic):
+    """Adapter from bytewax to ``BidderState``: feeds events and market answers, sends bids, wakes at deadlines."""
+
+    def __init__(self, resume: bytes | None, *, params: BidderParams, bids: InlineBids | PooledBids,
                  wall_clock: Callable[[], float] | None):
         self.state: BidderState | None = BidderState.loads(resume) if resume else None
-        self._params, self._submit, self._wall_clock = params, submit, wall_clock
+        self._params, self._bids, self._wall_clock = params, bids, wall_clock
 
     def _now_ms(self, event_ms: int = 0) -> int:
         if self._wall_clock is not None:
@@ -138,16 +117,25 @@ class BidderLogic(StatefulBatchLogic):
         return max(max(prices) if prices else 0, event_ms)  # replay: event time of the newest price
 
     def _post(self, out: Emitted, done: int) -> int:
-        """POST the bids decided since ``out.submissions[done]``, feeding each answer back; the new count."""
+        """Send the bids decided since ``out.submissions[done]`` and feed back the answers that are in; the new count."""
         while done < len(out.submissions):
             payload = out.submissions[done]
             done += 1
-            outcome, body = self._submit(payload)
-            self.state.on_bid_response(int(payload["interval_start"]), outcome, body, self._now_ms(), out)
+            if not self._bids.send(payload):  # every sender busy, or this bid is on its way: send again later
+                self.state.on_bid_response(int(payload["interval_start"]), "retry",
+                                           {"error": "not sent: the market client is busy"}, self._now_ms(), out)
+        self._take_answers(out)
         return done
+
+    def _take_answers(self, out: Emitted) -> None:
+        if self.state is None or not self.state.node_path:
+            return
+        for payload, outcome, body in self._bids.take(self.state.node_path):
+            self.state.on_bid_response(int(payload["interval_start"]), outcome, body, self._now_ms(), out)
 
     def on_batch(self, values: list[tuple[str, list]]) -> tuple[list[Emitted], bool]:
         out, posted = Emitted(), 0
+        self._take_answers(out)
         for node, events in values:
             if self.state is None or not self.state.node_path:
                 self.state = BidderState(node, self._params)
@@ -170,6 +158,7 @@ class BidderLogic(StatefulBatchLogic):
     def on_notify(self) -> tuple[list[Emitted], bool]:
         out = Emitted()
         if self.state is not None:
+            self._take_answers(out)
             self.state.advance(self._now_ms(), out)
             self._post(out, 0)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
@@ -181,6 +170,9 @@ class BidderLogic(StatefulBatchLogic):
         if self._wall_clock is None or self.state is None:
             return None
         deadline = self.state.next_deadline_ms()
+        if self.state.node_path and self._bids.waiting(self.state.node_path):  # take the answer soon after it comes
+            soon_ms = int((self._wall_clock() + ANSWER_POLL_S) * 1000)
+            deadline = soon_ms if deadline is None else min(deadline, soon_ms)
         return None if deadline is None else datetime.fromtimestamp(deadline / 1000, timezone.utc)
 
     def snapshot(self) -> bytes:
@@ -215,11 +207,13 @@ def store_items(items: list[tuple[str, Emitted]]) -> list[tuple[str, dict]]:
 def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict], tuple[str, dict]] | None = None,
                store: Any = _AUTO, wall_clock: Callable[[], float] | None = _AUTO,
                params: BidderParams | None = None) -> Dataflow:
-    """``ports`` default to the broker; ``submit`` to ``MarketApi(settings.market_url)``; ``store`` to
-    PostgreSQL with Kafka ports (none otherwise); ``wall_clock`` to ``time.time`` with Kafka ports."""
+    """``ports`` default to the broker; ``submit`` (one bid -> ``(outcome, body)``) to
+    ``MarketApi(settings.market_url, token=settings.market_token)``; ``store`` to PostgreSQL with
+    Kafka ports (none otherwise); ``wall_clock`` to ``time.time`` with Kafka ports. With a wall
+    clock bids are sent from a thread pool (``PooledBids``), without one inline."""
     kafka = ports is None or isinstance(ports, KafkaPorts)
     ports = ports or KafkaPorts(settings)
-    submit = submit or MarketApi(settings.market_url)
+    submit = submit or MarketApi(settings.market_url, token=settings.market_token)
     if store is _AUTO:
         from sinks.autobidder_store import AutobidderStore
 
@@ -227,6 +221,7 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
     if wall_clock is _AUTO:
         wall_clock = time.time if kafka else None
     params = params or params_from(settings)
+    bids = InlineBids(submit) if wall_clock is None else PooledBids(submit)
     nodes = bidding_nodes(settings)
     topics = {"forecast": ports.topic("autobidder.forecast.requests"),
               "optimize": ports.topic("autobidder.optimize.requests"), "command": ports.topic("dispatch.commands")}
@@ -236,7 +231,7 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
     items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, ports.topic("telemetry.dlq"), nodes))
     events = op.flat_map_batch("events", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
-    emitted = op.stateful_batch("workflows", events, partial(BidderLogic, params=params, submit=submit,
+    emitted = op.stateful_batch("workflows", events, partial(BidderLogic, params=params, bids=bids,
                                                              wall_clock=wall_clock))
     encoded = op.flat_map_batch("encode", emitted, partial(encode_outputs, ports.serde, topics))
     ports.write("autobidder_out", op.merge("with_dead_letters", encoded, dead))

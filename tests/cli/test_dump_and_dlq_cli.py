@@ -16,6 +16,7 @@ VPP = [sys.executable, "-m", "cli"]
 
 def vpp(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
            "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TOPIC_PREFIX": settings.topic_prefix}
     return subprocess.run(VPP + list(args), capture_output=True, text=True, env=env, timeout=120)
 

@@ -63,16 +63,24 @@ def test_canonical_readings_round_trip(record):
 
 
 def test_confluent_deserializer_reads_what_we_write_and_vice_versa(stack):
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     topic = f"t{uuid.uuid4().hex[:8]}.telemetry.canonical"
-    ours = Serde.from_registry_url(stack.schema_registry_url)
-    client = SchemaRegistryClient({"url": stack.schema_registry_url})
+    stack.registry_client(admin=True).register_schema(f"{topic}-value", Schema(schema_text("canonical_reading"), "AVRO"))
+    ours = Serde.from_settings(stack.settings)  # the read-only identity: looks the schema up
+    client = stack.registry_client()
     ctx = SerializationContext(topic, MessageField.VALUE)
     theirs_in = AvroDeserializer(client)
     decoded = theirs_in(ours.encode(topic, CANONICAL), ctx)
     assert decoded["device_id"] == "pw-000123" and decoded["ts"].timestamp() * 1000 == pytest.approx(CANONICAL["ts"])
-    theirs_out = AvroSerializer(client, schema_text("canonical_reading"))
+    theirs_out = AvroSerializer(client, schema_text("canonical_reading"), conf={"auto.register.schemas": False})
     assert ours.decode(theirs_out(decoded, ctx)) == CANONICAL
+
+
+def test_the_read_only_serde_does_not_register_a_missing_schema_and_says_how_to(stack):
+    topic = f"t{uuid.uuid4().hex[:8]}.telemetry.canonical"
+    with pytest.raises(SerdeError, match="not registered under .*vpp schemas register"):
+        Serde.from_settings(stack.settings).encode(topic, CANONICAL)
+    assert f"{topic}-value" not in stack.registry_client().get_subjects()

@@ -413,7 +413,7 @@ def test_schema_registry_serves_on_8081_with_a_readiness_probe() -> None:
     (deployment,) = [d for d in _objects(ALL_IN_ONE, "Deployment") if d["metadata"]["name"] == "schema-registry"]
     registry = _container(deployment, "registry")
     assert registry["command"] == [
-        "python", "-m", "devtools.registry", "--host", "0.0.0.0", "--port", "8081", "--dsn", "$(VPP_POSTGRES_DSN)",
+        "python", "-m", "devtools.registry", "--host", "0.0.0.0", "--port", "8081",
     ]  # fmt: skip
     probe = registry["readinessProbe"]["httpGet"]
     assert probe["path"] == "/"

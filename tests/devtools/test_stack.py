@@ -108,3 +108,27 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_security_is_on_out_of_the_box(own_stack):
+    import httpx
+
+    from vpp.config import SECRETS, Settings
+    from vpp.serde import TOPIC_SCHEMAS
+
+    settings = Settings.load(state_dir=own_stack, environ={})
+    values = [getattr(settings, name) for name in SECRETS]
+    assert all(len(v) >= 32 for v in values) and len(set(values)) == len(values)
+    assert (own_stack / "secrets").stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in (own_stack / "secrets").iterdir()} == dict.fromkeys(SECRETS, 0o600)
+    _, doc = status(own_stack)
+    shown = (own_stack / "stack.json").read_text() + json.dumps(doc) + repr(settings)
+    shown += open(f"/proc/{doc['services']['schema_registry']['pid']}/cmdline", "rb").read().decode()
+    assert not [v for v in values if v in shown], "a credential is shown"
+
+    url = settings.schema_registry_url
+    reader = (settings.schema_registry_user, settings.schema_registry_password)
+    assert httpx.get(f"{url}/subjects", timeout=10).status_code == 401
+    subjects = httpx.get(f"{url}/subjects", auth=reader, timeout=10).json()
+    assert set(subjects) == {f"{topic}-value" for topic in TOPIC_SCHEMAS}  # `up` registered them
+    assert httpx.put(f"{url}/config", json={"compatibility": "NONE"}, auth=reader, timeout=10).status_code == 403

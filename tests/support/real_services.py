@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
+
+import httpx
 
 VPP = [sys.executable, "-m", "cli"]
 
@@ -26,10 +26,10 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> No
 
 def export_series(timeseries_url: str, metric: str, start_ms: int, end_ms: int) -> Iterator[tuple[dict, list, list]]:
     """(labels, timestamps ms, values) of every series of ``metric`` in the time range (VictoriaMetrics export API)."""
-    query = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}', "start": start_ms // 1000 - 1,
-                                    "end": end_ms // 1000 + 1})
-    with urllib.request.urlopen(f"{timeseries_url}/api/v1/export?{query}", timeout=30) as resp:
-        for line in resp:
+    query = {"match[]": f'{{__name__="{metric}"}}', "start": start_ms // 1000 - 1, "end": end_ms // 1000 + 1}
+    response = httpx.get(f"{timeseries_url}/api/v1/export", params=query, timeout=30).raise_for_status()
+    for line in response.text.splitlines():
+        if line.strip():
             series = json.loads(line)
             yield series["metric"], series["timestamps"], series["values"]
 
@@ -37,6 +37,7 @@ def export_series(timeseries_url: str, metric: str, start_ms: int, end_ms: int) 
 def vpp_env(settings, **extra: str) -> dict[str, str]:
     """The environment of a ``vpp`` subprocess on ``settings`` (the test's own topics and database)."""
     return {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, **extra}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
+
+import httpx
 
 from sinks.kafka_tools import read_topic
 from devtools.market.api import KafkaDelivery, MarketClock, MarketService
@@ -19,9 +20,7 @@ PAIRS = [(-20.0, -2000.0), (30.0, 5000.0)]
 
 
 def post(url: str, body: dict) -> int:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
+    return httpx.post(url, content=json.dumps(body).encode(), timeout=10).raise_for_status().status_code
 
 
 def test_bids_prices_and_awards_reach_their_topics(isolated_settings):

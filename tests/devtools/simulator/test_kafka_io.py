@@ -72,11 +72,12 @@ def test_the_simulator_registers_its_fleet_in_postgresql(stack, tmp_path):
 def test_a_set_point_on_device_commands_is_obeyed(stack, tmp_path):
     from confluent_kafka import Producer
 
-    from vpp.serde import Serde
+    from vpp.serde import Serde, register_schemas
 
     prefix = f"t-{uuid.uuid4().hex}."
     raw_topic, commands_topic = prefix + "telemetry.raw", prefix + "device.commands"
     _create_topics(stack.broker, **{raw_topic: 4, commands_topic: 2})
+    register_schemas(stack.registry_client(admin=True), prefix)  # as a deployment does; our serde only looks up
     fleet = build_fleet(8, seed=6)
     device = fleet.devices[0]
     start_ms = int(time.time() * 1000)

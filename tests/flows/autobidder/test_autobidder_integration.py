@@ -21,6 +21,8 @@ from pathlib import Path
 import psycopg
 
 from flows.autobidder.logic import bid_id_for, command_id_for
+from sinks.asset_registry import upsert_assets
+from vpp.assets import Asset
 from sinks.kafka_tools import read_topic
 from vpp.serde import Serde
 
@@ -31,6 +33,7 @@ SPEED = 30.0  # a 5-minute interval every 10 s
 
 def _env(settings, **extra: str) -> dict[str, str]:
     return {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, "VPP_SNAPSHOT_INTERVAL_S": "1", **extra}
 
@@ -76,6 +79,8 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
     procs.append(market)
     try:
         url = json.loads(market.stdout.readline())["url"]
+        upsert_assets(settings.postgres_dsn, [Asset("pw-1", "site-1", f"{NODE}/site-1", "America/Los_Angeles", 13_500.0,
+                                                    5_000.0, 5_000.0, 20.0)])  # the market takes bids for known nodes
         _produce_aggregate(settings, serde, int(time.time() * 1000))
         env = _env(settings, VPP_MARKET_URL=url, VPP_AUTOBIDDER_NODES=NODE, VPP_AUTOBIDDER_HORIZON="24",
                    VPP_AUTOBIDDER_STEP_TIMEOUT_S="6", VPP_RECOVERY_DIR=str(tmp_path / "recovery"))

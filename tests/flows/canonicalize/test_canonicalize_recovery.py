@@ -31,6 +31,7 @@ FAULTS = ["--fault-duplicate", "0.03", "--fault-garbage", "0.02", "--fault-nan",
 
 def _env(settings) -> dict[str, str]:
     return {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, "VPP_SNAPSHOT_INTERVAL_S": "3"}
 

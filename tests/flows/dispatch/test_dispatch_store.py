@@ -106,6 +106,7 @@ def test_vpp_dispatch_send_refuses_a_period_longer_than_a_command_may_cover():
 def test_vpp_dispatch_send_says_the_flow_decides_and_warns_of_a_node_without_devices(isolated_settings, tmp_path):
     env = {**os.environ, "VPP_BROKER": isolated_settings.broker, "VPP_POSTGRES_DSN": isolated_settings.postgres_dsn,
            "VPP_SCHEMA_REGISTRY_URL": isolated_settings.schema_registry_url,
+           "VPP_STATE_DIR": isolated_settings.state_dir,  # the stack's credentials (stack.json names their files)
            "VPP_TOPIC_PREFIX": isolated_settings.topic_prefix}
     sent = subprocess.run([sys.executable, "-m", "cli", "dispatch", "send", "us/nowhere", "--watts", "1000",
                            "--minutes", "5"], env=env, capture_output=True, text=True, timeout=120)
