@@ -36,6 +36,9 @@ COMMAND_MODULES = (
     "vpp.market.cli",
     "vpp.train_cli",
     "vpp.demo",
+    "cli.users",
+    "cli.tokens",
+    "cli.serve",
 )
 
 

@@ -1,0 +1,1 @@
+"""Command-line modules of the newer features (each exposes ``add_commands(subparsers)``)."""
