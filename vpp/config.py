@@ -124,6 +124,7 @@ class Settings:
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
+    session_key_file: str = ""  # `vpp serve`'s session-cookie key (a mounted Secret); empty: <state_dir>/console-session.key
 
     def __post_init__(self) -> None:
         """Refuse values that make no sense (a window of 0 s, a negative lateness), naming the setting and value."""

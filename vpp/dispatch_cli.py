@@ -9,58 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from sinks.dispatch_commands import command_record, send_command
 from vpp.cli import add_common, load_settings
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "command_record", "send_command"]
-
-
-def command_record(node_path: str, target_w: float, minutes: float, *, start_ms: int, issued_by: str = "operator",
-                   command_id: str | None = None, program: str | None = None) -> dict[str, Any]:
-    """A ``dispatch.commands`` record for ``minutes`` from ``start_ms`` (pure)."""
-    node = node_path.strip().strip("/")
-    if not node:
-        raise UserError("NODE_PATH is empty: name a node of the fleet tree, e.g. us/ca/pge")
-    if not math.isfinite(target_w):
-        raise UserError(f"--watts {target_w} is not a finite number (> 0 discharge, < 0 charge)")
-    if not (minutes > 0 and math.isfinite(minutes)):
-        raise UserError(f"--minutes {minutes} must be a positive number")
-    from flows.dispatch_logic import MAX_COMMAND_PERIOD_MS
-
-    if minutes * 60_000 > MAX_COMMAND_PERIOD_MS:
-        raise UserError(f"--minutes {minutes:g} is longer than the {MAX_COMMAND_PERIOD_MS // 60_000:,} minutes "
-                        f"({MAX_COMMAND_PERIOD_MS // 86_400_000} days) one command may cover")
-    return {"command_id": command_id or f"cmd-{uuid.uuid4().hex[:12]}", "node_path": node, "target_w": float(target_w),
-            "start": int(start_ms), "end": int(start_ms + round(minutes * 60_000)), "issued_by": issued_by,
-            "program": program}
-
-
-def send_command(settings, record: dict[str, Any], *, timeout_s: float = 30.0) -> None:
-    """Produce one command and wait for the broker to acknowledge it."""
-    from confluent_kafka import KafkaException, Producer
-
-    from sinks.kafka import producer_config
-    from vpp.serde import Serde
-
-    topic = settings.topic("dispatch.commands")
-    value = Serde.from_settings(settings).encode(topic, record)
-    errors: list[str] = []
-    producer = Producer({**producer_config(settings.broker), "log_level": 2})  # failures are raised below, not logged
-    try:
-        producer.produce(topic, value, record["node_path"], timestamp=int(time.time() * 1000),
-                         on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)
-    except KafkaException as exc:
-        raise UserError(f"cannot send to {topic} on {settings.broker}: {exc}") from exc
-    if producer.flush(timeout_s) or errors:
-        raise UserError(f"command not delivered to {topic} on {settings.broker} ({errors[0] if errors else 'timed out'}); "
-                        "is the stack running (vpp up)?")
 
 
 def _cmd_send(args: argparse.Namespace) -> int:

@@ -327,7 +327,19 @@ class Stack:
                 "schema_registry": lambda: _http_ok(address + "/"),
             }[name]()
             out.append(ServiceHealth(name, address, pid, ok, detail))
-        return StackStatus(addresses={n: state[n] for n in SERVICES if n in state}, services=tuple(out))
+        addresses = {n: state[n] for n in SERVICES if n in state}
+        api = self._api_url()
+        if api:
+            addresses["api"] = api
+        return StackStatus(addresses=addresses, services=tuple(out))
+
+    def _api_url(self) -> str | None:
+        """The URL of a running `vpp serve` of this state directory (its ``api.json``), if any."""
+        try:
+            doc = json.loads((self.state_dir / "api.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return doc.get("url") if isinstance(doc, dict) and _pid_alive(doc.get("pid")) else None
 
     # -- down -------------------------------------------------------------------------
     def down(self, *, purge: bool = False, log=print) -> None:
