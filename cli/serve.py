@@ -45,24 +45,34 @@ def session_key(settings) -> bytes:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
     import uvicorn
 
     from console.app import create_app
     from vpp.db import migrate
-    from vpp.stack import free_ports
 
     settings = load_settings(args)
     migrate(settings.postgres_dsn)
     app = create_app(settings, session_key=session_key(settings), secure_cookies=args.secure_cookies)
-    port = args.port or free_ports(1)[0]
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))  # bound before api.json names it: a busy port fails here, file untouched
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    port = sock.getsockname()[1]
     url = f"http://{args.host if args.host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
     api_file = Path(settings.state_dir) / API_FILE
     api_file.parent.mkdir(parents=True, exist_ok=True)
     api_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     print(f"vpp console and API at {url}/ (OpenAPI: {url}/openapi.json); Ctrl-C stops", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=port, log_level=args.log_level, proxy_headers=args.proxy_headers,
-                    forwarded_allow_ips=args.forwarded_allow_ips, timeout_graceful_shutdown=3)
+        config = uvicorn.Config(app, log_level=args.log_level, proxy_headers=args.proxy_headers,
+                                forwarded_allow_ips=args.forwarded_allow_ips, timeout_graceful_shutdown=3)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         try:
             if json.loads(api_file.read_text()).get("pid") == os.getpid():

@@ -1,0 +1,123 @@
+"""Helpers of the console tests (imported by name, as tests/flows' real_services): seeding the stack's stores
+the way the flows write them, waiting for conditions, running a flow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+
+PASSWORD = "correct horse battery"
+ROLES = ("viewer", "operator", "admin")
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_flow(settings, name: str, log_path) -> subprocess.Popen:
+    """``vpp run NAME`` on the test's own topics and database (stop it with ``stop``)."""
+    env = {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+           "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
+           "VPP_TOPIC_PREFIX": settings.topic_prefix}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "vpp.cli", "run", name], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Console:
+    url: str
+    settings: object
+    app: object
+    root: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=20)
+
+
+def aggregate(node_path: str, window_start_ms: int, battery_w: float, *, devices: int = 2) -> dict:
+    """A ``fleet.aggregates`` record as the aggregate flow writes it."""
+    return {"node_path": node_path, "depth": node_path.count("/") + 1, "window_start": window_start_ms,
+            "window_end": window_start_ms + 10_000, "devices_known": devices, "devices_reporting": devices,
+            "estimated_devices": 0, "battery_w": battery_w, "solar_w": 100.0, "load_w": 900.0,
+            "grid_w": 800.0 - battery_w, "energy_available_wh": 5000.0 * devices, "headroom_wh": 1000.0,
+            "discharge_available_w": 5000.0 * devices, "charge_available_w": 5000.0 * devices,
+            "capacity_wh": 13500.0 * devices, "soc_pct": 55.5, "late": 0}
+
+
+def store_aggregates(settings, records: list[dict]) -> None:
+    """Write aggregates where store-aggregates writes them: ``node_state`` and the time-series store."""
+    import psycopg
+
+    from sinks.node_state import NODE_STATE_UPSERT, node_state_rows
+    from sinks.timeseries import aggregate_lines
+
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        conn.cursor().executemany(NODE_STATE_UPSERT, node_state_rows(records))
+    httpx.post(f"{settings.timeseries_url}/api/v2/write", params={"bucket": "vpp", "org": "vpp", "precision": "ms"},
+               content="\n".join(aggregate_lines(records)), timeout=10).raise_for_status()
+
+
+def seed_fleet(settings, root: str) -> None:
+    """Two sites with two devices each under ``ROOT/ca``, and a few windows of their aggregates."""
+    from vpp.assets import Asset, upsert_assets
+
+    upsert_assets(settings.postgres_dsn, [
+        Asset(f"{root}-dev-{i}", f"site-{i // 2}", f"{root}/ca/site{i // 2}", "UTC", 13500.0, 5000.0, 5000.0, 10.0)
+        for i in range(4)])
+    now_ms = int(time.time() * 1000) // 10_000 * 10_000
+    records = []
+    for k in range(6, 0, -1):
+        start = now_ms - k * 10_000
+        records += [aggregate(root, start, 4000.0 + k, devices=4), aggregate(f"{root}/ca", start, 4000.0 + k, devices=4),
+                    aggregate(f"{root}/ca/site0", start, 2000.0 + k), aggregate(f"{root}/ca/site1", start, 2000.0)]
+    for r in records:
+        store_aggregates(settings, [r])
+
+
+def insert_alert(settings, alert_id: str, node_path: str, state: str = "firing") -> None:
+    import psycopg
+
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        conn.execute("INSERT INTO alerts (alert_id, rule, subject, node_path, state, severity, value, threshold, "
+                     "started_at, at, summary) VALUES (%s, 'node_silent', %s, %s, %s, 'critical', 0, 1, now(), now(), "
+                     "'no device of the node reported')", (alert_id, node_path, node_path, state))
+
+
+def produce_readings(settings, root: str, ts_ms: int, *, devices: int = 4) -> None:
+    """Canonical readings of the seeded devices on the test's ``telemetry.canonical`` (what canonicalize emits)."""
+    from confluent_kafka import Producer
+
+    from sinks.kafka import producer_config
+    from vpp.serde import Serde
+
+    topic = settings.topic("telemetry.canonical")
+    serde = Serde.from_settings(settings)
+    producer = Producer(producer_config(settings.broker))
+    for i in range(devices):
+        record = {"device_id": f"{root}-dev-{i}", "site_id": f"site-{i // 2}", "region_path": f"{root}/ca/site{i // 2}",
+                  "ts": ts_ms, "dialect": "test", "soc_pct": 60.0, "battery_w": 0.0, "solar_w": 0.0, "load_w": 500.0,
+                  "grid_w": 500.0, "grid_connected": True, "capacity_wh": 13500.0, "flags": []}
+        producer.produce(topic, serde.encode(topic, record), record["device_id"], timestamp=ts_ms)
+    assert producer.flush(15) == 0, "readings not delivered"
