@@ -8,11 +8,12 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function fmt(v) {
+  function fmt(v, span) {
     var a = Math.abs(v);
-    if (a >= 1e6) return (v / 1e6).toFixed(1) + "M";
-    if (a >= 1e3) return (v / 1e3).toFixed(1) + "k";
-    return a >= 10 ? v.toFixed(0) : v.toFixed(1);
+    if (span >= 100 && a >= 1e6) return (v / 1e6).toFixed(1) + "M";
+    if (span >= 100 && a >= 1e3) return (v / 1e3).toFixed(1) + "k";
+    var digits = span >= 10 ? 0 : span >= 1 ? 1 : span >= 0.1 ? 2 : 3;
+    return v.toFixed(digits);
   }
   function clock(ms) { var d = new Date(ms); return d.toISOString().slice(11, 16); }
   window.lineChart = function (target, series, opts) {
@@ -33,7 +34,7 @@
     for (var i = 0; i <= 4; i++) {
       var v = y0 + (y1 - y0) * i / 4, y = Y(v);
       svg.appendChild(el("line", {x1: L, x2: W - R, y1: y, y2: y, stroke: "#eaecf0"}));
-      svg.appendChild(el("text", {x: L - 6, y: y + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, fmt(v)));
+      svg.appendChild(el("text", {x: L - 6, y: y + 4, "text-anchor": "end", "font-size": 11, fill: "#667085"}, fmt(v, (y1 - y0) / 4)));
     }
     for (var j = 0; j <= 4; j++) {
       var t = x0 + (x1 - x0) * j / 4;
