@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import secrets
+import signal
+import sys
 from pathlib import Path
 
 from vpp.cli import add_common, load_settings
@@ -69,6 +71,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     api_file.parent.mkdir(parents=True, exist_ok=True)
     api_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     print(f"vpp console and API at {url}/ (OpenAPI: {url}/openapi.json); Ctrl-C stops", flush=True)
+    # uvicorn stops gracefully on SIGTERM, then raises it again with the handler it found: make that an exit
+    # through the `finally` below (the default handler would end the process before api.json is removed)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         config = uvicorn.Config(app, log_level=args.log_level, proxy_headers=args.proxy_headers,
                                 forwarded_allow_ips=args.forwarded_allow_ips, timeout_graceful_shutdown=3)
