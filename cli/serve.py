@@ -19,7 +19,7 @@ from pathlib import Path
 from vpp.cli import add_common, load_settings
 from vpp.errors import UserError
 
-__all__ = ["add_commands", "session_key", "API_FILE"]
+__all__ = ["add_commands", "session_key", "API_FILE", "ensure_demo_user", "wait_for_api"]
 
 API_FILE = "api.json"
 
@@ -44,6 +44,47 @@ def session_key(settings) -> bytes:
         raise UserError(f"the session key in {path} is shorter than 32 bytes: write a longer random one "
                         "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
     return key
+
+
+def ensure_demo_user(settings, name: str = "demo") -> Path:
+    """A local demo operator whose random password sits in ``<state dir>/console-demo.password`` (mode 0600).
+
+    Made once; a later demo reuses it. Returns the password file (the password is never printed).
+    """
+    from sinks.auth_store import AuthError, AuthStore
+
+    path = Path(settings.state_dir) / "console-demo.password"
+    store = AuthStore(settings.postgres_dsn)
+    if path.exists() and any(u["name"] == name and not u["disabled"] for u in store.list_users()):
+        return path
+    password = secrets.token_urlsafe(12)
+    try:
+        store.add_user(name, "operator", password)
+    except AuthError:
+        raise UserError(f"user {name!r} exists but its password file {path} is gone: "
+                        f"vpp users disable {name}, or log in as another user") from None
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    store.audit("cli:demo", "users.add", target=name, address="local", outcome="ok", detail={"role": "operator"})
+    return path
+
+
+def wait_for_api(state_dir: str | os.PathLike[str], pid: int, timeout_s: float = 30.0) -> str | None:
+    """The URL a `vpp serve` of process ``pid`` wrote to ``api.json``, once it did (None after ``timeout_s``)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads((Path(state_dir) / API_FILE).read_text())
+            if doc.get("pid") == pid:
+                return doc["url"]
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    return None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -40,7 +40,10 @@ def parse_time_ms(text: str, name: str) -> int:
             raise ApiError(422, f"{name!r} = {text!r} is neither epoch milliseconds nor an ISO-8601 time") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        return int(dt.timestamp() * 1000)
+        value = dt.timestamp() * 1000
+        if value < 0:
+            raise ApiError(422, f"{name!r} = {text!r} is before 1970")
+        return int(value)
     if not math.isfinite(value) or not (0 <= value <= 253_402_300_799_000):
         raise ApiError(422, f"{name!r} = {text!r} is not a time between 1970 and 9999")
     return int(value)
