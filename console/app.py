@@ -55,6 +55,6 @@ def create_app(settings, *, session_key: bytes, rate_limit: RateLimit = RateLimi
         app.include_router(module.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
-    app.add_middleware(AuditTrail, store=store)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: a huge body never reaches a route
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # a huge body never reaches a route
+    app.add_middleware(AuditTrail, store=store)  # outermost: a refused huge body is audited too
     return app

@@ -31,9 +31,12 @@ def sse_frame(kind: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def matches(kinds: frozenset[str], path: str | None, kind: str, data: dict[str, Any]) -> bool:
-    """Whether a subscriber of ``kinds`` under ``path`` wants this event (pure)."""
+def matches(kinds: frozenset[str], path: str | None, kind: str, data: dict[str, Any],
+            max_depth: int | None = None) -> bool:
+    """Whether a subscriber of ``kinds`` under ``path`` (nodes no deeper than ``max_depth``) wants this event (pure)."""
     if kind not in kinds:
+        return False
+    if max_depth is not None and kind == "aggregate" and data.get("depth", 0) > max_depth:
         return False
     node = data.get("node_path")
     if not path or not node:
@@ -45,6 +48,7 @@ def matches(kinds: frozenset[str], path: str | None, kind: str, data: dict[str, 
 class Subscription:
     kinds: frozenset[str]
     path: str | None
+    max_depth: int | None = None  # deepest node depth wanted (aggregate events); None: every level
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=2000))
     dropped: bool = False
 
@@ -58,8 +62,8 @@ class Broadcaster:
         self._task: asyncio.Task | None = None
         self.events_sent = 0
 
-    def subscribe(self, kinds: frozenset[str], path: str | None) -> Subscription:
-        sub = Subscription(kinds, path)
+    def subscribe(self, kinds: frozenset[str], path: str | None, max_depth: int | None = None) -> Subscription:
+        sub = Subscription(kinds, path, max_depth)
         self.subscribers.add(sub)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -89,7 +93,7 @@ class Broadcaster:
     def publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for sub in list(self.subscribers):
             for kind, data in events:
-                if matches(sub.kinds, sub.path, kind, data):
+                if matches(sub.kinds, sub.path, kind, data, sub.max_depth):
                     try:
                         sub.queue.put_nowait((kind, data))
                         self.events_sent += 1
@@ -113,8 +117,11 @@ class Broadcaster:
                 self._since = dict.fromkeys(EVENT_KINDS, db_now)
                 return []
             since = self._since
-            for row in conn.execute("SELECT * FROM node_state WHERE updated_at > %s ORDER BY node_path",
-                                    (since["aggregate"],)):
+            # the deepest level any client wants: a fleet's device rows are read only when someone asks for them
+            wanted = [s.max_depth for s in list(self.subscribers) if "aggregate" in s.kinds]
+            deepest = None if not wanted or None in wanted else max(wanted)
+            for row in conn.execute("SELECT * FROM node_state WHERE updated_at > %s AND (%s::int IS NULL OR depth <= %s) "
+                                    "ORDER BY node_path", (since["aggregate"], deepest, deepest)):
                 events.append(("aggregate", jsonable_row(row)))
                 self._since["aggregate"] = max(self._since["aggregate"], row["updated_at"])
             for row in conn.execute("SELECT s.*, c.target_w, c.issued_by FROM dispatch_statuses s JOIN dispatch_commands c "

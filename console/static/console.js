@@ -12,8 +12,9 @@
       return r.json().then(function (data) { if (!r.ok) { var e = new Error(data.error || r.statusText); e.status = r.status; throw e; } return data; });
     });
   }
-  function live(events, path, handlers) {
-    var url = "/api/stream?events=" + events.join(",") + (path ? "&path=" + encodeURIComponent(path) : "");
+  function live(events, path, handlers, depth) {
+    var url = "/api/stream?events=" + events.join(",") + (path ? "&path=" + encodeURIComponent(path) : "") +
+              (depth !== undefined ? "&depth=" + depth : "");
     var source = new EventSource(url), dot = $("#live");
     source.onopen = function () { if (dot) dot.className = "live on"; };
     source.onerror = function () { if (dot) dot.className = "live off"; };
@@ -53,7 +54,7 @@
       fill(tr, n); rows[n.node_path] = tr;
       return tr;
     }
-    function load() {
+    function fetchRows() {
       var paths = [root].concat(Object.keys(expanded).filter(function (p) { return expanded[p]; }));
       Promise.all(paths.map(function (p) {
         return api("GET", "/api/tree?depth=1" + (p ? "&path=" + encodeURIComponent(p) : "")).catch(function () { return {nodes: []}; });
@@ -72,16 +73,29 @@
         table.dataset.loaded = "1";
       });
     }
-    var reload = debounce(load, 1500);
+    var reload = debounce(fetchRows, 1500), source = null, levels = -1;
+    function shownLevels() {  // levels below the root the table shows: 1, plus one per expanded generation
+      var base = root ? root.split("/").length : 0, deepest = base + 1;
+      Object.keys(expanded).forEach(function (p) { if (expanded[p]) deepest = Math.max(deepest, p.split("/").length + 1); });
+      return deepest - base;
+    }
+    function listen() {
+      var wanted = shownLevels();
+      if (wanted === levels) return;
+      levels = wanted;
+      if (source) source.close();
+      source = live(["aggregate"], root, {aggregate: onAggregate}, wanted);
+    }
+    function load() { fetchRows(); listen(); }
     load();
-    live(["aggregate"], root, {aggregate: function (n) {
+    function onAggregate(n) {
       var tr = rows[n.node_path];
       if (tr) {
         fill(tr, n); tr.classList.add("flash"); setTimeout(function () { tr.classList.remove("flash"); }, 900);
         $("#tree-updated").textContent = "updated " + time(n.window_end) + " UTC";
         table.dataset.updates = String(Number(table.dataset.updates || 0) + 1);
       } else { reload(); }
-    }});
+    }
   }
 
   // -- node ---------------------------------------------------------------------------------------
@@ -109,7 +123,7 @@
     chart();
     $("#series-field").onchange = chart; $("#series-span").onchange = chart;
     var again = debounce(chart, 1000);
-    live(["aggregate"], path, {aggregate: function (n) { if (n.node_path === path) { show(n); again(); } }});
+    live(["aggregate"], path, {aggregate: function (n) { if (n.node_path === path) { show(n); again(); } }}, 0);
   }
 
   // -- dispatch --------------------------------------------------------------------------------------

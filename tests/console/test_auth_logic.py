@@ -74,6 +74,12 @@ def test_a_page_gets_the_events_of_its_subtree_and_ancestors(path, node, wanted)
     assert not matches(frozenset({"alert"}), path, "aggregate", {"node_path": node})
 
 
+@pytest.mark.parametrize("depth,max_depth,wanted", [(1, None, True), (5, None, True), (2, 2, True), (3, 2, False)])
+def test_a_page_gets_aggregates_only_down_to_the_depth_it_shows(depth, max_depth, wanted):
+    assert matches(frozenset({"aggregate"}), None, "aggregate", {"node_path": "a", "depth": depth}, max_depth) is wanted
+    assert matches(frozenset({"alert"}), None, "alert", {"node_path": "a", "depth": depth}, max_depth)
+
+
 def test_series_query_quotes_the_node_and_refuses_unknown_fields():
     assert series_query('us/"x', "battery_w") == '{__name__="fleet_node_battery_w",node_path="us/\\"x"}'
     with pytest.raises(ValueError):

@@ -257,3 +257,17 @@ def test_every_state_changing_request_is_audited_and_the_log_is_append_only(cons
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 conn.execute(statement)
             conn.rollback()
+
+
+def test_a_console_session_needs_the_request_header_to_change_state(console_server):
+    with httpx.Client(base_url=console_server.url) as browser:
+        login = browser.post("/login", data={"username": "operator", "password": PASSWORD, "next": "//evil.example/"})
+        assert login.status_code == 303 and login.headers["location"] == "/"  # no open redirect
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get("/api/auth/me").json()["via"] == "cookie"
+        forged = browser.post("/api/alerts/no-such-alert/ack")  # what a cross-site form could send
+        assert forged.status_code == 403 and "x-requested-with" in forged.json()["error"]
+        assert browser.post("/api/alerts/no-such-alert/ack", headers={"X-Requested-With": "vpp-console"}).status_code == 404
+        browser.post("/logout")
+        assert browser.get("/api/auth/me").status_code == 401
