@@ -222,9 +222,17 @@
         lineChart($("#price-chart"), [
           {label: "forecast", color: "#1f6feb", points: rows.map(function (r) { return [r.interval_start, r.forecast_price_usd_per_mwh]; })},
           {label: "actual", color: "#b42318", points: rows.map(function (r) { return [r.interval_start, r.actual_price_usd_per_mwh]; })}]);
-        lineChart($("#power-chart"), [
+        var power = [
           {label: "planned W", color: "#1f6feb", points: rows.map(function (r) { return [r.interval_start, r.planned_w]; })},
-          {label: "awarded W", color: "#067647", points: rows.map(function (r) { return [r.interval_start, r.awarded_w]; })}]);
+          {label: "awarded W", color: "#067647", points: rows.map(function (r) { return [r.interval_start, r.awarded_w]; })}];
+        lineChart($("#power-chart"), power);
+        if (rows.length) {  // the bidding node's measured battery power over the same intervals, when it reports
+          api("GET", "/api/nodes/" + rows[0].node_path + "/series?field=battery_w&from=" + rows[0].interval_start).then(function (s) {
+            if (!s.points.length) return;
+            power.push({label: "measured W", color: "#b42318", points: s.points.map(function (p) { return [p.ts, p.value]; })});
+            lineChart($("#power-chart"), power);
+          }).catch(function () {});
+        }
         var tb = $("#market tbody"); tb.innerHTML = "";
         m.intervals.forEach(function (r) {
           var tr = document.createElement("tr");

@@ -121,3 +121,32 @@ def produce_readings(settings, root: str, ts_ms: int, *, devices: int = 4) -> No
                   "grid_w": 500.0, "grid_connected": True, "capacity_wh": 13500.0, "flags": []}
         producer.produce(topic, serde.encode(topic, record), record["device_id"], timestamp=ts_ms)
     assert producer.flush(15) == 0, "readings not delivered"
+
+
+def seed_market(settings, node_path: str, intervals: int = 6) -> int:
+    """Autobidder workflows with their facts, written as the autobidder's store writes them; returns the
+    first interval's start (ms). Each interval: forecast, plan, bid and award; the next one fetched its price."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from sinks.autobidder_store import FACT_UPSERT, WORKFLOW_UPSERT, store_rows
+
+    first = (int(time.time() * 1000) // 300_000 - intervals) * 300_000
+    items = []
+    for k in range(intervals):
+        start, at = first + k * 300_000, first + k * 300_000 + 1000
+        price = 40.0 + k
+        facts = {"fetched": {"newest_price_interval_start": start - 300_000, "newest_price_usd_per_mwh": price - 1.5},
+                 "forecast": {"method": "persistence", "prices_usd_per_mwh": [price, price + 1]},
+                 "optimized": {"status": "Optimal", "first_discharge_w": 1000.0 * k, "first_charge_w": 0.0},
+                 "bid_submitted": {"bid_id": f"b{k}", "pairs": [{"price_usd_per_mwh": price, "quantity_w": 1000.0 * k}]},
+                 "awarded": {"awarded_w": 900.0 * k, "clearing_price_usd_per_mwh": price + 0.5}}
+        items += [("fact", {"node_path": node_path, "interval_start": start, "step": step, "fact": fact, "at": at})
+                  for step, fact in facts.items()]
+        items.append(("workflow", {"node_path": node_path, "interval_start": start, "status": "dispatched",
+                                   "bid_id": f"b{k}", "reason": None, "at": at}))
+    facts, workflows = store_rows(items)
+    with psycopg.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
+        cur.executemany(FACT_UPSERT, [(*row[:3], Jsonb(row[3]), row[4]) for row in facts])
+        cur.executemany(WORKFLOW_UPSERT, workflows)
+    return first

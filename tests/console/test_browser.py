@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from console_fixtures import PASSWORD, aggregate, insert_alert, produce_readings, start_flow, stop, store_aggregates
+from console_fixtures import (PASSWORD, aggregate, insert_alert, produce_readings, seed_market, start_flow, stop,
+                              store_aggregates)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -126,8 +127,12 @@ def test_an_operator_watches_the_fleet_dispatches_acks_an_alert_and_logs_out(bro
     expect(alert_row.locator("td.acked")).to_contain_text("operator")
     _shot(page, "alerts")
 
+    seed_market(settings, root)
     page.goto(console_server.url + "/market")
-    expect(page.locator("#price-chart svg")).to_be_visible()
+    expect(page.locator("#market tbody tr")).to_have_count(6)
+    expect(page.locator("#price-chart svg path[data-series]")).to_have_count(2)
+    expect(page.locator("#power-chart svg path[data-series]")).to_have_count(2)
+    expect(page.locator("#market tbody tr").first.locator("td").nth(7)).to_have_text("4500")
     _shot(page, "market")
 
     page.click("#logout")

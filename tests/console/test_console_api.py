@@ -10,8 +10,8 @@ import httpx
 import psycopg
 import pytest
 
-from console_fixtures import (PASSWORD, aggregate, insert_alert, produce_readings, start_flow, stop, store_aggregates,
-                              wait_for)
+from console_fixtures import (PASSWORD, aggregate, insert_alert, produce_readings, seed_market, start_flow, stop,
+                              store_aggregates, wait_for)
 
 READS = [("GET", "/api/tree"), ("GET", "/api/nodes/{root}"), ("GET", "/api/nodes/{root}/series"),
          ("GET", "/api/dispatch"), ("GET", "/api/dispatch/cmd-x"), ("GET", "/api/alerts"), ("GET", "/api/market"),
@@ -213,10 +213,19 @@ def test_alerts_are_listed_acked_and_silenced_by_an_operator(console_server):
     assert events == ["acked", "silenced"]
 
 
-def test_market_answers_with_an_unreachable_market_simulator(console_server):
+def test_market_shows_forecast_and_actual_prices_plans_bids_and_awards(console_server):
+    node = console_server.root + "/mkt"
+    first = seed_market(console_server.settings, node)
     with console_server.client("viewer") as c:
         body = c.get("/api/market").json()
-    assert body == {"intervals": [], "market": None}
+    assert body["market"] is None  # the market simulator does not answer here
+    rows = {r["interval_start"]: r for r in body["intervals"] if r["node_path"] == node}
+    assert len(rows) == 6
+    second = rows[first + 300_000]
+    assert second["forecast_price_usd_per_mwh"] == 41.0 and second["planned_w"] == 1000.0
+    assert second["bid_pairs"] == [{"price_usd_per_mwh": 41.0, "quantity_w": 1000.0}]
+    assert second["awarded_w"] == 900.0 and second["clearing_price_usd_per_mwh"] == 41.5
+    assert rows[first]["actual_price_usd_per_mwh"] == 39.5  # fetched by the next interval's workflow
 
 
 def test_the_stream_sends_aggregates_keep_alives_and_notices_a_client_leaving(console_server):
