@@ -25,7 +25,7 @@ class Silence(BaseModel):
 
 
 @router.get("", dependencies=[Depends(require("viewer"))])
-async def alerts(request: Request, state: Literal["pending", "firing", "resolved"] | None = Query(None),
+async def alerts(request: Request, state: Literal["pending", "firing", "resolved", "dropped"] | None = Query(None),
                  limit: int = Query(200, ge=1, le=1000)) -> dict:
     from sinks.alert_queries import list_alerts
 

@@ -97,12 +97,13 @@ def seed_fleet(settings, root: str) -> None:
 
 
 def insert_alert(settings, alert_id: str, node_path: str, state: str = "firing") -> None:
+    """An alert row as the alerts flow stores it (``alerts`` of migration 070_alerts)."""
     import psycopg
 
     with psycopg.connect(settings.postgres_dsn) as conn:
-        conn.execute("INSERT INTO alerts (alert_id, rule, subject, node_path, state, severity, value, threshold, "
-                     "started_at, at, summary) VALUES (%s, 'node_silent', %s, %s, %s, 'critical', 0, 1, now(), now(), "
-                     "'no device of the node reported')", (alert_id, node_path, node_path, state))
+        conn.execute("INSERT INTO alerts (alert_id, rule, subject, node_path, state, state_rank, severity, value, threshold, "
+                     "started_at, fired_at, changed_at, summary) VALUES (%s, 'node_silent', %s, %s, %s, 2, 'critical', 0, 1, "
+                     "now(), now(), now(), 'no device of the node reported')", (alert_id, node_path, node_path, state))
 
 
 def produce_readings(settings, root: str, ts_ms: int, *, devices: int = 4) -> None:

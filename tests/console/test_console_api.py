@@ -209,8 +209,8 @@ def test_alerts_are_listed_acked_and_silenced_by_an_operator(console_server):
         assert c.post(f"/api/alerts/{alert_id}/silence", json={"minutes": 10 ** 7}).status_code == 422
         assert c.post("/api/alerts/no-such-alert/ack").status_code == 404
     with psycopg.connect(console_server.settings.postgres_dsn) as conn:
-        events = [r[0] for r in conn.execute("SELECT state FROM alert_events WHERE alert_id = %s ORDER BY at", (alert_id,))]
-    assert events == ["acked", "silenced"]
+        events = [r for r in conn.execute("SELECT kind, actor FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,))]
+    assert events == [("ack", "operator"), ("silence", "operator")]
 
 
 def test_market_shows_forecast_and_actual_prices_plans_bids_and_awards(console_server):
