@@ -7,9 +7,11 @@ trigger refuses UPDATE, DELETE and TRUNCATE.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 from psycopg.rows import dict_row
@@ -41,13 +43,31 @@ def _hasher():
 
 
 class AuthStore:
-    """Thin I/O over the auth tables; one short connection per call (the API runs them in a thread pool)."""
+    """Thin I/O over the auth tables. Every API request looks its token up here, so each thread keeps one
+    connection (autocommit) instead of opening one per call; a broken one is dropped and reopened next time."""
 
     def __init__(self, dsn: str):
         self.dsn = dsn
+        self._local = threading.local()
 
-    def _conn(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.dsn, row_factory=dict_row, autocommit=True)
+        try:
+            yield conn
+        except psycopg.OperationalError:
+            conn.close()
+            self._local.conn = None
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads' end of life, or the process)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # -- users ------------------------------------------------------------------------------
     def add_user(self, name: str, role: str, password: str) -> None:
