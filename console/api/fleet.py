@@ -28,7 +28,8 @@ def read_node(dsn: str, path: str) -> dict[str, Any] | None:
 
 @router.get("/tree")
 async def tree(request: Request, path: str | None = Query(None, max_length=512),
-               depth: int = Query(1, ge=0, le=32), all: bool = False) -> dict:  # noqa: A002 - the CLI's --all
+               depth: int = Query(1, ge=0, le=32),
+               include_stale: bool = Query(False, alias="all", description="also nodes whose devices all went stale")) -> dict:
     from sinks.node_state import read_node_state
 
     dsn = request.app.state.settings.postgres_dsn
@@ -36,7 +37,7 @@ async def tree(request: Request, path: str | None = Query(None, max_length=512),
     rows = await run_in_threadpool(read_node_state, dsn, root, levels=depth)
     if root and not rows:
         raise ApiError(404, f"no node {root!r} in the fleet tree")
-    kept = [jsonable_row(r) for r in rows if all or r["devices_known"] > 0]
+    kept = [jsonable_row(r) for r in rows if include_stale or r["devices_known"] > 0]
     return {"path": root, "depth": depth, "nodes": kept}
 
 

@@ -81,8 +81,11 @@ def test_an_operator_watches_the_fleet_dispatches_acks_an_alert_and_logs_out(bro
     expect(row.locator("td").nth(2)).to_have_text("4.0")
     expect(page.locator("#live")).to_have_class("live on")
     time.sleep(1.0)  # the poller's first look sets its starting point
+    stored = time.perf_counter()
     store_aggregates(settings, [aggregate(root, int(time.time() * 1000) // 10_000 * 10_000, 7777.0, devices=4)])
     expect(row.locator("td").nth(2)).to_have_text("7.8")
+    print(f"a stored window shown in the browser after {(time.perf_counter() - stored) * 1000:.0f} ms "
+          f"(poll period {console_server.app.state.broadcaster.poll_s} s)")
     page.locator(f'#tree tr[data-path="{root}"] button.toggle').click()
     expect(page.locator(f'#tree tr[data-path="{root}/ca"]')).to_be_visible()
     _shot(page, "tree")
