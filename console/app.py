@@ -9,10 +9,12 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from console.auth import RateLimit
+from console.deps import require
 from console.errors import install_error_handlers
 from console.live import Broadcaster
 from console.middleware import AuditTrail, BodyLimit
@@ -40,7 +42,9 @@ def create_app(settings, *, session_key: bytes, rate_limit: RateLimit = RateLimi
         yield
         await broadcaster.stop()
 
-    app = FastAPI(title="vpp operators' API", version="1", lifespan=lifespan,
+    # no /docs or /redoc (they load scripts from a CDN); the OpenAPI document needs a login like the rest
+    app = FastAPI(title="vpp operators' API", version="1", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="The virtual power plant's fleet, dispatch, alerts and market for operators. "
                               "Authenticate with POST /api/auth/token, then send 'Authorization: Bearer TOKEN'.")
     app.state.settings = settings
@@ -54,6 +58,11 @@ def create_app(settings, *, session_key: bytes, rate_limit: RateLimit = RateLimi
     for module in (auth, fleet, dispatch, alerts, market, stream, audit):
         app.include_router(module.router)
     app.include_router(web.router)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require("viewer"))])
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # a huge body never reaches a route
     app.add_middleware(AuditTrail, store=store)  # outermost: a refused huge body is audited too

@@ -26,10 +26,10 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 _PAGES = {"tree": "Fleet", "dispatch": "Dispatch", "alerts": "Alerts", "market": "Market"}
 
 
-def _page(request: Request, principal, name: str, **context) -> HTMLResponse:
+def _page(request: Request, principal, name: str, *, status_code: int = 200, **context) -> HTMLResponse:
     return templates.TemplateResponse(request, f"{name}.html", {
         "user": principal, "page": name, "pages": _PAGES, "can_operate": role_at_least(principal.role, "operator"),
-        **context})
+        "is_admin": role_at_least(principal.role, "admin"), **context}, status_code=status_code)
 
 
 async def _session(request: Request):
@@ -113,6 +113,16 @@ async def alerts_page(request: Request) -> Response:
     if principal is None:
         return _to_login(request)
     return _page(request, principal, "alerts")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request) -> Response:
+    principal = await _session(request)
+    if principal is None:
+        return _to_login(request)
+    if not role_at_least(principal.role, "admin"):
+        return _page(request, principal, "forbidden", status_code=403, needed="admin")
+    return _page(request, principal, "audit")
 
 
 @router.get("/market", response_class=HTMLResponse)

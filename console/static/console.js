@@ -248,6 +248,19 @@
     live(["market"], null, {market: debounce(load, 1000)});
   }
 
-  var pages = {tree: treePage, node: nodePage, dispatch: dispatchPage, alerts: alertsPage, market: marketPage};
+  // -- audit (admins) ----------------------------------------------------------------------------------
+  function auditPage() {
+    api("GET", "/api/audit?limit=300").then(function (a) {
+      var tb = $("#audit tbody"); tb.innerHTML = "";
+      a.entries.forEach(function (e) {
+        var tr = document.createElement("tr");
+        cell(tr, e.at.slice(0, 19).replace("T", " ")); cell(tr, e.actor); cell(tr, e.action); cell(tr, e.target || "");
+        cell(tr, e.address); cell(tr, e.outcome, e.outcome === "ok" ? "state-resolved" : "state-firing");
+        tb.appendChild(tr);
+      });
+    });
+  }
+
+  var pages = {tree: treePage, node: nodePage, dispatch: dispatchPage, alerts: alertsPage, market: marketPage, audit: auditPage};
   if (pages[page]) pages[page]();
 })();

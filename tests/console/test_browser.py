@@ -157,8 +157,26 @@ def test_a_viewer_does_not_see_the_dispatch_form_nor_ack_buttons(browser, consol
     page.goto(console_server.url + "/alerts")
     expect(page.locator("#alerts tbody tr").first).to_be_visible()
     expect(page.locator("button.ack")).to_have_count(0)
+    expect(page.locator("#nav-audit")).to_have_count(0)
+    page.goto(console_server.url + "/audit")
+    expect(page.locator("#forbidden")).to_contain_text("needs the role admin")
     # and the API behind the page refuses the viewer too, whatever a script sends
     status = page.evaluate("""() => fetch('/api/alerts/x/ack', {method: 'POST', headers: {'X-Requested-With': 'vpp-console'}})
                                      .then(r => r.status)""")
     assert status == 403
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.goto(console_server.url + "/")
+    expect(page.locator(f'#tree tr[data-path="{console_server.root}"]')).to_be_visible()
+    _shot(page, "tree-phone")
+    page.close()
+
+
+def test_an_admin_reads_the_audit_log_in_the_console(browser, console_server):
+    from playwright.sync_api import expect
+
+    page = _log_in(browser, console_server, "admin")
+    page.click("#nav-audit")
+    expect(page.locator("#audit tbody tr").first).to_be_visible()
+    expect(page.locator("#audit tbody")).to_contain_text("POST /login")
+    _shot(page, "audit")
     page.close()

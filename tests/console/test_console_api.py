@@ -56,12 +56,25 @@ def test_a_bad_or_malformed_token_is_401(console_server, header):
     assert r.status_code == 401 and r.json()["error"]
 
 
-def test_openapi_document_is_public_and_names_every_endpoint(console_server):
-    paths = httpx.get(console_server.url + "/openapi.json").json()["paths"]
+def test_an_unauthenticated_client_gets_only_the_login_page_and_the_token_endpoint(console_server):
+    url = console_server.url
+    assert httpx.get(url + "/login").status_code == 200
+    assert httpx.post(url + "/api/auth/token", json={"username": "x", "password": "y"}).status_code == 401
+    for path in ("/", "/market", "/alerts", "/dispatch", f"/nodes/{console_server.root}"):
+        page = httpx.get(url + path)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login"), path
+    assert httpx.get(url + "/openapi.json").status_code == 401
+    assert httpx.get(url + "/docs").status_code == 404  # Swagger UI would load scripts from a CDN
+
+
+def test_openapi_document_names_every_endpoint(console_server):
+    with console_server.client("viewer") as c:
+        paths = c.get("/openapi.json").json()["paths"]
     for p in ("/api/auth/token", "/api/tree", "/api/nodes/{path}", "/api/nodes/{path}/series", "/api/dispatch",
               "/api/dispatch/{command_id}", "/api/alerts", "/api/alerts/{alert_id}/ack", "/api/alerts/{alert_id}/silence",
               "/api/market", "/api/stream", "/api/audit"):
         assert p in paths, p
+    assert not any(p.startswith(("/login", "/logout", "/nodes/", "/static")) for p in paths)  # pages are not the API
 
 
 def test_login_issues_a_token_that_works_and_a_wrong_password_is_401(console_server):
