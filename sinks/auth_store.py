@@ -125,6 +125,7 @@ class AuthStore:
                     ok = False
             conn.execute("INSERT INTO login_attempts (user_name, address, ok) VALUES (%s, %s, %s)",
                          (name[:200], address, ok))
+            conn.execute("DELETE FROM login_attempts WHERE at < now() - interval '1 day'")  # far beyond any limit window
         return {"name": user["name"], "role": user["role"]} if ok else None
 
     # -- tokens -----------------------------------------------------------------------------
@@ -140,6 +141,8 @@ class AuthStore:
                 raise AuthError(f"user {name!r} is disabled")
             row = conn.execute("INSERT INTO api_tokens (user_name, kind, token_sha256, expires_at) VALUES (%s, %s, %s, %s) "
                                "RETURNING token_id", (name, kind, digest, expires_at)).fetchone()
+            # logins and sessions expire by the thousand: forget them a day after (API tokens stay listed)
+            conn.execute("DELETE FROM api_tokens WHERE kind <> 'api' AND expires_at < now() - interval '1 day'")
         return row["token_id"], expires_at
 
     def revoke_token(self, token_id: int) -> None:
