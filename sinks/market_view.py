@@ -38,7 +38,9 @@ def market_rows(workflows: list[dict[str, Any]], facts: list[dict[str, Any]]) ->
         out.append({
             "node_path": w["node_path"], "interval_start": start, "status": w["status"], "reason": w["reason"],
             "bid_id": w["bid_id"], "forecast_price_usd_per_mwh": forecast[0] if forecast else None,
-            "actual_price_usd_per_mwh": actual.get(start), "planned_w": planned,
+            # the price the market published for the interval (a later workflow fetched it), else its clearing price
+            "actual_price_usd_per_mwh": actual.get(start, (steps.get("awarded") or {}).get("clearing_price_usd_per_mwh")),
+            "planned_w": planned,
             "bid_pairs": (steps.get("bid_submitted") or {}).get("pairs"),
             "awarded_w": (steps.get("awarded") or {}).get("awarded_w"),
             "clearing_price_usd_per_mwh": (steps.get("awarded") or {}).get("clearing_price_usd_per_mwh"),

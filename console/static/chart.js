@@ -15,7 +15,7 @@
     var digits = span >= 10 ? 0 : span >= 1 ? 1 : span >= 0.1 ? 2 : 3;
     return v.toFixed(digits);
   }
-  function clock(ms) { var d = new Date(ms); return d.toISOString().slice(11, 16); }
+  function clock(ms, span) { return new Date(ms).toISOString().slice(11, span < 600000 ? 19 : 16); }
   window.lineChart = function (target, series, opts) {
     opts = opts || {};
     var W = 800, H = 260, L = 56, R = 12, T = 12, B = 28;
@@ -38,7 +38,7 @@
     }
     for (var j = 0; j <= 4; j++) {
       var t = x0 + (x1 - x0) * j / 4;
-      svg.appendChild(el("text", {x: X(t), y: H - 8, "text-anchor": "middle", "font-size": 11, fill: "#667085"}, clock(t)));
+      svg.appendChild(el("text", {x: X(t), y: H - 8, "text-anchor": "middle", "font-size": 11, fill: "#667085"}, clock(t, x1 - x0)));
     }
     if (y0 < 0 && y1 > 0) svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(0), y2: Y(0), stroke: "#98a2b3"}));
     series.forEach(function (s, k) {
