@@ -44,7 +44,7 @@ from typing import Any
 
 from models.bids import build_bid
 from models.optimize import Battery, PricePoint, Schedule, ScheduledInterval
-from sinks.dispatch_commands import command_record
+from vpp.commands import command_record
 
 __all__ = [
     "INTERVAL_MS",

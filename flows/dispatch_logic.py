@@ -194,7 +194,7 @@ def node_covers(node_path: str, region_path: str, device_id: str) -> bool:
 #: The longest period one command may cover, and how far ahead it may start. A fleet is dispatched for
 #: minutes to hours; a period beyond these is a mistake in the command (an end in the year 1,903,351
 #: once stopped the flow, since no store can hold that time), and an operator re-issues longer ones.
-MAX_COMMAND_PERIOD_MS = 7 * 86_400_000
+from vpp.commands import MAX_COMMAND_PERIOD_MS  # noqa: E402 - one bound for issuers and the flow
 MAX_COMMAND_LEAD_MS = 31 * 86_400_000
 
 

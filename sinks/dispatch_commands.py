@@ -1,39 +1,17 @@
-"""Dispatch commands to ``dispatch.commands``: the record (pure) and its delivery (Kafka).
+"""Dispatch commands to ``dispatch.commands``: delivery (Kafka) and what a node's devices can do (PostgreSQL).
 
-Shared by ``vpp dispatch send`` and the operators' API (``POST /api/dispatch``): both refuse the same
-commands with the same reasons (``UserError``) and produce the same Avro ``DispatchCommand``.
+Shared by ``vpp dispatch send`` and the operators' API (``POST /api/dispatch``); the record itself and its
+rules are ``vpp.commands.command_record``.
 """
 
 from __future__ import annotations
 
-import math
 import time
-import uuid
 from typing import Any
 
 from vpp.errors import UserError
 
-__all__ = ["command_record", "send_command", "node_power_limits"]
-
-
-def command_record(node_path: str, target_w: float, minutes: float, *, start_ms: int, issued_by: str = "operator",
-                   command_id: str | None = None, program: str | None = None) -> dict[str, Any]:
-    """A ``dispatch.commands`` record for ``minutes`` from ``start_ms`` (pure)."""
-    node = node_path.strip().strip("/")
-    if not node:
-        raise UserError("NODE_PATH is empty: name a node of the fleet tree, e.g. us/ca/pge")
-    if not math.isfinite(target_w):
-        raise UserError(f"--watts {target_w} is not a finite number (> 0 discharge, < 0 charge)")
-    if not (minutes > 0 and math.isfinite(minutes)):
-        raise UserError(f"--minutes {minutes} must be a positive number")
-    from flows.dispatch_logic import MAX_COMMAND_PERIOD_MS
-
-    if minutes * 60_000 > MAX_COMMAND_PERIOD_MS:
-        raise UserError(f"--minutes {minutes:g} is longer than the {MAX_COMMAND_PERIOD_MS // 60_000:,} minutes "
-                        f"({MAX_COMMAND_PERIOD_MS // 86_400_000} days) one command may cover")
-    return {"command_id": command_id or f"cmd-{uuid.uuid4().hex[:12]}", "node_path": node, "target_w": float(target_w),
-            "start": int(start_ms), "end": int(start_ms + round(minutes * 60_000)), "issued_by": issued_by,
-            "program": program}
+__all__ = ["send_command", "node_power_limits"]
 
 
 def send_command(settings, record: dict[str, Any], *, timeout_s: float = 30.0) -> None:

@@ -254,7 +254,8 @@ def _start_market(procs: _Processes, argv: list[str], logs: Path) -> str:
 
 
 def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
-    from sinks.dispatch_commands import command_record, send_command
+    from sinks.dispatch_commands import send_command
+    from vpp.commands import command_record
 
     record = command_record(dispatch.node_path, dispatch.target_w, 15, start_ms=int(time.time() * 1000), issued_by="demo")
     send_command(settings, record)

@@ -14,7 +14,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from sinks.dispatch_commands import command_record, send_command
+from sinks.dispatch_commands import send_command
+from vpp.commands import command_record
 from vpp.cli import add_common, load_settings
 from vpp.errors import UserError
 

@@ -41,7 +41,8 @@ class DispatchAnswer(BaseModel):
 
 
 def _issue(settings, body: DispatchRequest, user: str) -> dict:
-    from sinks.dispatch_commands import command_record, node_power_limits, send_command
+    from sinks.dispatch_commands import node_power_limits, send_command
+    from vpp.commands import command_record
 
     try:
         record = command_record(body.node_path, body.target_w, body.minutes, start_ms=int(time.time() * 1000),
