@@ -328,18 +328,13 @@ class Stack:
             }[name]()
             out.append(ServiceHealth(name, address, pid, ok, detail))
         addresses = {n: state[n] for n in SERVICES if n in state}
-        api = self._api_url()
-        if api:
-            addresses["api"] = api
+        try:  # a running `vpp serve` of this state directory names its URL in api.json
+            api = json.loads((self.state_dir / "api.json").read_text())
+            if _pid_alive(api["pid"]):
+                addresses["api"] = api["url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         return StackStatus(addresses=addresses, services=tuple(out))
-
-    def _api_url(self) -> str | None:
-        """The URL of a running `vpp serve` of this state directory (its ``api.json``), if any."""
-        try:
-            doc = json.loads((self.state_dir / "api.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return doc.get("url") if isinstance(doc, dict) and _pid_alive(doc.get("pid")) else None
 
     # -- down -------------------------------------------------------------------------
     def down(self, *, purge: bool = False, log=print) -> None:
