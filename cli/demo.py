@@ -254,7 +254,8 @@ def _start_market(procs: _Processes, argv: list[str], logs: Path) -> str:
 
 
 def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
-    from cli.dispatch import command_record, send_command
+    from cli.dispatch import command_record
+    from sinks.dispatch_commands import send_command
 
     record = command_record(dispatch.node_path, dispatch.target_w, 15, start_ms=int(time.time() * 1000), issued_by="demo")
     send_command(settings, record)
@@ -272,6 +273,22 @@ def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
     if directory.exists():
         shutil.rmtree(directory)
         log(f"recovery stores reset ({directory}): the local broker starts empty, so the last run's offsets are void")
+
+
+def _start_console(procs: _Processes, argv: list[str], logs: Path, settings, console,
+                   env: dict[str, str] | None = None) -> None:
+    """The operators' console beside the flows; its URL and the demo login (the password stays in a file)."""
+    try:
+        from cli.serve import ensure_demo_user, wait_for_api
+    except ModuleNotFoundError:
+        return
+    password_file = ensure_demo_user(settings)
+    procs.start("console", argv, logs / "console.log", env=env)  # env: the demo market's URL
+    url = wait_for_api(settings.state_dir, procs.procs["console"].pid)
+    if url is None:
+        console.print(f"the console did not start: see {logs / 'console.log'}")
+        return
+    console.print(f"[bold]console[/]: {url}/  log in as [bold]demo[/], password in {password_file}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -320,6 +337,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      "--fault-garbage", "0.003", "--fault-nan", "0.003"] + common
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
+        _start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=flow_env)
         deadline = started + args.duration if args.duration else None
         dispatch = None
         if "dispatch" in available_flows() and args.dispatch_after > 0:

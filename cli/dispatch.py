@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cli.common import add_common, load_settings
+from sinks.dispatch_commands import send_command
 from vpp import commands
 from vpp.errors import UserError
 
@@ -32,27 +33,6 @@ def command_record(node_path: str, target_w: float, minutes: float, **kwargs) ->
 
 
 _OPTION = {"target_w": "--watts", "minutes": "--minutes"}
-
-
-def send_command(settings, record: dict[str, Any], *, timeout_s: float = 30.0) -> None:
-    """Produce one command and wait for the broker to acknowledge it."""
-    from confluent_kafka import KafkaException, Producer
-
-    from sinks.kafka import producer_config
-    from vpp.serde import Serde
-
-    topic = settings.topic("dispatch.commands")
-    value = Serde.from_settings(settings).encode(topic, record)
-    errors: list[str] = []
-    producer = Producer({**producer_config(settings.broker), "log_level": 2})  # failures are raised below, not logged
-    try:
-        producer.produce(topic, value, record["node_path"], timestamp=int(time.time() * 1000),
-                         on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)
-    except KafkaException as exc:
-        raise UserError(f"cannot send to {topic} on {settings.broker}: {exc}") from exc
-    if producer.flush(timeout_s) or errors:
-        raise UserError(f"command not delivered to {topic} on {settings.broker} ({errors[0] if errors else 'timed out'}); "
-                        "is the stack running (vpp up)?")
 
 
 def _cmd_send(args: argparse.Namespace) -> int:

@@ -64,5 +64,5 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", help="addresses and health of each local service (exit 1 if any is down)")
     add_common(p)
-    p.add_argument("--json", action="store_true", help="one JSON object: broker, schema_registry, postgres, timeseries, services")
+    p.add_argument("--json", action="store_true", help="one JSON object: broker, schema_registry, postgres, timeseries, api (while vpp serve runs), services")
     p.set_defaults(func=cmd_status)

@@ -332,7 +332,14 @@ class Stack:
                 "schema_registry": lambda: _http_ok(address + "/"),
             }[name]()
             out.append(ServiceHealth(name, address, pid, ok, detail))
-        return StackStatus(addresses={n: state[n] for n in SERVICES if n in state}, services=tuple(out))
+        addresses = {n: state[n] for n in SERVICES if n in state}
+        try:  # a running `vpp serve` of this state directory names its URL in api.json
+            api = json.loads((self.state_dir / "api.json").read_text())
+            if _pid_alive(api["pid"]):
+                addresses["api"] = api["url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return StackStatus(addresses=addresses, services=tuple(out))
 
     # -- down -------------------------------------------------------------------------
     def _stop(self, name: str, state: dict[str, Any], log) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["CommandControlSink", "control_rows", "UPSERTS", "show_command"]
+__all__ = ["CommandControlSink", "control_rows", "UPSERTS", "show_command", "recent_commands"]
 
 UPSERTS: Mapping[str, str] = {
     "command": """
@@ -134,3 +134,17 @@ def show_command(dsn: str, command_id: str) -> dict[str, Any] | None:
             "WHERE command_id = %s ORDER BY device_id, start_at DESC", (command_id,)).fetchall()
         count = conn.execute("SELECT count(*) AS n FROM device_setpoints WHERE command_id = %s", (command_id,)).fetchone()
     return {"command": command, "statuses": statuses, "latest_setpoints": setpoints, "setpoint_rows": count["n"]}
+
+
+def recent_commands(dsn: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest commands with their latest status (None until the dispatch flow decided)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT c.command_id, c.node_path, c.target_w, c.start_at, c.end_at, c.issued_by, c.stored_at, "
+            "s.state, s.allocated_w, s.shortfall_w, s.devices, s.reason FROM dispatch_commands c "
+            "LEFT JOIN LATERAL (SELECT state, allocated_w, shortfall_w, devices, reason FROM dispatch_statuses "
+            "WHERE command_id = c.command_id ORDER BY at DESC, stored_at DESC LIMIT 1) s ON true "
+            "ORDER BY c.stored_at DESC LIMIT %s", (limit,)).fetchall()

@@ -9,14 +9,13 @@ stops it at the end only if it was the one that started it.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from vpp.config import DEFAULT_PARTITIONS, Settings
+from vpp.config import Settings
 
 # CI runs the same examples every time (a red CI is then a real, reproducible failure) and a loaded
 # machine does not turn slow examples into deadline errors; tests that set their own settings keep them.
@@ -85,25 +84,7 @@ def stack() -> StackHandle:
 def isolated_settings(stack: StackHandle) -> Settings:
     """Settings on the real stack with fresh uuid-prefixed topics (created, their schemas registered as the
     registry's read-write identity: flows only look schemas up) and a fresh database."""
-    import psycopg
-    from psycopg import sql
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from real_services import isolated
 
-    from vpp.db import migrate
-    from vpp.serde import register_schemas, registry_client
-
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    admin = AdminClient({"bootstrap.servers": stack.broker})
-    futures = admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1) for t, n in DEFAULT_PARTITIONS.items()])
-    for fut in futures.values():
-        fut.result(timeout=15)
-    register_schemas(registry_client(stack.settings.schema_registry_url, stack.settings.schema_registry_admin_user,
-                                     stack.settings.schema_registry_admin_password), prefix)
-    dbname = "test_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dsn = stack.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
-    migrate(dsn)
-    yield stack.settings.replace(topic_prefix=prefix, postgres_dsn=dsn)
-    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    with isolated(stack.settings) as settings:
+        yield settings

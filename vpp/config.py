@@ -142,6 +142,7 @@ class Settings:
     schema_registry_admin_password: str = field(default="", repr=False)
     market_token: str = field(default="", repr=False)  # bearer token of the market API (server and autobidder)
     max_bid_w: float = 10_000_000.0  # the market refuses a bid step of more than this many watts either way
+    session_key_file: str = ""  # `vpp serve`'s session-cookie key (a mounted Secret); empty: <state_dir>/console-session.key
 
     def __post_init__(self) -> None:
         """Refuse values that make no sense (a window of 0 s, a negative lateness), naming the setting and value."""

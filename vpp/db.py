@@ -180,6 +180,92 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             (source_topic, source_partition, source_offset, raw_sha256, (coalesce(source_timestamp_ms, -1)));
         """,
     ),
+    (
+        "080_operator",
+        # users and roles, API tokens (only their SHA-256 hashes), login attempts, the append-only audit log;
+        # the alerts tables as migration 070_alerts of the alerts flow creates them (IF NOT EXISTS, same
+        # columns: either may come first; the console reads them and records acks and silences)
+        """
+        CREATE TABLE IF NOT EXISTS users (
+            name           text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._@-]{1,64}$'),
+            role           text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            password_hash  text NOT NULL,
+            disabled       boolean NOT NULL DEFAULT false,
+            created_at     timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS api_tokens (
+            token_id     bigserial PRIMARY KEY,
+            user_name    text NOT NULL REFERENCES users (name),
+            kind         text NOT NULL CHECK (kind IN ('api', 'login', 'session')),
+            token_sha256 text NOT NULL UNIQUE,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            expires_at   timestamptz,
+            revoked_at   timestamptz
+        );
+        CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens (user_name);
+        CREATE TABLE IF NOT EXISTS login_attempts (
+            id         bigserial PRIMARY KEY,
+            user_name  text NOT NULL,
+            address    text NOT NULL,
+            ok         boolean NOT NULL,
+            at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS login_attempts_user ON login_attempts (user_name, at);
+        CREATE INDEX IF NOT EXISTS login_attempts_address ON login_attempts (address, at);
+        CREATE TABLE IF NOT EXISTS audit_log (
+            id         bigserial PRIMARY KEY,
+            at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+            actor      text NOT NULL,
+            action     text NOT NULL,
+            target     text,
+            address    text NOT NULL,
+            outcome    text NOT NULL,
+            detail     jsonb NOT NULL DEFAULT '{}'::jsonb
+        );
+        CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at);
+        CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+        BEGIN
+            RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP;
+        END $$ LANGUAGE plpgsql;
+        DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
+        CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+        DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
+        CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+        CREATE TABLE IF NOT EXISTS alerts (
+            alert_id        text PRIMARY KEY,
+            rule            text NOT NULL,
+            subject         text NOT NULL,
+            node_path       text NOT NULL,
+            state           text NOT NULL CHECK (state IN ('pending', 'firing', 'resolved', 'dropped')),
+            state_rank      smallint NOT NULL,
+            severity        text NOT NULL,
+            value           double precision NOT NULL,
+            threshold       double precision NOT NULL,
+            started_at      timestamptz NOT NULL,
+            fired_at        timestamptz,
+            ended_at        timestamptz,
+            changed_at      timestamptz NOT NULL,
+            summary         text NOT NULL,
+            acked_by        text,
+            acked_at        timestamptz,
+            silenced_until  timestamptz,
+            stored_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, changed_at);
+        CREATE TABLE IF NOT EXISTS alert_events (
+            id           bigserial PRIMARY KEY,
+            alert_id     text NOT NULL REFERENCES alerts (alert_id),
+            kind         text NOT NULL CHECK (kind IN ('pending', 'firing', 'resolved', 'dropped', 'ack', 'silence')),
+            at           timestamptz NOT NULL,
+            actor        text,
+            detail       text,
+            recorded_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, id);
+        """,
+    ),
 )
 
 

@@ -37,7 +37,9 @@ DEPLOY = REPO / "deploy"
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 #: The overlay that assembles the base and every flow.
 ALL_IN_ONE = "local"
-FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE]
+#: Overlays of services (Deployments), not of bytewax flows.
+SERVICE_OVERLAYS = ("operator",)
+FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE and name not in SERVICE_OVERLAYS]
 
 KUBERNETES_VERSION = "1.32.0"
 IMAGE = "ghcr.io/vpp-stream/vpp:0.1.0"
@@ -422,6 +424,29 @@ def test_schema_registry_serves_on_8081_with_a_readiness_probe() -> None:
     (service,) = [s for s in _objects(ALL_IN_ONE, "Service") if s["metadata"]["name"] == "schema-registry"]
     assert [p["port"] for p in service["spec"]["ports"]] == [8081]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+@needs_kubectl
+def test_operator_console_serves_on_8080_with_its_session_key_from_a_mounted_secret() -> None:
+    (deployment,) = _objects("operator", "Deployment")
+    console = _container(deployment, "console")
+    assert console["command"][:2] == ["vpp", "serve"]
+    assert "0.0.0.0" in console["command"] and "8080" in console["command"]
+    probe = console["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/login"  # the one page an unauthenticated client may see
+    key_file = _env_value(console, "VPP_SESSION_KEY_FILE")
+    mounts = _mounts(console)
+    volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
+    (mount_name,) = [name for name, path in mounts.items() if key_file.startswith(path + "/")]
+    assert volumes[mount_name]["secret"]["secretName"] == "vpp-console-session"
+    (secret,) = _objects("operator", "Secret")
+    assert secret["metadata"]["name"] == "vpp-console-session"
+    assert not secret.get("data") and not secret.get("stringData"), "no key value in the repository"
+    assert not any("session" in arg.lower() for arg in console["command"])  # never on the command line
+    (service,) = _objects("operator", "Service")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8080]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert ("Deployment", "operator-console") in {(d["kind"], d["metadata"]["name"]) for d in _render(ALL_IN_ONE)}
 
 
 # -- the image ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import httpx
@@ -92,3 +93,37 @@ class VppProcesses:
                 p.kill()
                 p.wait(5)
         self._log.close()
+
+
+@contextmanager
+def isolated(stack_settings) -> Iterator:
+    """Settings on the real stack with fresh uuid-prefixed topics (created, their schemas registered as the
+    registry's read-write identity: flows only look schemas up) and a fresh, migrated database (dropped after)."""
+    import uuid
+
+    import psycopg
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from psycopg import sql
+
+    from vpp.config import DEFAULT_PARTITIONS
+    from vpp.db import migrate
+    from vpp.serde import register_schemas, registry_client
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    admin = AdminClient({"bootstrap.servers": stack_settings.broker})
+    futures = admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1)
+                                   for t, n in DEFAULT_PARTITIONS.items()])
+    for fut in futures.values():
+        fut.result(timeout=15)
+    register_schemas(registry_client(stack_settings.schema_registry_url, stack_settings.schema_registry_admin_user,
+                                     stack_settings.schema_registry_admin_password), prefix)
+    dbname = "test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(stack_settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dsn = stack_settings.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    migrate(dsn)
+    try:
+        yield stack_settings.replace(topic_prefix=prefix, postgres_dsn=dsn)
+    finally:
+        with psycopg.connect(stack_settings.postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
