@@ -37,6 +37,7 @@ FLOWS: dict[str, tuple[str, str]] = {
     "autobidder": ("flows.autobidder", "market + aggregates -> bids, awards -> dispatch.commands"),
     "forecast-worker": ("flows.forecast_worker", "autobidder.forecast.requests -> autobidder.forecast.results"),
     "optimize-worker": ("flows.optimize_worker", "autobidder.optimize.requests -> autobidder.optimize.results"),
+    "alerts": ("flows.alerts.flow", "telemetry, aggregates, dead letters, dispatch status -> fleet.alerts + fleet.events"),
 }
 
 RECOVERY_PARTITIONS = 8  # fixed forever per recovery store: >= the most workers a flow will ever run with

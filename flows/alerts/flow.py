@@ -1,0 +1,201 @@
+"""Flow ``alerts``: telemetry.canonical + fleet.aggregates + telemetry.dlq + dispatch.status
+-> ``fleet.alerts`` + ``fleet.events``.
+
+One input step reads the four topics (in replay they keep the dump's order). Each message is
+decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to a key:
+
+- readings, aggregates and dispatch statuses go to the **root of the fleet tree** they concern:
+  grid_outage counts the devices under a node and inhibits device alerts under it, so a node and
+  every device below it must share one state (the same reason the dispatch flow keys by root);
+- dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``).
+
+Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
+timestamp). A batch also sends its latest event time as a clock event to every key it did not
+otherwise reach (roots seen before by this worker, and ``#dlq``), so silence is noticed in a tree,
+and a dead-letter spike resolves, while other inputs move on.
+
+dispatch.status also gives ``command_*`` events directly (stateless; their ids are hashes, so a
+status read twice is one event). A message that cannot be decoded becomes a dead letter on
+``telemetry.dlq`` (not one read from telemetry.dlq itself: that one is counted under the dialect
+``unknown``, and re-sending it would loop).
+
+Restart: the per-key state (:class:`AlertState`) is in bytewax's recovery snapshots with the input
+offsets; after a crash the input since the snapshot is read again and gives the same alert
+records with the same ids (at-least-once: the store keeps one row per transition).
+"""
+
+from __future__ import annotations
+
+import pickle
+from functools import partial
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from flows import flow_from_environment
+from flows.alerts.logic import Emitted, RuleConfig, command_event
+from flows.alerts.state import AlertState
+from flows.decode import dead_letter_record, dead_letters_only, records_only
+from sinks.dumps import base_topic
+from sinks.messages import OutMessage
+from sinks.ports import KafkaPorts, Ports
+from vpp.observability import FlowMetrics
+from vpp.serde import SerdeError
+
+__all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY"]
+
+INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status"]
+OUTPUT_TOPICS = ("fleet.alerts", "fleet.events", "telemetry.dlq")
+DLQ_KEY = "#dlq"
+
+
+def dlq_dialect(raw: bytes) -> str:
+    """The dialect a dead letter's raw envelope names, ``unknown`` when it names none (or is no JSON)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "unknown"
+    dialect = doc.get("dialect") if isinstance(doc, dict) else None
+    return dialect if isinstance(dialect, str) and dialect else "unknown"
+
+
+def _root(path: str) -> str:
+    return path.strip().strip("/").split("/", 1)[0]
+
+
+class Router:
+    """Decode a batch and route its events by key; remembers the roots this worker has seen (for clocks)."""
+
+    def __init__(self, serde, dlq_topic: str, metrics: FlowMetrics):
+        self.serde, self.dlq_topic, self.metrics = serde, dlq_topic, metrics
+        self.roots: set[str] = set()
+
+    def __call__(self, msgs: list[KafkaSourceMessage]) -> list[Any]:
+        out: list[Any] = []
+        groups: dict[str, list] = {}
+        latest = None
+        decode = self.serde.decode
+        for msg in msgs:
+            topic = base_topic(msg.topic)
+            try:
+                rec = decode(msg.value)
+            except SerdeError as exc:
+                if topic == "telemetry.dlq":
+                    ts = msg.timestamp[1] if msg.timestamp else None
+                    if ts is not None and ts > 0:
+                        groups.setdefault(DLQ_KEY, []).append(("d", ts, "unknown"))
+                    continue
+                record = dead_letter_record(msg, str(exc))
+                out.append(OutMessage(self.dlq_topic, record["device_id"], self.serde.encode(self.dlq_topic, record)))
+                continue
+            if topic == "telemetry.canonical":
+                ev = ("r", rec["ts"], rec["device_id"], rec["region_path"], rec.get("soc_pct"), rec.get("grid_connected"))
+                key = _root(rec["region_path"])
+            elif topic == "fleet.aggregates":
+                ev = ("a", rec["window_end"], rec["node_path"], rec["window_start"], rec["battery_w"])
+                key = _root(rec["node_path"])
+            elif topic == "dispatch.status":
+                node = rec["node_path"].strip().strip("/")
+                ev = ("s", rec["at"], node, rec["command_id"], rec["state"], rec["allocated_w"])
+                key = _root(node)
+                event = command_event(rec)
+                if event is not None:
+                    out.append(("events", event))
+            elif topic == "telemetry.dlq":
+                ts = msg.timestamp[1] if msg.timestamp else None
+                if ts is None or ts <= 0:
+                    continue  # no time to count it at
+                ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
+            else:
+                continue
+            if not key:
+                continue
+            if latest is None or ev[1] > latest:
+                latest = ev[1]
+            groups.setdefault(key, []).append(ev)
+        self.roots.update(k for k in groups if k != DLQ_KEY)
+        if latest is not None:
+            for key in (self.roots | {DLQ_KEY}) - groups.keys():
+                groups[key] = [("c", latest)]
+        out.extend(groups.items())
+        self.metrics.count_in(len(msgs))
+        return out
+
+
+def keyed_events(items: list[Any]) -> list[tuple[str, list]]:
+    return [i for i in items if type(i) is tuple and i[0] != "events"]
+
+
+def command_events(items: list[Any]) -> list[dict]:
+    return [i[1] for i in items if type(i) is tuple and i[0] == "events"]
+
+
+class AlertLogic(StatefulBatchLogic):
+    """Adapter from bytewax to :class:`AlertState` (one per key)."""
+
+    def __init__(self, resume: bytes | None, *, cfg: RuleConfig):
+        resume = pickle.loads(resume) if resume is not None else None
+        if resume is not None:
+            resume.cfg = cfg  # the current settings win after a restart
+            resume.restarted()
+        self.state = resume or AlertState(cfg)
+
+    def on_batch(self, batches: list[list]) -> tuple[list[Emitted], bool]:
+        out = self.state.step(ev for events in batches for ev in events)
+        return ([out] if out else []), (StatefulBatchLogic.DISCARD if self.state.empty() else StatefulBatchLogic.RETAIN)
+
+    def on_eof(self) -> tuple[list[Emitted], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)  # a copy: the state goes on changing
+
+
+def encode_outputs(serde, alert_topic: str, event_topic: str, metrics: FlowMetrics, items: list) -> list[OutMessage]:
+    """``(key, Emitted)`` from the state and bare event records (command events) -> topic messages."""
+    alerts: list[dict] = []
+    events: list[dict] = []
+    for item in items:
+        if isinstance(item, dict):
+            events.append(item)
+        else:
+            alerts.extend(item[1].alerts)
+            events.extend(item[1].events)
+    out: list[OutMessage] = []
+    if alerts:
+        values = serde.encode_many(alert_topic, alerts)
+        out.extend(OutMessage(alert_topic, a["alert_id"], v, a["at"]) for a, v in zip(alerts, values))
+        metrics.count_out(len(values), alert_topic)
+    if events:
+        values = serde.encode_many(event_topic, events)
+        out.extend(OutMessage(event_topic, e["subject"], v, e["at"]) for e, v in zip(events, values))
+        metrics.count_out(len(values), event_topic)
+    return out
+
+
+def build_flow(settings, *, ports: Ports | None = None) -> Dataflow:
+    """The ``alerts`` dataflow on ``ports`` (default: the configured broker)."""
+    ports = ports or KafkaPorts(settings)
+    metrics = FlowMetrics.for_flow("alerts")
+    cfg = RuleConfig.from_settings(settings)
+    alert_topic, event_topic = ports.topic("fleet.alerts"), ports.topic("fleet.events")
+
+    flow = Dataflow("alerts")
+    msgs = ports.read(flow, "alerts_in", INPUT_TOPICS)
+    items = op.flat_map_batch("to_events", msgs, Router(ports.serde, ports.topic("telemetry.dlq"), metrics))
+    decoded = op.flat_map_batch("decoded", items, records_only)
+    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
+    keyed = op.flat_map_batch("keyed_events", decoded, keyed_events)
+    commands = op.flat_map_batch("command_events", decoded, command_events)
+    emitted = op.stateful_batch("alert_rules", keyed, partial(AlertLogic, cfg=cfg))
+    encoded = op.flat_map_batch("encode", op.merge("alerts_and_commands", emitted, commands),
+                                partial(encode_outputs, ports.serde, alert_topic, event_topic, metrics))
+    ports.write("alerts_out", op.merge("with_dead_letters", encoded, dead))
+    return flow
+
+
+__getattr__ = flow_from_environment(build_flow)
