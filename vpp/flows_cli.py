@@ -38,6 +38,7 @@ FLOWS: dict[str, tuple[str, str]] = {
     "forecast-worker": ("flows.forecast_worker", "autobidder.forecast.requests -> autobidder.forecast.results"),
     "optimize-worker": ("flows.optimize_worker", "autobidder.optimize.requests -> autobidder.optimize.results"),
     "alerts": ("flows.alerts.flow", "telemetry, aggregates, dead letters, dispatch status -> fleet.alerts + fleet.events"),
+    "store-alerts": ("flows.store_alerts.flow", "fleet.alerts + fleet.events -> PostgreSQL + time-series store (+ webhook)"),
 }
 
 RECOVERY_PARTITIONS = 8  # fixed forever per recovery store: >= the most workers a flow will ever run with
