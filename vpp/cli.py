@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "vpp.market.cli",
     "vpp.train_cli",
     "vpp.demo",
+    "cli.alerts",
 )
 
 

@@ -1,0 +1,1 @@
+"""Sub-commands of `vpp` added by new features (each module: add_commands(subparsers)); listed in vpp.cli.COMMAND_MODULES."""
