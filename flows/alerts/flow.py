@@ -10,9 +10,11 @@ decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to
 - dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``).
 
 Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
-timestamp). A batch also sends its latest event time as a clock event to every key it did not
-otherwise reach (roots seen before by this worker, and ``#dlq``), so silence is noticed in a tree,
-and a dead-letter spike resolves, while other inputs move on.
+timestamp). Each reader (worker) keeps its partitions' latest event times; its watermark is the
+lowest of them (readings' partitions set the pace; a partition more than one offline period behind
+the newest is idle and not waited for). Every batch ends, for every key the reader knows, with a
+clock event carrying that watermark: silence is judged against it, so a partition read ahead of
+the others does not make the devices of the others look offline.
 
 dispatch.status also gives ``command_*`` events directly (stateless; their ids are hashes, so a
 status read twice is one event). A message that cannot be decoded becomes a dead letter on
@@ -21,14 +23,21 @@ status read twice is one event). A message that cannot be decoded becomes a dead
 
 Restart: the per-key state (:class:`AlertState`) is in bytewax's recovery snapshots with the input
 offsets; after a crash the input since the snapshot is read again and gives the same alert
-records with the same ids (at-least-once: the store keeps one row per transition).
+records with the same ids (at-least-once: the store keeps one row per transition). A state
+resumed from a snapshot judges no silence for one offline period of event time and, with a wall
+clock (Kafka), of wall time too: a backlog is read partition by partition, and a device of a
+partition not read yet is not offline. An alert held back this way is the same alert (its id
+depends on when the silence began), only later.
 """
 
 from __future__ import annotations
 
 import pickle
+import threading
+import uuid
 from functools import partial
-from typing import Any
+import time
+from typing import Any, Callable
 
 import bytewax.operators as op
 import orjson
@@ -67,17 +76,49 @@ def _root(path: str) -> str:
     return path.strip().strip("/").split("/", 1)[0]
 
 
-class Router:
-    """Decode a batch and route its events by key; remembers the roots this worker has seen (for clocks)."""
+class _Watermark:
+    """One reader's event time: the lowest of its partitions' latest, idle partitions left out."""
 
-    def __init__(self, serde, dlq_topic: str, metrics: FlowMetrics):
-        self.serde, self.dlq_topic, self.metrics = serde, dlq_topic, metrics
-        self.roots: set[str] = set()
+    def __init__(self, idle_ms: int):
+        self.source = uuid.uuid4().hex[:12]
+        self.idle_ms = idle_ms
+        self.latest: dict[tuple[str, int], int] = {}  # (topic, partition) -> latest event time
+        self.roots: set[str] = set()  # the tree roots this reader has seen: each gets its clock
+
+    def see(self, topic: str, partition: int, ts: int) -> None:
+        key = (topic, partition)
+        if ts > self.latest.get(key, ts - 1):
+            self.latest[key] = ts
+
+    def current(self) -> int | None:
+        # the dense stream (readings) sets the pace when there is one; sparse topics would hold it back
+        values = [ts for (topic, _), ts in self.latest.items() if topic == "telemetry.canonical"] or list(self.latest.values())
+        if not values:
+            return None
+        newest = max(values)
+        return min(v for v in values if v >= newest - self.idle_ms)
+
+
+class Router:
+    """Decode a batch and route its events by key, each key's list ending with this reader's clock.
+
+    Per worker thread (``threading.local``): its partitions' latest event times and the roots it has seen.
+    """
+
+    def __init__(self, serde, dlq_topic: str, metrics: FlowMetrics, idle_ms: int):
+        self.serde, self.dlq_topic, self.metrics, self.idle_ms = serde, dlq_topic, metrics, idle_ms
+        self._local = threading.local()
+
+    def _watermark(self) -> _Watermark:
+        mark = getattr(self._local, "mark", None)
+        if mark is None:
+            mark = self._local.mark = _Watermark(self.idle_ms)
+        return mark
 
     def __call__(self, msgs: list[KafkaSourceMessage]) -> list[Any]:
+        mark = self._watermark()
         out: list[Any] = []
         groups: dict[str, list] = {}
-        latest = None
         decode = self.serde.decode
         for msg in msgs:
             topic = base_topic(msg.topic)
@@ -112,15 +153,15 @@ class Router:
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
             else:
                 continue
-            if not key:
-                continue
-            if latest is None or ev[1] > latest:
-                latest = ev[1]
-            groups.setdefault(key, []).append(ev)
-        self.roots.update(k for k in groups if k != DLQ_KEY)
-        if latest is not None:
-            for key in (self.roots | {DLQ_KEY}) - groups.keys():
-                groups[key] = [("c", latest)]
+            mark.see(topic, msg.partition, ev[1])
+            if key:
+                groups.setdefault(key, []).append(ev)
+        mark.roots.update(k for k in groups if k != DLQ_KEY)
+        now = mark.current()
+        if now is not None:
+            clock = ("c", now, mark.source)
+            for key in mark.roots | {DLQ_KEY}:
+                groups.setdefault(key, []).append(clock)
         out.extend(groups.items())
         self.metrics.count_in(len(msgs))
         return out
@@ -137,14 +178,22 @@ def command_events(items: list[Any]) -> list[dict]:
 class AlertLogic(StatefulBatchLogic):
     """Adapter from bytewax to :class:`AlertState` (one per key)."""
 
-    def __init__(self, resume: bytes | None, *, cfg: RuleConfig):
-        resume = pickle.loads(resume) if resume is not None else None
-        if resume is not None:
-            resume.cfg = cfg  # the current settings win after a restart
-            resume.restarted()
-        self.state = resume or AlertState(cfg)
+    def __init__(self, resume: bytes | None, *, cfg: RuleConfig, wall_clock: Callable[[], float] | None = None):
+        state = pickle.loads(resume) if resume is not None else None
+        self._wall_clock = wall_clock
+        self._hold_until = None
+        if state is not None:
+            state.cfg = cfg  # the current settings win after a restart
+            state.restarted()
+            if wall_clock is not None:
+                self._hold_until = wall_clock() + cfg.offline_ms / 1000
+        self.state = state or AlertState(cfg)
 
     def on_batch(self, batches: list[list]) -> tuple[list[Emitted], bool]:
+        if self._hold_until is not None:
+            self.state.offline_hold = self._wall_clock() < self._hold_until
+            if not self.state.offline_hold:
+                self._hold_until = None
         out = self.state.step(ev for events in batches for ev in events)
         return ([out] if out else []), (StatefulBatchLogic.DISCARD if self.state.empty() else StatefulBatchLogic.RETAIN)
 
@@ -177,21 +226,32 @@ def encode_outputs(serde, alert_topic: str, event_topic: str, metrics: FlowMetri
     return out
 
 
-def build_flow(settings, *, ports: Ports | None = None) -> Dataflow:
-    """The ``alerts`` dataflow on ``ports`` (default: the configured broker)."""
+_AUTO: Any = object()
+
+
+def build_flow(settings, *, ports: Ports | None = None, wall_clock: Callable[[], float] | None = _AUTO) -> Dataflow:
+    """The ``alerts`` dataflow on ``ports`` (default: the configured broker).
+
+    ``wall_clock``: seconds (default ``time.monotonic`` with Kafka ports, None otherwise): how long a
+    resumed state waits before judging silence, beside the event-time wait.
+    """
+    kafka = ports is None or isinstance(ports, KafkaPorts)
     ports = ports or KafkaPorts(settings)
+    if wall_clock is _AUTO:
+        wall_clock = time.monotonic if kafka else None
     metrics = FlowMetrics.for_flow("alerts")
     cfg = RuleConfig.from_settings(settings)
     alert_topic, event_topic = ports.topic("fleet.alerts"), ports.topic("fleet.events")
 
     flow = Dataflow("alerts")
     msgs = ports.read(flow, "alerts_in", INPUT_TOPICS)
-    items = op.flat_map_batch("to_events", msgs, Router(ports.serde, ports.topic("telemetry.dlq"), metrics))
+    router = Router(ports.serde, ports.topic("telemetry.dlq"), metrics, idle_ms=cfg.offline_ms)
+    items = op.flat_map_batch("to_events", msgs, router)
     decoded = op.flat_map_batch("decoded", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     keyed = op.flat_map_batch("keyed_events", decoded, keyed_events)
     commands = op.flat_map_batch("command_events", decoded, command_events)
-    emitted = op.stateful_batch("alert_rules", keyed, partial(AlertLogic, cfg=cfg))
+    emitted = op.stateful_batch("alert_rules", keyed, partial(AlertLogic, cfg=cfg, wall_clock=wall_clock))
     encoded = op.flat_map_batch("encode", op.merge("alerts_and_commands", emitted, commands),
                                 partial(encode_outputs, ports.serde, alert_topic, event_topic, metrics))
     ports.write("alerts_out", op.merge("with_dead_letters", encoded, dead))

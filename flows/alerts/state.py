@@ -1,18 +1,25 @@
 """The alert state of one key of the ``alerts`` flow: one tree of the fleet, or the dead letters.
 
 Events arrive in input order as small tuples (see :data:`Event`); :meth:`AlertState.step` applies a
-batch of them and returns the alert and event records they caused. Time is event time: the
-watermark is the largest event time seen; when it passes a multiple of ``tick_ms`` the
-time-based rules (device_offline, grid_outage, dlq_spike) are evaluated at that instant, so the
-result depends on the order of events, never on how they were batched.
+batch of them and returns the alert and event records they caused.
+
+Time is event time, moved by clock events only: ``("c", watermark, source)`` from each reader of
+the input (each worker of the flow; see ``flows.alerts.flow.Router``). A reader's watermark is the
+lowest of its input partitions' latest event times, so a partition read ahead of the others (a
+backlog, a restart) does not make the devices of the others look silent; the state's time is the
+lowest of its sources' watermarks, again. A source (or, in the reader, a partition) more than
+``offline_ms`` behind the newest is idle and is not waited for. When the time passes a multiple of
+``tick_ms`` the time-based rules (device_offline, grid_outage, dlq_spike) are evaluated at that
+instant, so the result depends on the order of events, never on how they were batched.
 
 Per-device rules (low_soc, islanded) are evaluated at each reading of the device, at its time;
 dispatch_shortfall at each window of a node with an active command.
 
 Inhibition: a device alert is not raised while a ``grid_outage`` alert (pending or firing) is open
-on a node above the device: one alert for the cause. ``device_offline`` is not evaluated until the
-watermark is ``offline_ms`` past the first event after a (re)start (:meth:`restarted`), so a flow
-that starts, or resumes with a backlog, does not see every device it has not heard yet as offline.
+on a node above the device (one alert for the cause), and an outage on a node inhibits one on the
+nodes below it. ``device_offline`` is not evaluated until the time is ``offline_ms`` past the first
+clock after a (re)start (:meth:`restarted`), so a flow that starts, or resumes with a backlog, does
+not see every device it has not heard yet as offline.
 
 Pure: no I/O, no clock; picklable (it is the flow's recovery snapshot).
 """
@@ -30,7 +37,7 @@ __all__ = ["AlertState", "Device", "Event", "ancestors"]
 #: ("a", window_end, node_path, window_start, battery_w)         a node aggregate
 #: ("s", at, node_path, command_id, state, allocated_w)          a dispatch status
 #: ("d", ts, dialect)                                            a dead letter
-#: ("c", ts)                                                     time advanced elsewhere (another input)
+#: ("c", watermark, source)                                     a reader's watermark: time advances
 Event = tuple
 
 _DLQ_BUCKET_MS = 10_000  # dead letters are counted in 10 s buckets: the windows slide in 10 s steps
@@ -56,6 +63,8 @@ class AlertState:
     watermark: int | None = None
     next_tick: int | None = None
     offline_armed_at: int | None = None  # device_offline is evaluated from this event time on
+    sources: dict[str, int] = field(default_factory=dict)  # reader -> its latest watermark
+    offline_hold: bool = False  # set by the flow after a restart, while its wall-clock wait runs
     devices: dict[str, Device] = field(default_factory=dict)
     tracks: dict[tuple[str, str], Track] = field(default_factory=dict)
     commands: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)  # node -> command -> (W, since)
@@ -68,14 +77,15 @@ class AlertState:
         self.offline_armed_at = None
 
     def empty(self) -> bool:
-        return not (self.devices or self.tracks or self.commands or self.dlq)
+        return not (self.devices or self.tracks or self.commands or self.dlq)  # (a clock alone is no state)
 
     def step(self, events: Iterable[Event]) -> Emitted:
         out = Emitted()
         for ev in events:
-            self._advance(ev[1], out)
             kind = ev[0]
-            if kind == "r":
+            if kind == "c":
+                self._on_clock(ev[1], ev[2], out)
+            elif kind == "r":
                 self._on_reading(ev, out)
             elif kind == "a":
                 self._on_aggregate(ev, out)
@@ -88,6 +98,16 @@ class AlertState:
         return out
 
     # -- time --------------------------------------------------------------------------------------
+    def _on_clock(self, watermark: int, source: str, out: Emitted) -> None:
+        sources = self.sources
+        if watermark > sources.get(source, watermark - 1):
+            sources[source] = watermark
+        newest = max(sources.values())
+        idle = self.cfg.offline_ms
+        for gone in [s for s, w in sources.items() if w < newest - 10 * idle]:
+            del sources[gone]  # a reader of an earlier run, or one that stopped long ago
+        self._advance(min(w for w in sources.values() if w >= newest - idle), out)
+
     def _advance(self, ts: int, out: Emitted) -> None:
         if self.offline_armed_at is None:
             self.offline_armed_at = max(ts, self.watermark or ts) + self.cfg.offline_ms
@@ -108,7 +128,7 @@ class AlertState:
 
     def _tick(self, t: int, out: Emitted) -> None:
         self._grid_outage(t, out)
-        if t >= self.offline_armed_at:
+        if t >= self.offline_armed_at and not self.offline_hold:
             self._offline(t, out)
         if self.dlq:
             self._dlq_spike(t, out)

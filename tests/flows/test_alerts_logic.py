@@ -32,9 +32,14 @@ def in_time_order(*streams: list[tuple]) -> list[tuple]:
     return sorted((ev for s in streams for ev in s), key=lambda ev: ev[1])
 
 
+def clocked(events: list[tuple]) -> list[tuple]:
+    """The events, each followed by a clock at its time: time advances as the events' time does."""
+    return [e for ev in events for e in (ev, ("c", ev[1], "reader"))]
+
+
 def transitions(events: list[tuple], cfg: RuleConfig = CFG) -> list[tuple[str, str, str, int]]:
     """(rule, subject, state, at seconds after T0) of every alert record."""
-    out = AlertState(cfg).step(events)
+    out = AlertState(cfg).step(clocked(events))
     return [(a["rule"], a["subject"], a["state"], (a["at"] - T0) // S) for a in out.alerts]
 
 
@@ -59,11 +64,11 @@ def test_device_offline_does_not_fire_for_89_s_of_silence() -> None:
 
 def test_device_offline_waits_one_offline_period_after_a_restart() -> None:
     state = AlertState(CFG)
-    state.step(in_time_order(background(100), readings("d1", 0, 50)))
+    state.step(clocked(in_time_order(background(100), readings("d1", 0, 50))))
     state = pickle.loads(pickle.dumps(state))
     state.restarted()
     # restarted at 100 s; d1 has been silent since 45 s, so silent for 90 s from 135 s; judged from 190 s only
-    out = state.step(background(300)[3 * 20:])
+    out = state.step(clocked(background(300)[3 * 20:]))
     assert [(a["subject"], a["state"], (a["at"] - T0) // S) for a in out.alerts] == [("d1", "firing", 190)]
     assert out.alerts[0]["started_at"] == T0 + 135 * S  # when the silence reached 90 s: the same alert as without restart
 
@@ -128,23 +133,23 @@ def test_grid_outage_resolves_below_20_pct_for_300_s_and_not_at_30_pct() -> None
 
 def test_dlq_spike_fires_above_20_dead_letters_in_5_minutes_and_resolves_below_half_for_10_minutes() -> None:
     dead = [("d", T0 + (1000 + i) * S, "sonnen/2") for i in range(21)]  # 21 in 21 s, no baseline
-    clock = [("c", T0 + t * S) for t in range(0, 3000, 5)]
+    clock = [("c", T0 + t * S, "reader") for t in range(0, 3000, 5)]
     got = [t for t in transitions(in_time_order(dead, clock)) if t[0] == "dlq_spike"]
-    # a tick counts what came before it: the 21st (at 1020 s) from the tick at 1025 s; below 10 once the
-    # letters of 1000-1019 s leave the 5-minute window (it slides in 10 s steps), then 10 minutes more
-    assert got[0] == ("dlq_spike", "sonnen/2", "firing", 1025)
+    # the 21st (at 1020 s) counts at the tick of 1020 s; below 10 once the letters of 1000-1019 s leave
+    # the 5-minute window (it slides in 10 s steps), then 10 minutes more
+    assert got[0] == ("dlq_spike", "sonnen/2", "firing", 1020)
     assert got[1][2] == "resolved" and 1020 + 300 + 600 - 10 <= got[1][3] <= 1020 + 300 + 600 + 10
 
 
 def test_dlq_spike_at_20_does_not_fire_and_scales_with_the_hourly_rate() -> None:
-    clock = [("c", T0 + t * S) for t in range(0, 5100, 5)]
+    clock = [("c", T0 + t * S, "reader") for t in range(0, 5100, 5)]
     twenty = [("d", T0 + (1000 + i) * S, "x") for i in range(20)]
     assert not transitions(in_time_order(twenty, clock))
     # 120 in the hour before: 10 per 5 minutes, threshold 50; 45 in a minute is no spike, 51 is
     hour = [("d", T0 + (1300 + 25 * i) * S, "x") for i in range(120)]
     spike = lambda n: [("d", T0 + (5000 + i) * S, "x") for i in range(n)]  # noqa: E731
     assert not transitions(in_time_order(hour, spike(45), clock))
-    assert transitions(in_time_order(hour, spike(51), clock)) == [("dlq_spike", "x", "firing", 5055)]
+    assert transitions(in_time_order(hour, spike(51), clock)) == [("dlq_spike", "x", "firing", 5050)]  # the 51st at 5050 s
     assert dlq_threshold(120, CFG) == 50.0 and dlq_threshold(0, CFG) == 20.0
 
 
@@ -189,9 +194,25 @@ def test_dispatch_statuses_become_command_events_with_stable_ids(state, kind) ->
 
 
 def test_firing_and_resolving_give_one_event_each() -> None:
-    out = AlertState(CFG).step(shortfall_events([5_000, 5_000, 10_000, 10_000]))
+    out = AlertState(CFG).step(clocked(shortfall_events([5_000, 5_000, 10_000, 10_000])))
     assert [e["kind"] for e in out.events] == ["alert_firing", "alert_resolved"]
     assert {e["subject"] for e in out.events} == {out.alerts[0]["alert_id"]}
+
+
+def test_time_is_the_slowest_reader_that_is_not_idle() -> None:
+    """A reader 60 s behind holds time back; one more than an offline period behind is idle and not waited for."""
+    state = AlertState(CFG)
+    fast = readings("d1", 0, 400)
+    slow = readings("d2", 0, 340)  # read 60 s later than d1's readings of the same time
+    events = []
+    for i, ev in enumerate(fast):
+        events += [ev, ("c", ev[1], "fast")]
+        if i >= 12:
+            lagging = slow[i - 12]
+            events += [lagging, ("c", lagging[1], "slow")]
+    assert state.step(events).alerts == [] and state.watermark == T0 + 335 * S
+    out = state.step([("c", T0 + 480 * S, "fast")])  # "slow" is now 145 s behind: idle, time moves on without it
+    assert [(a["subject"], a["state"]) for a in out.alerts] == [("d2", "firing")] and state.watermark == T0 + 480 * S
 
 
 # -- invariants ----------------------------------------------------------------------------------------
@@ -219,14 +240,14 @@ def test_an_alert_never_fires_twice_for_one_condition(series) -> None:
     for gap, soc in series:
         t += gap
         events.append(("r", T0 + t * S, "d1", SITE, soc, soc > 5))
-    lifecycles_are_valid(AlertState(CFG).step(events).alerts)
+    lifecycles_are_valid(AlertState(CFG).step(clocked(events)).alerts)
 
 
 @given(st.lists(st.floats(10, 14.99), min_size=1, max_size=60), st.booleans())
 def test_a_soc_hovering_between_raise_and_clear_does_not_flap(hover, low_first) -> None:
     before = readings("d1", 0, 400, soc=5.0) if low_first else []
     after = [("r", T0 + (400 + 5 * i) * S, "d1", SITE, v, True) for i, v in enumerate(hover)]
-    states = [a["state"] for a in AlertState(CFG).step(before + after).alerts]
+    states = [a["state"] for a in AlertState(CFG).step(clocked(before + after)).alerts]
     assert states == (["pending", "firing"] if low_first else [])
 
 
@@ -245,7 +266,7 @@ def _events(draws) -> list[tuple]:
 @settings(max_examples=60)
 @given(event_strategy, st.lists(st.integers(1, 30), min_size=1, max_size=10))
 def test_the_result_does_not_depend_on_batching_or_snapshots(draws, cuts) -> None:
-    events = _events(draws)
+    events = clocked(_events(draws))
     whole = AlertState(CFG).step(events)
     state, alerts, i = AlertState(CFG), [], 0
     for size in cuts * (len(events) // max(sum(cuts), 1) + 1):
