@@ -11,10 +11,13 @@ decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to
 
 Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
 timestamp). Each reader (worker) keeps its partitions' latest event times; its watermark is the
-lowest of them (readings' partitions set the pace; a partition more than one offline period behind
-the newest is idle and not waited for). Every batch ends, for every key the reader knows, with a
-clock event carrying that watermark: silence is judged against it, so a partition read ahead of
-the others does not make the devices of the others look offline.
+lowest of them (readings' partitions set the pace; with a wall clock, a partition that delivered
+nothing for ``reader_idle_s`` is idle and not waited for). Whenever it moves a tick
+(``alert_tick_s``) or more, and at the end of a batch, every key the reader knows gets a clock
+event carrying it, between the other events: silence is judged against it, so a partition read
+ahead of the others does not make the devices of the others look offline, and a large batch is
+judged as a small one. Partitions are read in turn, ``KAFKA_BATCH`` messages each, so a backlog
+advances them together.
 
 dispatch.status also gives ``command_*`` events directly (stateless; their ids are hashes, so a
 status read twice is one event). A message that cannot be decoded becomes a dead letter on
@@ -60,6 +63,7 @@ __all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router"
 INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status"]
 OUTPUT_TOPICS = ("fleet.alerts", "fleet.events", "telemetry.dlq")
 DLQ_KEY = "#dlq"
+KAFKA_BATCH = 100  # messages per partition and poll
 
 
 def dlq_dialect(raw: bytes) -> str:
@@ -77,46 +81,78 @@ def _root(path: str) -> str:
 
 
 class _Watermark:
-    """One reader's event time: the lowest of its partitions' latest, idle partitions left out."""
+    """One reader's event time: the lowest of its partitions' latest; with a wall clock, a partition that
+    has delivered nothing for ``idle_s`` while behind the others is idle and not waited for."""
 
-    def __init__(self, idle_ms: int):
+    def __init__(self, idle_s: float, tick_ms: int):
         self.source = uuid.uuid4().hex[:12]
-        self.idle_ms = idle_ms
+        self.idle_s, self.tick_ms = idle_s, tick_ms
         self.latest: dict[tuple[str, int], int] = {}  # (topic, partition) -> latest event time
+        self.delivered: dict[tuple[str, int], float] = {}  # (topic, partition) -> wall time it last delivered
         self.roots: set[str] = set()  # the tree roots this reader has seen: each gets its clock
+        self.sent: int | None = None  # the last watermark sent as a clock
+        self.wall: float | None = None  # wall time of the batch being read (None: no wall clock, replay)
 
-    def see(self, topic: str, partition: int, ts: int) -> None:
+    def see(self, topic: str, partition: int, ts: int) -> bool:
+        """Note an event time; True when the watermark moved a tick or more past the last clock sent."""
         key = (topic, partition)
-        if ts > self.latest.get(key, ts - 1):
-            self.latest[key] = ts
+        if self.wall is not None:
+            self.delivered[key] = self.wall
+        if ts <= self.latest.get(key, ts - 1):
+            return False
+        self.latest[key] = ts
+        if self.sent is None:
+            return True
+        now = self.current()
+        return now is not None and now >= self.sent + self.tick_ms
 
     def current(self) -> int | None:
         # the dense stream (readings) sets the pace when there is one; sparse topics would hold it back
-        values = [ts for (topic, _), ts in self.latest.items() if topic == "telemetry.canonical"] or list(self.latest.values())
-        if not values:
+        keys = [k for k in self.latest if k[0] == "telemetry.canonical"] or list(self.latest)
+        if not keys:
             return None
-        newest = max(values)
-        return min(v for v in values if v >= newest - self.idle_ms)
+        if self.wall is not None:
+            active = [k for k in keys if self.delivered.get(k, self.wall) >= self.wall - self.idle_s]
+            keys = active or keys
+        return min(self.latest[k] for k in keys)
 
 
 class Router:
     """Decode a batch and route its events by key, each key's list ending with this reader's clock.
 
-    Per worker thread (``threading.local``): its partitions' latest event times and the roots it has seen.
+    Per worker thread: its partitions' latest event times and the roots it has seen.
     """
 
-    def __init__(self, serde, dlq_topic: str, metrics: FlowMetrics, idle_ms: int):
-        self.serde, self.dlq_topic, self.metrics, self.idle_ms = serde, dlq_topic, metrics, idle_ms
-        self._local = threading.local()
+    def __init__(self, serde, dlq_topic: str, metrics: FlowMetrics, *, idle_s: float, tick_ms: int,
+                 wall_clock: Callable[[], float] | None = None):
+        self.serde, self.dlq_topic, self.metrics = serde, dlq_topic, metrics
+        self.idle_s, self.tick_ms, self.wall_clock = idle_s, tick_ms, wall_clock
+        self._marks: dict[int, _Watermark] = {}
+        self._lock = threading.Lock()
 
     def _watermark(self) -> _Watermark:
-        mark = getattr(self._local, "mark", None)
+        # by OS thread id: bytewax calls from its worker threads with a fresh Python thread state per call,
+        # so a threading.local would be new each batch
+        ident = threading.get_ident()
+        mark = self._marks.get(ident)
         if mark is None:
-            mark = self._local.mark = _Watermark(self.idle_ms)
+            with self._lock:
+                mark = self._marks.setdefault(ident, _Watermark(self.idle_s, self.tick_ms))
         return mark
+
+    @staticmethod
+    def _clock(mark: _Watermark, groups: dict[str, list]) -> None:
+        now = mark.current()
+        if now is None:
+            return
+        mark.sent = now
+        clock = ("c", now, mark.source, mark.wall)
+        for key in mark.roots | {DLQ_KEY}:
+            groups.setdefault(key, []).append(clock)
 
     def __call__(self, msgs: list[KafkaSourceMessage]) -> list[Any]:
         mark = self._watermark()
+        mark.wall = self.wall_clock() if self.wall_clock is not None else None
         out: list[Any] = []
         groups: dict[str, list] = {}
         decode = self.serde.decode
@@ -153,15 +189,14 @@ class Router:
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
             else:
                 continue
-            mark.see(topic, msg.partition, ev[1])
             if key:
+                if key not in groups and key != DLQ_KEY:
+                    mark.roots.add(key)
                 groups.setdefault(key, []).append(ev)
-        mark.roots.update(k for k in groups if k != DLQ_KEY)
-        now = mark.current()
-        if now is not None:
-            clock = ("c", now, mark.source)
-            for key in mark.roots | {DLQ_KEY}:
-                groups.setdefault(key, []).append(clock)
+            if mark.see(topic, msg.partition, ev[1]):
+                self._clock(mark, groups)  # between events, so that a batch's size changes nothing
+        if mark.current() != mark.sent:
+            self._clock(mark, groups)
         out.extend(groups.items())
         self.metrics.count_in(len(msgs))
         return out
@@ -232,20 +267,23 @@ _AUTO: Any = object()
 def build_flow(settings, *, ports: Ports | None = None, wall_clock: Callable[[], float] | None = _AUTO) -> Dataflow:
     """The ``alerts`` dataflow on ``ports`` (default: the configured broker).
 
-    ``wall_clock``: seconds (default ``time.monotonic`` with Kafka ports, None otherwise): how long a
-    resumed state waits before judging silence, beside the event-time wait.
+    ``wall_clock``: seconds (default ``time.time`` with Kafka ports, None otherwise): when a reader or a
+    partition is idle, and how long a resumed state waits before judging silence, beside the event-time wait.
     """
     kafka = ports is None or isinstance(ports, KafkaPorts)
-    ports = ports or KafkaPorts(settings)
+    # small batches per partition: partitions are read in turn, a batch each, and time is the slowest
+    # partition's: a batch of a small fleet's partition could otherwise span more than an offline period
+    ports = ports or KafkaPorts(settings, batch_size=KAFKA_BATCH)
     if wall_clock is _AUTO:
-        wall_clock = time.monotonic if kafka else None
+        wall_clock = time.time if kafka else None  # comparable between processes (readers' idleness)
     metrics = FlowMetrics.for_flow("alerts")
     cfg = RuleConfig.from_settings(settings)
     alert_topic, event_topic = ports.topic("fleet.alerts"), ports.topic("fleet.events")
 
     flow = Dataflow("alerts")
     msgs = ports.read(flow, "alerts_in", INPUT_TOPICS)
-    router = Router(ports.serde, ports.topic("telemetry.dlq"), metrics, idle_ms=cfg.offline_ms)
+    router = Router(ports.serde, ports.topic("telemetry.dlq"), metrics, idle_s=cfg.reader_idle_s, tick_ms=cfg.tick_ms,
+                    wall_clock=wall_clock)
     items = op.flat_map_batch("to_events", msgs, router)
     decoded = op.flat_map_batch("decoded", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)

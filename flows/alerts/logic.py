@@ -63,6 +63,7 @@ class RuleConfig:
     shortfall_pct: float = 5.0
     shortfall_min_w: float = 1000.0
     shortfall_windows: int = 2
+    reader_idle_s: float = 10.0  # a reader (or partition) silent this long in wall time is not waited for
 
     @classmethod
     def from_settings(cls, s) -> "RuleConfig":

@@ -3,14 +3,15 @@
 Events arrive in input order as small tuples (see :data:`Event`); :meth:`AlertState.step` applies a
 batch of them and returns the alert and event records they caused.
 
-Time is event time, moved by clock events only: ``("c", watermark, source)`` from each reader of
-the input (each worker of the flow; see ``flows.alerts.flow.Router``). A reader's watermark is the
-lowest of its input partitions' latest event times, so a partition read ahead of the others (a
-backlog, a restart) does not make the devices of the others look silent; the state's time is the
-lowest of its sources' watermarks, again. A source (or, in the reader, a partition) more than
-``offline_ms`` behind the newest is idle and is not waited for. When the time passes a multiple of
-``tick_ms`` the time-based rules (device_offline, grid_outage, dlq_spike) are evaluated at that
-instant, so the result depends on the order of events, never on how they were batched.
+Time is event time, moved by clock events only: ``("c", watermark, source, wall_s)`` from each
+reader of the input (each worker of the flow; see ``flows.alerts.flow.Router``). A reader's
+watermark is the lowest of its input partitions' latest event times, so a partition read ahead of
+the others (a backlog, a restart) does not make the devices of the others look silent; the
+state's time is the lowest of its readers' watermarks, again. A reader whose last clock is more
+than ``reader_idle_s`` of wall time older than the newest is idle and not waited for (``wall_s``
+is data here, read by the reader: this module reads no clock). When the time passes a multiple
+of ``tick_ms`` the time-based rules (device_offline, grid_outage, dlq_spike) are evaluated at
+that instant, so the result depends on the order of events, never on how they were batched.
 
 Per-device rules (low_soc, islanded) are evaluated at each reading of the device, at its time;
 dispatch_shortfall at each window of a node with an active command.
@@ -37,7 +38,7 @@ __all__ = ["AlertState", "Device", "Event", "ancestors"]
 #: ("a", window_end, node_path, window_start, battery_w)         a node aggregate
 #: ("s", at, node_path, command_id, state, allocated_w)          a dispatch status
 #: ("d", ts, dialect)                                            a dead letter
-#: ("c", watermark, source)                                     a reader's watermark: time advances
+#: ("c", watermark, source[, wall_s])                           a reader's watermark: time advances
 Event = tuple
 
 _DLQ_BUCKET_MS = 10_000  # dead letters are counted in 10 s buckets: the windows slide in 10 s steps
@@ -63,7 +64,7 @@ class AlertState:
     watermark: int | None = None
     next_tick: int | None = None
     offline_armed_at: int | None = None  # device_offline is evaluated from this event time on
-    sources: dict[str, int] = field(default_factory=dict)  # reader -> its latest watermark
+    sources: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # reader -> (watermark, wall s)
     offline_hold: bool = False  # set by the flow after a restart, while its wall-clock wait runs
     devices: dict[str, Device] = field(default_factory=dict)
     tracks: dict[tuple[str, str], Track] = field(default_factory=dict)
@@ -73,8 +74,9 @@ class AlertState:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def restarted(self) -> None:
-        """The flow (re)started: wait one offline period of event time before judging silence."""
+        """The flow (re)started: wait one offline period of event time before judging silence; new readers."""
         self.offline_armed_at = None
+        self.sources.clear()
 
     def empty(self) -> bool:
         return not (self.devices or self.tracks or self.commands or self.dlq)  # (a clock alone is no state)
@@ -84,7 +86,7 @@ class AlertState:
         for ev in events:
             kind = ev[0]
             if kind == "c":
-                self._on_clock(ev[1], ev[2], out)
+                self._on_clock(ev[1], ev[2], ev[3] if len(ev) > 3 else None, out)
             elif kind == "r":
                 self._on_reading(ev, out)
             elif kind == "a":
@@ -98,15 +100,20 @@ class AlertState:
         return out
 
     # -- time --------------------------------------------------------------------------------------
-    def _on_clock(self, watermark: int, source: str, out: Emitted) -> None:
+    def _on_clock(self, watermark: int, source: str, wall_s: float | None, out: Emitted) -> None:
         sources = self.sources
-        if watermark > sources.get(source, watermark - 1):
-            sources[source] = watermark
-        newest = max(sources.values())
-        idle = self.cfg.offline_ms
-        for gone in [s for s, w in sources.items() if w < newest - 10 * idle]:
-            del sources[gone]  # a reader of an earlier run, or one that stopped long ago
-        self._advance(min(w for w in sources.values() if w >= newest - idle), out)
+        previous = sources.get(source)
+        if previous is None or watermark >= previous[0]:
+            sources[source] = (watermark, wall_s)
+        walls = [w for _, w in sources.values() if w is not None]
+        if walls:
+            newest = max(walls)
+            for gone in [s for s, (_, w) in sources.items() if w is not None and w < newest - 10 * self.cfg.reader_idle_s]:
+                del sources[gone]  # a reader that stopped long ago
+            live = [m for m, w in sources.values() if w is None or w >= newest - self.cfg.reader_idle_s]
+        else:
+            live = [m for m, _ in sources.values()]
+        self._advance(min(live), out)
 
     def _advance(self, ts: int, out: Emitted) -> None:
         if self.offline_armed_at is None:

@@ -200,18 +200,20 @@ def test_firing_and_resolving_give_one_event_each() -> None:
 
 
 def test_time_is_the_slowest_reader_that_is_not_idle() -> None:
-    """A reader 60 s behind holds time back; one more than an offline period behind is idle and not waited for."""
+    """A reader 60 s behind holds time back; one that sent nothing for 10 s of wall time is idle, not waited for."""
     state = AlertState(CFG)
     fast = readings("d1", 0, 400)
     slow = readings("d2", 0, 340)  # read 60 s later than d1's readings of the same time
     events = []
     for i, ev in enumerate(fast):
-        events += [ev, ("c", ev[1], "fast")]
+        events += [ev, ("c", ev[1], "fast", 1000.0)]
         if i >= 12:
             lagging = slow[i - 12]
-            events += [lagging, ("c", lagging[1], "slow")]
+            events += [lagging, ("c", lagging[1], "slow", 1000.0)]
     assert state.step(events).alerts == [] and state.watermark == T0 + 335 * S
-    out = state.step([("c", T0 + 480 * S, "fast")])  # "slow" is now 145 s behind: idle, time moves on without it
+    out = state.step([("c", T0 + 395 * S, "fast", 1009.0)])  # "slow" silent for 9 s: still waited for
+    assert out.alerts == [] and state.watermark == T0 + 335 * S
+    out = state.step([("c", T0 + 480 * S, "fast", 1011.0)])  # 11 s: idle, time moves on without it
     assert [(a["subject"], a["state"]) for a in out.alerts] == [("d2", "firing")] and state.watermark == T0 + 480 * S
 
 
