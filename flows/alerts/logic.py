@@ -172,18 +172,19 @@ class Emitted:
 
 def observe(track: Track | None, spec: RuleSpec, out: Emitted, *, subject: str, node_path: str, at: int,
             raised: bool, cleared: bool, value: float, threshold: float, inhibited: bool = False,
-            started_at: int | None = None) -> Track | None:
+            started_at: int | None = None, may_fire: bool = True) -> Track | None:
     """The alert of ``(spec.rule, subject)`` after the rule saw ``value`` at ``at``; records go to ``out``.
 
     ``inhibited``: a cause higher up already has an alert; no alert is raised (a pending one is
     dropped), one already firing runs its course. ``started_at``: when the condition became true, if
-    earlier than ``at`` (device_offline: the last reading plus the silence allowed).
+    earlier than ``at`` (device_offline: the last reading plus the silence allowed). ``may_fire`` False:
+    a pending alert waits for a later observation to fire (it may still be dropped).
     """
     if track is None:
         if not raised or inhibited:
             return None
         track = Track(spec.rule, subject, node_path, "pending", at if started_at is None else started_at, value, threshold)
-        if spec.for_ms > 0 and at - track.started_at < spec.for_ms:
+        if (spec.for_ms > 0 and at - track.started_at < spec.for_ms) or not may_fire:
             out.record(track, "pending", at, spec.severity)
             return track
         track.state = "firing"
@@ -195,7 +196,7 @@ def observe(track: Track | None, spec: RuleSpec, out: Emitted, *, subject: str, 
             out.record(track, "dropped", at, spec.severity,
                        "inhibited by an alert on a node above" if inhibited and not cleared else None)
             return None
-        if raised and at - track.started_at >= spec.for_ms:
+        if raised and may_fire and at - track.started_at >= spec.for_ms:
             track.state = "firing"
             out.record(track, "firing", at, spec.severity)
         return track

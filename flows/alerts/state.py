@@ -56,6 +56,7 @@ class Device:
     region_path: str
     last_ts: int
     grid_connected: bool | None = None
+    soc_pct: float | None = None
 
 
 @dataclass
@@ -135,6 +136,7 @@ class AlertState:
 
     def _tick(self, t: int, out: Emitted) -> None:
         self._grid_outage(t, out)
+        self._fire_pending(t, out)
         if t >= self.offline_armed_at and not self.offline_hold:
             self._offline(t, out)
         if self.dlq:
@@ -159,9 +161,9 @@ class AlertState:
         cfg = self.cfg
         dev = self.devices.get(device_id)
         if dev is None:
-            dev = self.devices[device_id] = Device(region_path, ts, grid_connected)
+            dev = self.devices[device_id] = Device(region_path, ts, grid_connected, soc_pct)
         elif ts >= dev.last_ts:
-            dev.region_path, dev.last_ts, dev.grid_connected = region_path, ts, grid_connected
+            dev.region_path, dev.last_ts, dev.grid_connected, dev.soc_pct = region_path, ts, grid_connected, soc_pct
         else:
             return  # an older reading than one already seen says nothing new about the device now
         offline = self.tracks.get(("device_offline", device_id))
@@ -169,16 +171,29 @@ class AlertState:
             offline.count += 1
             self._observe("device_offline", device_id, region_path, ts, out=out, raised=False,
                           cleared=offline.count >= cfg.offline_resolve_readings, value=0.0, threshold=cfg.offline_ms / 1000)
-        inhibited = self._inhibited(region_path)
-        if soc_pct is not None or ("low_soc", device_id) in self.tracks:
-            soc = soc_pct if soc_pct is not None else cfg.low_soc_raise_pct  # unknown SoC: hold the alert's state
-            self._observe("low_soc", device_id, region_path, ts, out=out, raised=soc < cfg.low_soc_raise_pct,
+        self._device_rules(device_id, dev, ts, out, may_fire=False)
+
+    def _device_rules(self, device_id: str, dev: Device, at: int, out: Emitted, *, may_fire: bool) -> None:
+        """low_soc and islanded of one device at ``at``. A pending alert fires only at a tick (``may_fire``),
+        after the node rules of the same instant: a device read ahead of the watermark cannot fire before
+        the outage of its node (evaluated at the watermark) is known."""
+        cfg = self.cfg
+        inhibited = self._inhibited(dev.region_path)
+        if dev.soc_pct is not None or ("low_soc", device_id) in self.tracks:
+            soc = dev.soc_pct if dev.soc_pct is not None else cfg.low_soc_raise_pct  # unknown SoC: hold the state
+            self._observe("low_soc", device_id, dev.region_path, at, out=out, raised=soc < cfg.low_soc_raise_pct,
                           cleared=soc >= cfg.low_soc_clear_pct, value=soc, threshold=cfg.low_soc_raise_pct,
-                          inhibited=inhibited)
-        if grid_connected is not None:
-            self._observe("islanded", device_id, region_path, ts, out=out, raised=not grid_connected,
-                          cleared=bool(grid_connected), value=0.0 if grid_connected else 1.0, threshold=1.0,
-                          inhibited=inhibited)
+                          inhibited=inhibited, may_fire=may_fire)
+        if dev.grid_connected is not None:
+            self._observe("islanded", device_id, dev.region_path, at, out=out, raised=not dev.grid_connected,
+                          cleared=dev.grid_connected, value=0.0 if dev.grid_connected else 1.0, threshold=1.0,
+                          inhibited=inhibited, may_fire=may_fire)
+
+    def _fire_pending(self, t: int, out: Emitted) -> None:
+        pending = {subject for (rule, subject), track in self.tracks.items()
+                   if track.state == "pending" and rule in ("low_soc", "islanded")}
+        for device_id in sorted(pending):
+            self._device_rules(device_id, self.devices[device_id], t, out, may_fire=True)
 
     def _offline(self, t: int, out: Emitted) -> None:
         cfg = self.cfg
