@@ -38,7 +38,7 @@ from __future__ import annotations
 import pickle
 import threading
 import uuid
-from functools import partial
+from functools import lru_cache, partial
 import time
 from typing import Any, Callable
 
@@ -76,8 +76,12 @@ def dlq_dialect(raw: bytes) -> str:
     return dialect if isinstance(dialect, str) and dialect else "unknown"
 
 
+@lru_cache(maxsize=65_536)
 def _root(path: str) -> str:
     return path.strip().strip("/").split("/", 1)[0]
+
+
+_base_topic = lru_cache(maxsize=256)(base_topic)
 
 
 class _Watermark:
@@ -157,7 +161,7 @@ class Router:
         groups: dict[str, list] = {}
         decode = self.serde.decode
         for msg in msgs:
-            topic = base_topic(msg.topic)
+            topic = _base_topic(msg.topic)
             try:
                 rec = decode(msg.value)
             except SerdeError as exc:

@@ -28,6 +28,7 @@ Pure: no I/O, no clock; picklable (it is the flow's recovery snapshot).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 from flows.alerts.logic import Emitted, RuleConfig, Track, dlq_threshold, observe, resolve, shortfall_misses
@@ -45,10 +46,11 @@ _DLQ_BUCKET_MS = 10_000  # dead letters are counted in 10 s buckets: the windows
 _MAX_TICKS = 100  # a jump of the watermark evaluates at most this many ticks (the last ones)
 
 
-def ancestors(region_path: str) -> list[str]:
+@lru_cache(maxsize=65_536)
+def ancestors(region_path: str) -> tuple[str, ...]:
     """Every node from the root down to the site: ``us/ca/pge`` -> ``us``, ``us/ca``, ``us/ca/pge``."""
     parts = region_path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return tuple("/".join(parts[:i]) for i in range(1, len(parts) + 1))
 
 
 @dataclass
@@ -66,6 +68,7 @@ class AlertState:
     next_tick: int | None = None
     offline_armed_at: int | None = None  # device_offline is evaluated from this event time on
     sources: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # reader -> (watermark, wall s)
+    outages: set[str] = field(default_factory=set)  # nodes with an open grid_outage alert (inhibit below)
     offline_hold: bool = False  # set by the flow after a restart, while its wall-clock wait runs
     devices: dict[str, Device] = field(default_factory=dict)
     tracks: dict[tuple[str, str], Track] = field(default_factory=dict)
@@ -144,17 +147,20 @@ class AlertState:
 
     # -- rules ---------------------------------------------------------------------------------------
     def _inhibited(self, region_path: str) -> bool:
-        tracks = self.tracks
-        return any(("grid_outage", node) in tracks for node in ancestors(region_path))
+        outages = self.outages
+        return bool(outages) and any(node in outages for node in ancestors(region_path))
 
     def _observe(self, rule: str, subject: str, node_path: str, at: int, **kw) -> None:
         key = (rule, subject)
         track = observe(self.tracks.get(key), self.cfg.spec_of[rule], kw.pop("out"), subject=subject,
                         node_path=node_path, at=at, **kw)
         if track is None:
-            self.tracks.pop(key, None)
+            if self.tracks.pop(key, None) is not None and rule == "grid_outage":
+                self.outages.discard(subject)
         else:
             self.tracks[key] = track
+            if rule == "grid_outage":
+                self.outages.add(subject)
 
     def _on_reading(self, ev: Event, out: Emitted) -> None:
         _, ts, device_id, region_path, soc_pct, grid_connected = ev
@@ -177,17 +183,17 @@ class AlertState:
         """low_soc and islanded of one device at ``at``. A pending alert fires only at a tick (``may_fire``),
         after the node rules of the same instant: a device read ahead of the watermark cannot fire before
         the outage of its node (evaluated at the watermark) is known."""
-        cfg = self.cfg
-        inhibited = self._inhibited(dev.region_path)
-        if dev.soc_pct is not None or ("low_soc", device_id) in self.tracks:
-            soc = dev.soc_pct if dev.soc_pct is not None else cfg.low_soc_raise_pct  # unknown SoC: hold the state
+        cfg, tracks, soc = self.cfg, self.tracks, dev.soc_pct
+        # the common case first: nothing open and nothing to raise (no call at all)
+        if (soc is not None and soc < cfg.low_soc_raise_pct) or ("low_soc", device_id) in tracks:
+            soc = soc if soc is not None else cfg.low_soc_raise_pct  # unknown SoC: hold the state
             self._observe("low_soc", device_id, dev.region_path, at, out=out, raised=soc < cfg.low_soc_raise_pct,
                           cleared=soc >= cfg.low_soc_clear_pct, value=soc, threshold=cfg.low_soc_raise_pct,
-                          inhibited=inhibited, may_fire=may_fire)
-        if dev.grid_connected is not None:
+                          inhibited=self._inhibited(dev.region_path), may_fire=may_fire)
+        if dev.grid_connected is False or (dev.grid_connected is not None and ("islanded", device_id) in tracks):
             self._observe("islanded", device_id, dev.region_path, at, out=out, raised=not dev.grid_connected,
                           cleared=dev.grid_connected, value=0.0 if dev.grid_connected else 1.0, threshold=1.0,
-                          inhibited=inhibited, may_fire=may_fire)
+                          inhibited=self._inhibited(dev.region_path), may_fire=may_fire)
 
     def _fire_pending(self, t: int, out: Emitted) -> None:
         pending = {subject for (rule, subject), track in self.tracks.items()
