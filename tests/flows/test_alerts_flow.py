@@ -8,6 +8,7 @@ same records.
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -114,3 +115,50 @@ def test_the_dialect_of_a_dead_letter_is_the_one_its_envelope_names() -> None:
     assert dlq_dialect(b"not json") == "unknown"
     assert dlq_dialect(b'["a list"]') == "unknown"
     assert dlq_dialect(b'{"dialect": 7}') == "unknown"
+
+
+class _BatchPorts(MemoryPorts):
+    def __init__(self, items: list, written: list, batch_size: int):
+        super().__init__(items, written)
+        self.batch_size = batch_size
+
+    def read(self, flow, step_id, topics):
+        return op.input(step_id, flow, TestingSource(self.items, batch_size=self.batch_size))
+
+
+def test_the_records_do_not_depend_on_the_input_batch_size() -> None:
+    def run_with(batch_size: int) -> dict[str, list[bytes]]:
+        """Each topic's records: alerts in order; events sorted (command events and alert events are two
+        streams merged in an order that follows the batches)."""
+        written: list = []
+        run_main(build_flow(Settings(), ports=_BatchPorts(messages(), written, batch_size)))
+        out: dict[str, list[bytes]] = {}
+        for m in written:
+            out.setdefault(m.topic, []).append(orjson.dumps(to_json_value(SERDE.decode(m.value)), option=orjson.OPT_SORT_KEYS))
+        out["fleet.events"].sort()
+        return out
+
+    reference = run_with(20)
+    assert len(reference["fleet.alerts"]) == 2 and len(reference["fleet.events"]) == 4
+    for size in (1, 7, 1000):
+        assert run_with(size) == reference, size
+
+
+def test_a_resumed_state_judges_no_silence_for_one_offline_period_of_wall_time() -> None:
+    from flows.alerts.flow import AlertLogic
+    from flows.alerts.logic import RuleConfig
+    from flows.alerts.state import AlertState
+
+    cfg = RuleConfig()
+    state = AlertState(cfg)
+    state.step([("r", T0, "d1", SITE, 50.0, True), ("r", T0, "d2", SITE, 50.0, True), ("c", T0, "w")])
+    wall = [1000.0]
+    logic = AlertLogic(pickle.dumps(state), cfg=cfg, wall_clock=lambda: wall[0])
+    d2 = [[("r", T0 + t * S, "d2", SITE, 50.0, True), ("c", T0 + t * S, "w")] for t in range(5, 400, 5)]
+    emitted, _ = logic.on_batch(d2[:60])  # 300 s of event time, d1 silent, in 10 s of wall time
+    assert emitted == []
+    wall[0] += cfg.offline_ms / 1000  # the wait is over
+    emitted, _ = logic.on_batch(d2[60:])
+    alerts = [a for e in emitted for a in e.alerts]
+    assert [(a["subject"], a["state"]) for a in alerts] == [("d1", "firing")]
+    assert alerts[0]["started_at"] == T0 + 90 * S  # the same alert as without the restart, only later
