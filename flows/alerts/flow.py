@@ -185,7 +185,7 @@ class Router:
                 key = _root(node)
                 event = command_event(rec)
                 if event is not None:
-                    out.append(("events", event))
+                    out.append(event)  # a dict: not keyed, straight to fleet.events
             elif topic == "telemetry.dlq":
                 ts = msg.timestamp[1] if msg.timestamp else None
                 if ts is None or ts <= 0:
@@ -207,11 +207,13 @@ class Router:
 
 
 def keyed_events(items: list[Any]) -> list[tuple[str, list]]:
-    return [i for i in items if type(i) is tuple and i[0] != "events"]
+    """The ``(key, events)`` pairs of a routed batch."""
+    return [i for i in items if type(i) is tuple]
 
 
 def command_events(items: list[Any]) -> list[dict]:
-    return [i[1] for i in items if type(i) is tuple and i[0] == "events"]
+    """The ``fleet.events`` records of a routed batch (from dispatch statuses)."""
+    return [i for i in items if type(i) is dict]
 
 
 class AlertLogic(StatefulBatchLogic):

@@ -150,10 +150,11 @@ class AlertState:
         outages = self.outages
         return bool(outages) and any(node in outages for node in ancestors(region_path))
 
-    def _observe(self, rule: str, subject: str, node_path: str, at: int, **kw) -> None:
+    def _observe(self, rule: str, subject: str, node_path: str, at: int, *, out: Emitted, **kw) -> None:
+        """``logic.observe`` on the open alert of ``(rule, subject)``, keeping ``tracks`` and ``outages`` up to date."""
         key = (rule, subject)
-        track = observe(self.tracks.get(key), self.cfg.spec_of[rule], kw.pop("out"), subject=subject,
-                        node_path=node_path, at=at, **kw)
+        track = observe(self.tracks.get(key), self.cfg.spec_of[rule], out, subject=subject, node_path=node_path,
+                        at=at, **kw)
         if track is None:
             if self.tracks.pop(key, None) is not None and rule == "grid_outage":
                 self.outages.discard(subject)

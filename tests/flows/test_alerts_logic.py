@@ -278,3 +278,24 @@ def test_the_result_does_not_depend_on_batching_or_snapshots(draws, cuts) -> Non
         i += size
     assert alerts == whole.alerts
     lifecycles_are_valid(whole.alerts)
+
+
+outage_draws = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 9), st.booleans()), min_size=1, max_size=300)
+
+
+@settings(max_examples=60)
+@given(outage_draws)
+def test_no_device_alert_fires_while_an_outage_is_open_above_it(draws) -> None:
+    """Ten devices under one site flip on and off grid at random: a device alert never fires below an open outage."""
+    t, events = 0, []
+    for gap, device, on_grid in draws:
+        t += gap
+        events.append(("r", T0 + t * S, f"d{device}", SITE, 50.0, on_grid))
+    out = AlertState(CFG).step(clocked(events))
+    open_outage: set[str] = set()
+    for a in out.alerts:
+        if a["rule"] == "grid_outage":
+            (open_outage.add if a["state"] in ("pending", "firing") else open_outage.discard)(a["subject"])
+        elif a["state"] == "firing":
+            assert not open_outage & {"us", "us/ca", SITE}, a
+    lifecycles_are_valid(out.alerts)
