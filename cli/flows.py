@@ -36,6 +36,8 @@ FLOWS: dict[str, tuple[str, str]] = {
     "autobidder": ("flows.autobidder.flow", "market + aggregates -> bids, awards -> dispatch.commands"),
     "forecast-worker": ("flows.forecast_worker.flow", "autobidder.forecast.requests -> autobidder.forecast.results"),
     "optimize-worker": ("flows.optimize_worker.flow", "autobidder.optimize.requests -> autobidder.optimize.results"),
+    "alerts": ("flows.alerts.flow", "telemetry, aggregates, dead letters, dispatch status -> fleet.alerts + fleet.events"),
+    "store-alerts": ("flows.store_alerts.flow", "fleet.alerts + fleet.events -> PostgreSQL + time-series store (+ webhook)"),
 }
 
 RECOVERY_PARTITIONS = 8  # fixed forever per recovery store: >= the most workers a flow will ever run with

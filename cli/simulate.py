@@ -109,6 +109,9 @@ def add_commands(subparsers) -> None:
                    help="take devices offline on demand: FILE names device ids or region paths, one per line; "
                         "the running simulator re-reads it when it changes and keeps exactly those devices silent "
                         "and deaf to set points (remove a line, or the file, to bring them back)")
+    p.add_argument("--conditions-file", default=None, metavar="FILE",
+                   help="conditions on demand, re-read when FILE changes: lines 'islanded <device id or region path>' "
+                        "(the devices report being off grid) and 'garbage <dialect>' (its devices send garbage)")
     g = p.add_argument_group("scenario (off by default)")
     g.add_argument("--program-reserve", type=_percent, default=None, metavar="PCT",
                    help="devices enrolled in peak shaving hold this SoC for the program: their self-consumption "
@@ -187,6 +190,7 @@ def _publish(args: argparse.Namespace, settings, faults) -> int:
         n_devices=args.devices, depth=args.depth, fanout=args.fanout, seed=args.seed, rate_s=args.rate_s,
         duration_s=args.duration, speed=args.speed, start_ms=parse_start(args.start) if args.start else None,
         faults=faults, assets_out=args.assets_out, register=not args.no_register, offline_file=args.offline_file,
+        conditions_file=args.conditions_file,
         **_scenario(args),
     )
     stop = threading.Event()

@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["telemetry_lines", "aggregate_lines", "TimeseriesSink", "write_with_retry", "split_by_time_range"]
+__all__ = ["telemetry_lines", "aggregate_lines", "alert_event_lines", "TimeseriesSink", "write_with_retry",
+           "split_by_time_range"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +73,22 @@ def aggregate_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
         fields = [f"{name}={_float(r[name])}" for name in _AGGREGATE_FLOATS if r.get(name) is not None]
         fields += [f"{name}={int(r.get(name) or 0)}i" for name in _AGGREGATE_INTS]
         out.append(f"fleet_node,node_path={_tag(r['node_path'])},depth={int(r['depth'])} {','.join(fields)} {int(r['window_start'])}")
+    return out
+
+
+def alert_event_lines(items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Lines for ``("alert" | "event", record)``: measurements ``alert`` (one point per change of state, fields
+    ``value``/``threshold``) and ``event`` (``count=1i``), tagged by what identifies them and stamped at ``at``,
+    so a record written twice is the same point. An empty ``node_path`` is left out (no empty tags)."""
+    out = []
+    for kind, r in items:
+        node = f",node_path={_tag(r['node_path'])}" if r.get("node_path") else ""
+        if kind == "alert":
+            out.append(f"alert,rule={_tag(r['rule'])},subject={_tag(r['subject'])},state={r['state']},"
+                       f"severity={r['severity']}{node} value={_float(r['value'])},threshold={_float(r['threshold'])} "
+                       f"{int(r['at'])}")
+        else:
+            out.append(f"event,kind={_tag(r['kind'])},subject={_tag(r['subject'])}{node} count=1i {int(r['at'])}")
     return out
 
 

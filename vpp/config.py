@@ -41,6 +41,8 @@ TOPICS = (
     "autobidder.forecast.results",
     "autobidder.optimize.requests",
     "autobidder.optimize.results",
+    "fleet.alerts",
+    "fleet.events",
 )
 
 DEFAULT_PARTITIONS: Mapping[str, int] = {
@@ -58,6 +60,8 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
     "autobidder.forecast.results": 1,
     "autobidder.optimize.requests": 1,
     "autobidder.optimize.results": 1,
+    "fleet.alerts": 1,
+    "fleet.events": 1,
 }
 
 
@@ -83,6 +87,26 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "timeseries_max_future_s": (0, False, "must be more than 0 s"),
     "timeseries_max_age_s": (0, False, "must be more than 0 s"),
     "max_bid_w": (0, False, "must be more than 0 W"),
+    "alert_tick_s": (0, False, "must be more than 0 s"),
+    "alert_offline_after_s": (0, False, "must be more than 0 s"),
+    "alert_offline_resolve_readings": (1, True, "must be at least 1 reading"),
+    "alert_low_soc_raise_pct": (0, True, "must be 0 % or more"),
+    "alert_low_soc_clear_pct": (0, True, "must be 0 % or more"),
+    "alert_low_soc_for_s": (0, True, "must be 0 s or more"),
+    "alert_islanded_for_s": (0, True, "must be 0 s or more"),
+    "alert_islanded_clear_for_s": (0, True, "must be 0 s or more"),
+    "alert_outage_raise_ratio": (0, False, "must be more than 0"),
+    "alert_outage_clear_ratio": (0, True, "must be 0 or more"),
+    "alert_outage_for_s": (0, True, "must be 0 s or more"),
+    "alert_outage_clear_for_s": (0, True, "must be 0 s or more"),
+    "alert_dlq_window_s": (0, False, "must be more than 0 s"),
+    "alert_dlq_baseline_s": (0, False, "must be more than 0 s"),
+    "alert_dlq_factor": (0, True, "must be 0 or more"),
+    "alert_dlq_min": (0, True, "must be 0 or more"),
+    "alert_dlq_clear_for_s": (0, True, "must be 0 s or more"),
+    "alert_shortfall_pct": (0, True, "must be 0 % or more"),
+    "alert_shortfall_min_w": (0, True, "must be 0 W or more"),
+    "alert_shortfall_windows": (1, True, "must be at least 1 window"),
 }
 
 #: Settings that are credentials: never shown (``repr``), and each may also come from a mounted file
@@ -134,6 +158,28 @@ class Settings:
     optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
+    # -- alerts (flow `alerts`, spec/alerts.md; times are event time) ---------------
+    alert_tick_s: int = 5  # how often (event time) time-based rules (offline, outage, DLQ spike) are evaluated
+    alert_offline_after_s: int = 90  # device_offline: no reading for this long; also the wait after a (re)start
+    alert_offline_resolve_readings: int = 2  # device_offline resolves after this many readings in a row
+    alert_low_soc_raise_pct: float = 10.0  # low_soc: SoC below this ...
+    alert_low_soc_for_s: int = 300  # ... for this long
+    alert_low_soc_clear_pct: float = 15.0  # resolves at SoC >= this
+    alert_islanded_for_s: int = 30  # islanded: grid_connected false for this long
+    alert_islanded_clear_for_s: int = 60  # resolves after grid_connected true for this long
+    alert_outage_raise_ratio: float = 0.5  # grid_outage: share of a node's reporting devices islanded >= this ...
+    alert_outage_for_s: int = 60  # ... for this long
+    alert_outage_clear_ratio: float = 0.2  # resolves when the share is below this ...
+    alert_outage_clear_for_s: int = 300  # ... for this long
+    alert_dlq_window_s: int = 300  # dlq_spike: dead letters of a dialect over this window ...
+    alert_dlq_baseline_s: int = 3600  # ... against their rate over the baseline before it
+    alert_dlq_factor: float = 5.0  # ... fires above max(factor x baseline rate, alert_dlq_min)
+    alert_dlq_min: float = 20.0
+    alert_dlq_clear_for_s: int = 600  # resolves below half that threshold for this long
+    alert_shortfall_pct: float = 5.0  # dispatch_shortfall: node power misses its allocation by > max(pct, min_w) ...
+    alert_shortfall_min_w: float = 1000.0
+    alert_shortfall_windows: int = 2  # ... for this many windows (and resolves within it for as many)
+    alert_webhook_url: str = ""  # JSON POST on each alert that fires or resolves (store-alerts flow); empty: none
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
     # -- credentials (appended; see SECRETS) ---------------------------------------
     schema_registry_user: str = "vpp-reader"  # read-only identity: flows, serde, `vpp schemas list`

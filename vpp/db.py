@@ -181,6 +181,68 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "070_alerts",
+        # spec/alerts.md: one row per alert (its current state), every transition and operator action, the
+        # silences of an identity (rule, subject) that apply to its future alerts too, and events once each
+        """
+        CREATE TABLE IF NOT EXISTS alerts (
+            alert_id        text PRIMARY KEY,
+            rule            text NOT NULL,
+            subject         text NOT NULL,
+            node_path       text NOT NULL,
+            state           text NOT NULL CHECK (state IN ('pending', 'firing', 'resolved', 'dropped')),
+            state_rank      smallint NOT NULL,
+            severity        text NOT NULL,
+            value           double precision NOT NULL,
+            threshold       double precision NOT NULL,
+            started_at      timestamptz NOT NULL,
+            fired_at        timestamptz,
+            ended_at        timestamptz,
+            changed_at      timestamptz NOT NULL,
+            summary         text NOT NULL,
+            acked_by        text,
+            acked_at        timestamptz,
+            silenced_until  timestamptz,
+            stored_at       timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS alerts_identity ON alerts (rule, subject, started_at);
+        CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, changed_at);
+        CREATE INDEX IF NOT EXISTS alerts_node ON alerts (node_path text_pattern_ops);
+        CREATE TABLE IF NOT EXISTS alert_events (
+            id           bigserial PRIMARY KEY,
+            alert_id     text NOT NULL REFERENCES alerts (alert_id),
+            kind         text NOT NULL CHECK (kind IN ('pending', 'firing', 'resolved', 'dropped', 'ack', 'silence')),
+            at           timestamptz NOT NULL,
+            actor        text,
+            detail       text,
+            recorded_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS alert_events_transition ON alert_events (alert_id, kind)
+            WHERE kind IN ('pending', 'firing', 'resolved', 'dropped');
+        CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, id);
+        CREATE TABLE IF NOT EXISTS alert_silences (
+            id           bigserial PRIMARY KEY,
+            rule         text NOT NULL,
+            subject      text NOT NULL,
+            until        timestamptz NOT NULL,
+            created_by   text,
+            created_at   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS alert_silences_identity ON alert_silences (rule, subject, until);
+        CREATE TABLE IF NOT EXISTS events (
+            event_id    text PRIMARY KEY,
+            kind        text NOT NULL,
+            subject     text NOT NULL,
+            node_path   text NOT NULL,
+            at          timestamptz NOT NULL,
+            detail      jsonb NOT NULL DEFAULT '{}'::jsonb,
+            stored_at   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS events_at ON events (at);
+        CREATE INDEX IF NOT EXISTS events_subject ON events (subject, at);
+        """,
+    ),
+    (
         "080_operator",
         # users and roles, API tokens (only their SHA-256 hashes), login attempts, the append-only audit log;
         # the alerts tables as migration 070_alerts of the alerts flow creates them (IF NOT EXISTS, same

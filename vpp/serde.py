@@ -57,6 +57,8 @@ TOPIC_SCHEMAS: Mapping[str, str] = {
     "autobidder.forecast.results": "forecast_result",
     "autobidder.optimize.requests": "optimize_request",
     "autobidder.optimize.results": "optimize_result",
+    "fleet.alerts": "fleet_alert",
+    "fleet.events": "fleet_event",
 }
 
 _MAGIC = 0

@@ -14,6 +14,11 @@ ids or region paths, one per line (``#`` starts a comment). The running
 simulator re-reads it whenever it changes and keeps exactly the devices it
 names offline: silent, and deaf to set points (``Simulation.set_offline``).
 Removing a line, or the file, brings them back.
+
+Conditions on demand (``conditions_file``), read the same way: lines
+``islanded <device id or region path>`` and ``garbage <dialect>`` island those
+devices (``grid_connected`` false) and make every device of that dialect send
+garbage (``Simulation.set_conditions``), for the alert rules to see.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from devtools.simulator.physics import LoadSurge
 from devtools.simulator.stream import SetPoint, Simulation, SimulationConfig
 from devtools.simulator.tree import Fleet, build_fleet
 
-__all__ = ["PublishOptions", "PublishReport", "run_publisher", "decode_setpoint", "register_fleet", "read_offline_file"]
+__all__ = ["PublishOptions", "PublishReport", "run_publisher", "decode_setpoint", "register_fleet", "read_offline_file",
+           "read_conditions_file"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,8 @@ class PublishOptions:
     load_surge: LoadSurge | None = None
     #: A file naming the devices to keep offline now (device ids or region paths, one per line).
     offline_file: str | None = None
+    #: A file of conditions to keep now: ``islanded <id or path>`` and ``garbage <dialect>`` lines.
+    conditions_file: str | None = None
 
 
 @dataclass
@@ -138,12 +146,28 @@ def read_offline_file(path: Path) -> list[str]:
     return [e for e in entries if e]
 
 
+def read_conditions_file(path: Path) -> tuple[list[str], list[str]]:
+    """(islanded ids or paths, garbage dialects) a conditions file names; a line of another kind is an error."""
+    islanded: list[str] = []
+    garbage: list[str] = []
+    for entry in read_offline_file(path):
+        kind, _, what = entry.partition(" ")
+        if kind == "islanded" and what.strip():
+            islanded.append(what.strip())
+        elif kind == "garbage" and what.strip():
+            garbage.append(what.strip())
+        else:
+            raise UserError(f"{path}: {entry!r} is not 'islanded <device id or region path>' or 'garbage <dialect>'")
+    return islanded, garbage
+
+
 class _OfflineFile:
     """Applies the offline file to the simulation whenever the file changes."""
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, *, conditions: bool = False):
         self.path = Path(path) if path else None
         self.seen: tuple[int, int] | None = None
+        self.conditions = conditions  # a conditions file rather than an offline file
 
     def apply(self, sim: Simulation) -> int | None:
         """The number of devices offline after a change of the file, None when nothing changed."""
@@ -157,6 +181,10 @@ class _OfflineFile:
         if stamp == self.seen:
             return None
         self.seen = stamp
+        if self.conditions:
+            off_grid, garbage = sim.set_conditions(*read_conditions_file(self.path))
+            log.info("devices islanded on demand: %d; sending garbage: %d", len(off_grid), len(garbage))
+            return len(off_grid)
         offline = sim.set_offline(read_offline_file(self.path))
         log.info("devices offline on demand: %d (%s)", len(offline), ", ".join(sorted(offline)[:10]))
         return len(offline)
@@ -261,6 +289,7 @@ def run_publisher(
 
     commands = _Commands(settings, commands_topic)
     offline_file = _OfflineFile(options.offline_file)
+    conditions_file = _OfflineFile(options.conditions_file, conditions=True)
     wall0 = time.monotonic()
     last_progress = wall0
     try:
@@ -268,6 +297,7 @@ def run_publisher(
             offline = offline_file.apply(sim)
             if offline is not None:
                 report.offline_devices = offline
+            conditions_file.apply(sim)
             for sp in commands.poll():
                 if sim.apply_setpoint(sp):
                     report.setpoints_applied += 1

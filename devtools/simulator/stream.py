@@ -15,7 +15,9 @@ sends it 0-50 ms after that unless a fault delays it (faults.py).
 Scenarios (``SimulationConfig``, all off by default): a program reserve that
 enrolled devices hold for peak shaving, and a load surge (an evening peak).
 On demand, ``set_offline`` takes chosen devices offline (silent, deaf to set
-points) until they are named no more.
+points) until they are named no more, and ``set_conditions`` islands chosen
+devices or regions (they report ``grid_connected`` false) and makes the
+devices of chosen dialects send garbage instead of readings.
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ class _DeviceState:
     offline_until_ms: int = -1
     #: Taken offline on demand (``Simulation.set_offline``): silent and deaf to set points.
     forced_offline: bool = False
+    #: On demand (``Simulation.set_conditions``): reports being islanded; sends garbage instead of readings.
+    forced_islanded: bool = False
+    forced_garbage: bool = False
     #: Self-consumption floor on top of the device's reserve (the program reserve, if enrolled).
     hold_pct: float = 0.0
     setpoints: list[SetPoint] = field(default_factory=list)
@@ -203,6 +208,20 @@ class Simulation:
         for st in self._states:
             st.forced_offline = st.device.device_id in offline
         return offline
+
+    def set_conditions(self, islanded: Iterable[str], garbage_dialects: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Island exactly the devices named (device ids or region paths: ``grid_connected`` false) and make the
+        devices of the dialects named send garbage bytes; devices not named any more are back to normal from
+        their next tick. Returns the ids islanded and the ids sending garbage now."""
+        wanted = {s.strip().strip("/") for s in islanded} - {""}
+        dialects = {d.strip() for d in garbage_dialects} - {""}
+        off_grid = {d.device_id for d in self.fleet.devices
+                    if d.device_id in wanted or any(_covers(node, d.asset.region_path) for node in wanted)}
+        garbage = {d.device_id for d in self.fleet.devices if d.dialect in dialects}
+        for st in self._states:
+            st.forced_islanded = st.device.device_id in off_grid
+            st.forced_garbage = st.device.device_id in garbage
+        return off_grid, garbage
 
     # -- time ----------------------------------------------------------------------
     def advance(self, now_ms: int) -> list[Emission]:
@@ -298,6 +317,7 @@ class Simulation:
             solar_w=solar,
             load_w=load,
             grid_w=step.grid_w,
+            grid_connected=not st.forced_islanded,
         )
         envelope = encode_envelope(device, reading, received_ms)
         applied: list[str] = []
@@ -312,7 +332,10 @@ class Simulation:
             envelope["payload"], _ = inject_not_implemented(envelope["payload"], rng)
             applied.append("not_implemented")
         value = envelope_bytes(envelope, allow_nan=allow_nan)
-        if draws[4] < faults.garbage:
+        if st.forced_garbage:
+            value = garbage_bytes(rng, value)
+            applied.append("garbage_forced")
+        elif draws[4] < faults.garbage:
             value = garbage_bytes(rng, value)
             applied.append("garbage")
         if draws[5] < faults.late:

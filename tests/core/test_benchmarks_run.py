@@ -17,6 +17,7 @@ SMALL_RUNS = [
     ("canonicalize", ["--devices", "20", "--duration-s", "60", "--rounds", "1"], "ratio flow / baseline"),
     ("aggregate", ["--devices", "300", "--windows", "2", "--live-windows", "0", "--rounds", "2"], "flow, 2 processes"),
     ("dispatch", ["--devices", "2000", "--repeat", "1"], "end to end"),
+    ("alerts", ["--devices", "200", "--duration-s", "60", "--rounds", "1"], "end to end"),
 ]
 
 

@@ -1,14 +1,17 @@
 """The generator: deterministic records, kcat dumps, and set points obeyed."""
 
+import json
+
 import orjson
 import pytest
 
 from devtools.simulator.dump import dump_lines, murmur2, partition_for, simulate_to_dump
 from devtools.simulator.faults import NO_FAULTS, FaultConfig
-from devtools.simulator.kafka_io import read_offline_file
+from devtools.simulator.kafka_io import read_conditions_file, read_offline_file
 from devtools.simulator.physics import LoadSurge
 from devtools.simulator.stream import SetPoint, Simulation, SimulationConfig
 from devtools.simulator.tree import build_fleet
+from vpp.errors import UserError
 
 START_MS = 1_782_064_800_000  # 2026-06-21T18:00:00Z, late morning in the US
 NOISY = FaultConfig(drop=0.05, duplicate=0.05, out_of_order=0.05, late=0.02, clock_skew=0.1,
@@ -200,3 +203,36 @@ def test_the_offline_file_names_devices_and_paths_one_per_line(tmp_path):
     assert read_offline_file(path) == []  # no file: nobody offline
     path.write_text("# taken down for the test\npw-000001\n\nus/ca/pge  # a whole utility\n")
     assert read_offline_file(path) == ["pw-000001", "us/ca/pge"]
+
+
+def test_conditions_on_demand_island_a_region_and_make_a_dialect_send_garbage():
+    fleet = build_fleet(40, seed=9)
+    site = fleet.devices[3].asset.region_path
+    under_site = {d.device_id for d in fleet.devices if d.asset.region_path == site}
+    dialect = fleet.devices[0].dialect
+    of_dialect = {d.device_id for d in fleet.devices if d.dialect == dialect}
+    sim = Simulation(fleet, SimulationConfig(START_MS, 5.0, NO_FAULTS))
+    sim.advance(START_MS + 30_000)
+    assert sim.set_conditions([site], [dialect]) == (under_site, of_dialect)
+    during = sim.advance(START_MS + 90_000)
+    assert {e.device_id for e in during if not e.reading.grid_connected} == under_site
+    garbage = {e.device_id for e in during if "garbage_forced" in e.faults}
+    assert garbage == of_dialect
+    for e in during:
+        if e.device_id in garbage:
+            with pytest.raises(ValueError):
+                json.loads(e.record.value)
+    assert sim.set_conditions([], []) == (set(), set())
+    after = sim.advance(START_MS + 150_000)
+    back = [e for e in after if e.tick_ms >= START_MS + 95_000]  # ticks after the change (earlier ones may still be in flight)
+    assert back and all(e.reading.grid_connected and "garbage_forced" not in e.faults for e in back)
+
+
+def test_the_conditions_file_names_islanded_devices_or_paths_and_garbage_dialects(tmp_path):
+    path = tmp_path / "conditions.txt"
+    assert read_conditions_file(path) == ([], [])
+    path.write_text("islanded us/ca  # the whole state\ngarbage sonnen/2\n\nislanded dev-1\n")
+    assert read_conditions_file(path) == (["us/ca", "dev-1"], ["sonnen/2"])
+    path.write_text("flood us/ca\n")
+    with pytest.raises(UserError, match="flood us/ca"):
+        read_conditions_file(path)
