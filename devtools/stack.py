@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpp.errors import UserError
+from vpp.errors import UserError, redact_dsn
 from vpp.net import free_ports
 
 __all__ = ["Stack", "StackStatus", "ServiceHealth"]
@@ -52,10 +52,10 @@ class StackStatus:
         return bool(self.services) and all(s.healthy for s in self.services)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.addresses)
+        out: dict[str, Any] = {name: redact_dsn(address) for name, address in self.addresses.items()}
         out["healthy"] = self.healthy
         out["services"] = {
-            s.name: {"address": s.address, "pid": s.pid, "healthy": s.healthy, "detail": s.detail} for s in self.services
+            s.name: {"address": redact_dsn(s.address), "pid": s.pid, "healthy": s.healthy, "detail": s.detail} for s in self.services
         }
         return out
 

@@ -9,7 +9,9 @@ ones winning:
 3. an optional TOML file (``VPP_CONFIG`` or ``--config``), flat keys named as
    the fields below, plus an optional ``[partitions]`` table;
 4. environment variables ``VPP_<FIELD>`` (upper case), which is what
-   ``deploy/`` sets in Kubernetes.
+   ``deploy/`` sets in Kubernetes; a secret field (``SECRET_FIELDS``) may
+   instead name a file holding it, ``VPP_<FIELD>_FILE`` (a mounted Secret),
+   so that a secret is never on a command line or in a pod spec.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "ConfigError"]
+__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "ConfigError", "SECRET_FIELDS"]
 
 #: Every topic of the platform. Names are the contract of ../shared/spec.
 TOPICS = (
@@ -61,6 +63,11 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
 }
 
 
+#: Settings that hold a credential: each may come from a file named by ``VPP_<FIELD>_FILE`` (a mounted
+#: Secret) instead of ``VPP_<FIELD>``, and none is ever printed whole (``vpp.errors.redact_dsn``).
+SECRET_FIELDS = ("postgres_dsn", "timeseries_token")
+
+
 class ConfigError(ValueError):
     """A setting is missing, has the wrong type or a value that makes no sense; the message says which."""
 
@@ -95,11 +102,11 @@ class Settings:
     # -- services --------------------------------------------------------
     broker: str = "127.0.0.1:9092"
     schema_registry_url: str = "http://127.0.0.1:8081"
-    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/vpp"
+    postgres_dsn: str = field(default="postgresql://postgres@127.0.0.1:5432/vpp", repr=False)  # a secret
     timeseries_url: str = "http://127.0.0.1:8428"
     timeseries_org: str = "vpp"
     timeseries_bucket: str = "vpp"
-    timeseries_token: str = "unused"
+    timeseries_token: str = field(default="unused", repr=False)  # a secret
     # the time range the time-series store keeps: a point outside it is counted and logged as dropped, not sent
     # to a store that answers 204 and drops it (VictoriaMetrics: 2 days ahead, its retention behind)
     timeseries_max_future_s: float = 86_400.0
@@ -188,6 +195,7 @@ class Settings:
             key = f"VPP_{f.name.upper()}"
             if key in env and f.name not in ("state_dir", "partitions"):
                 values[f.name] = env[key]
+        values.update(_secrets_from_files(env))
         if "VPP_PARTITIONS" in env:  # e.g. "telemetry.raw=8,telemetry.canonical=8"
             values["partitions"] = _parse_partitions(env["VPP_PARTITIONS"])
         return cls._coerce(values)
@@ -241,6 +249,23 @@ def _merge_partitions(raw: Any) -> dict[str, int]:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"partitions of {str(topic)!r} = {count!r} is not an integer") from exc
     return merged
+
+
+def _secrets_from_files(env: Mapping[str, str]) -> dict[str, str]:
+    """Each secret field named by ``VPP_<FIELD>_FILE``: the file's text without its final line break."""
+    out: dict[str, str] = {}
+    for name in SECRET_FIELDS:
+        key = f"VPP_{name.upper()}"
+        path = env.get(f"{key}_FILE")
+        if not path:
+            continue
+        if key in env:
+            raise ConfigError(f"both {key} and {key}_FILE are set: give the secret one way only")
+        try:
+            out[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {key}_FILE={path}: {exc.strerror or exc} (is the Secret mounted there?)") from exc
+    return out
 
 
 def _from_stack(stack: Mapping[str, Any]) -> dict[str, Any]:
