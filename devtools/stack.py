@@ -211,29 +211,49 @@ class Stack:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
     def _start_postgres(self, state: dict[str, Any]) -> None:
+        """PostgreSQL with SCRAM passwords (in the state dir's secrets/, 0600), its socket in a 0700 directory
+        and fsync on (a store of record); a cluster made before that (trust) gets its passwords and hba here."""
+        from devtools import pg_local
+
         initdb = _need_binary(PG_BIN / "initdb", "PostgreSQL 15 server", "install it with: apt-get install postgresql-15")
         pg_ctl = str(PG_BIN / "pg_ctl")
         base = self._pg_dir(state)
-        data = base / "data"
+        data, sockets = base / "data", base / "socket"
         base.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(base, user="postgres")
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(sockets, 0o700)
+        owner = "postgres" if os.geteuid() == 0 else None
+        if owner:
+            shutil.chown(base, user=owner)
+            shutil.chown(sockets, user=owner)
         if not (data / "PG_VERSION").exists():
-            subprocess.run(self._as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-                           check=True, capture_output=True)
+            pwfile = pg_local.superuser_password_file(self.state_dir, base, owner)
+            try:
+                subprocess.run(self._as_postgres([initdb, "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
+                                                  f"--pwfile={pwfile}", "--no-sync"]), check=True, capture_output=True)
+            finally:
+                pwfile.unlink()
         port = _free_port()
         subprocess.run(self._as_postgres([pg_ctl, "-D", str(data), "-o",
-                                          f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                                          f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
                                           "-l", str(base / "log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True)
         state["postgres_port"] = port
-        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         import psycopg
 
-        with psycopg.connect(admin, autocommit=True) as conn:
+        from vpp.db import migrate
+
+        with psycopg.connect(pg_local.dsn(self.state_dir, port, database="postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vpp'").fetchone():
                 conn.execute("CREATE DATABASE vpp")
-        state["postgres"] = f"postgresql://postgres@127.0.0.1:{port}/vpp"
+        state["postgres"] = pg_local.dsn(self.state_dir, port)
+        migrate(state["postgres"])  # creates the roles (090_roles) that get their passwords next
+        with psycopg.connect(state["postgres"], autocommit=True) as conn:
+            pg_local.set_passwords(conn, self.state_dir)
+            (data / "pg_hba.conf").write_text(pg_local.HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        state["postgres_flow"] = pg_local.dsn(self.state_dir, port, "vpp_flow")
+        state["postgres_registry"] = pg_local.dsn(self.state_dir, port, "vpp_registry")
         state["pids"]["postgres"] = self._postmaster_pid(state)
 
     def _postmaster_pid(self, state: dict[str, Any]) -> int | None:

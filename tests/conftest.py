@@ -77,6 +77,7 @@ def isolated_settings(stack: StackHandle) -> Settings:
     """Settings on the real stack with fresh uuid-prefixed topics (created) and a fresh database."""
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import make_conninfo
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from vpp.db import migrate
@@ -89,7 +90,7 @@ def isolated_settings(stack: StackHandle) -> Settings:
     dbname = "test_" + uuid.uuid4().hex[:12]
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dsn = stack.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    dsn = make_conninfo(stack.postgres_dsn, dbname=dbname)
     migrate(dsn)
     yield stack.settings.replace(topic_prefix=prefix, postgres_dsn=dsn)
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import psycopg
 
-__all__ = ["MIGRATIONS", "migrate", "connect"]
+__all__ = ["MIGRATIONS", "migrate", "connect", "FLOW_ROLE", "REGISTRY_ROLE"]
+
+#: The PostgreSQL role every flow runs as: rows of the flow tables, never DDL (migration 090_roles).
+FLOW_ROLE = "vpp_flow"
+#: The schema registry's role: creates and owns its own tables, touches no flow table.
+REGISTRY_ROLE = "vpp_registry"
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
@@ -178,6 +183,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE telemetry_dlq DROP CONSTRAINT IF EXISTS telemetry_dlq_source_topic_source_partition_source_offset_key;
         CREATE UNIQUE INDEX IF NOT EXISTS telemetry_dlq_message ON telemetry_dlq
             (source_topic, source_partition, source_offset, raw_sha256, (coalesce(source_timestamp_ms, -1)));
+        """,
+    ),
+    (
+        "090_roles",
+        # least privilege: the roles exist without LOGIN; whoever deploys gives them one (and a password, a
+        # SCRAM secret): `ALTER ROLE vpp_flow LOGIN PASSWORD '...'` (the local stack does). Migrations run as
+        # the owner. A migration adding a flow table grants vpp_flow what it needs on it.
+        """
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vpp_flow') THEN CREATE ROLE vpp_flow NOLOGIN; END IF;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vpp_registry') THEN CREATE ROLE vpp_registry NOLOGIN; END IF;
+        END $$;
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+        GRANT USAGE ON SCHEMA public TO vpp_flow, vpp_registry;
+        GRANT CREATE ON SCHEMA public TO vpp_registry;
+        GRANT SELECT ON assets TO vpp_flow;
+        GRANT SELECT, INSERT ON telemetry_dlq TO vpp_flow;
+        GRANT SELECT, INSERT, UPDATE ON dispatch_commands, device_setpoints, dispatch_statuses, node_state,
+            autobidder_facts, autobidder_workflows TO vpp_flow;
+        GRANT USAGE ON SEQUENCE telemetry_dlq_id_seq TO vpp_flow;
         """,
     ),
 )
