@@ -64,7 +64,7 @@ class _Watcher:
 
         self.settings = settings
         self._names = {settings.topic(name): name for name in TOPICS}
-        self._counter = TopicCounter(settings.broker, list(self._names))
+        self._counter = TopicCounter(settings, list(self._names))
         self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}

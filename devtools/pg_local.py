@@ -16,7 +16,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-__all__ = ["ROLES", "SUPERUSER", "passwords", "dsn", "HBA", "set_passwords"]
+__all__ = ["ROLES", "SUPERUSER", "passwords", "superuser_password_file", "dsn", "HBA", "prepare", "set_passwords"]
 
 SUPERUSER = "postgres"
 #: Roles that log in, beside the superuser (created without LOGIN by migration 090_roles).
@@ -70,6 +70,25 @@ def superuser_password_file(state_dir: Path, directory: Path, readable_by: str |
 def dsn(state_dir: Path, port: int, user: str = SUPERUSER, database: str = "vpp") -> str:
     """A DSN for ``user`` that reads its password from the state dir's password file: it holds no secret."""
     return f"postgresql://{user}@127.0.0.1:{port}/{database}?passfile={_passfile(state_dir)}"
+
+
+def prepare(state_dir: Path, port: int, data: Path) -> dict[str, str]:
+    """On a started server: database ``vpp``, migrations (they create the roles), passwords, then SCRAM for every
+    connection (a cluster made before, with trust, gets them here too). Returns the stack's DSN entries."""
+    import psycopg
+
+    from vpp.db import migrate
+
+    with psycopg.connect(dsn(state_dir, port, database="postgres"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vpp'").fetchone():
+            conn.execute("CREATE DATABASE vpp")
+    owner = dsn(state_dir, port)
+    migrate(owner)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        set_passwords(conn, state_dir)
+        (data / "pg_hba.conf").write_text(HBA)
+        conn.execute("SELECT pg_reload_conf()")
+    return {"postgres": owner, **{f"postgres_{role.removeprefix('vpp_')}": dsn(state_dir, port, role) for role in ROLES}}
 
 
 def set_passwords(conn, state_dir: Path) -> None:

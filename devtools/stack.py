@@ -211,8 +211,7 @@ class Stack:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
     def _start_postgres(self, state: dict[str, Any]) -> None:
-        """PostgreSQL with SCRAM passwords (in the state dir's secrets/, 0600), its socket in a 0700 directory
-        and fsync on (a store of record); a cluster made before that (trust) gets its passwords and hba here."""
+        """PostgreSQL with SCRAM passwords (devtools.pg_local), its socket in a 0700 directory, fsync on."""
         from devtools import pg_local
 
         initdb = _need_binary(PG_BIN / "initdb", "PostgreSQL 15 server", "install it with: apt-get install postgresql-15")
@@ -239,21 +238,7 @@ class Stack:
                                           "-l", str(base / "log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True)
         state["postgres_port"] = port
-        import psycopg
-
-        from vpp.db import migrate
-
-        with psycopg.connect(pg_local.dsn(self.state_dir, port, database="postgres"), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vpp'").fetchone():
-                conn.execute("CREATE DATABASE vpp")
-        state["postgres"] = pg_local.dsn(self.state_dir, port)
-        migrate(state["postgres"])  # creates the roles (090_roles) that get their passwords next
-        with psycopg.connect(state["postgres"], autocommit=True) as conn:
-            pg_local.set_passwords(conn, self.state_dir)
-            (data / "pg_hba.conf").write_text(pg_local.HBA)
-            conn.execute("SELECT pg_reload_conf()")
-        state["postgres_flow"] = pg_local.dsn(self.state_dir, port, "vpp_flow")
-        state["postgres_registry"] = pg_local.dsn(self.state_dir, port, "vpp_registry")
+        state.update(pg_local.prepare(self.state_dir, port, data))
         state["pids"]["postgres"] = self._postmaster_pid(state)
 
     def _postmaster_pid(self, state: dict[str, Any]) -> int | None:
@@ -285,7 +270,7 @@ class Stack:
 
         partitions = dict(DEFAULT_PARTITIONS)
         partitions.update(self.partitions or {})
-        admin = AdminClient({"bootstrap.servers": broker})
+        admin = AdminClient({"bootstrap.servers": broker})  # the broker this stack started: loopback, no TLS (README)
         existing = set(admin.list_topics(timeout=10).topics)
         wanted = [NewTopic(f"{self.topic_prefix}{t}", num_partitions=n, replication_factor=1)
                   for t, n in partitions.items() if f"{self.topic_prefix}{t}" not in existing]

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from vpp.config import DEFAULT_PARTITIONS, Settings
+from vpp.kafka_security import client_config
 
 # CI runs the same examples every time (a red CI is then a real, reproducible failure) and a loaded
 # machine does not turn slow examples into deadline errors; tests that set their own settings keep them.
@@ -83,7 +84,7 @@ def isolated_settings(stack: StackHandle) -> Settings:
     from vpp.db import migrate
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    admin = AdminClient({"bootstrap.servers": stack.broker})
+    admin = AdminClient(client_config(stack.settings))
     futures = admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1) for t, n in DEFAULT_PARTITIONS.items()])
     for fut in futures.values():
         fut.result(timeout=15)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from vpp.kafka_security import check_kafka_settings
+
 __all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "ConfigError", "SECRET_FIELDS"]
 
 #: Every topic of the platform. Names are the contract of ../shared/spec.
@@ -65,7 +67,7 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
 
 #: Settings that hold a credential: each may come from a file named by ``VPP_<FIELD>_FILE`` (a mounted
 #: Secret) instead of ``VPP_<FIELD>``, and none is ever printed whole (``vpp.errors.redact_dsn``).
-SECRET_FIELDS = ("postgres_dsn", "timeseries_token")
+SECRET_FIELDS = ("postgres_dsn", "timeseries_token", "kafka_sasl_password")
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,12 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a b
 class Settings:
     # -- services --------------------------------------------------------
     broker: str = "127.0.0.1:9092"
+    # Kafka TLS and SASL (vpp.kafka_security: one client configuration for every client)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN only over TLS)
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)  # a secret: VPP_KAFKA_SASL_PASSWORD_FILE
+    kafka_ssl_ca_file: str = ""  # the CA that signed the broker's certificate (PEM); empty: the system's CAs
     schema_registry_url: str = "http://127.0.0.1:8081"
     postgres_dsn: str = field(default="postgresql://postgres@127.0.0.1:5432/vpp", repr=False)  # a secret
     timeseries_url: str = "http://127.0.0.1:8428"
@@ -148,6 +156,10 @@ class Settings:
                 raise ConfigError(f"setting {name!r} = {value!r} {rule}")
         if self.optimize_solver not in OPTIMIZE_SOLVERS:
             raise ConfigError(f"setting 'optimize_solver' = {self.optimize_solver!r} is not one of {', '.join(OPTIMIZE_SOLVERS)}")
+        problem = check_kafka_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                                       self.kafka_sasl_password, self.kafka_ssl_ca_file)
+        if problem:
+            raise ConfigError(problem)
         for topic, count in self.partitions.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ConfigError(f"partitions of {topic!r} = {count!r} must be a whole number of at least 1")

@@ -419,6 +419,21 @@ def test_the_registry_is_ready_only_when_its_database_answers() -> None:
     assert ports[probe["port"]] == int(container["command"][container["command"].index("--ready-port") + 1])
 
 
+@needs_kubectl
+def test_each_flow_is_its_own_kafka_principal_over_tls() -> None:
+    config = _settings_config_map()["data"]
+    assert config["VPP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["VPP_KAFKA_SASL_MECHANISM"].startswith("SCRAM-")
+    Settings.load(environ={**config, "VPP_KAFKA_SASL_USERNAME": "u", "VPP_KAFKA_SASL_PASSWORD": "p"})  # they load
+    for sts in _objects(ALL_IN_ONE, "StatefulSet"):
+        name = sts["metadata"]["name"]
+        flow = _container(sts, "flow")
+        assert _env_value(flow, "VPP_KAFKA_SASL_USERNAME") == f"vpp-{name}"
+        assert _secret_file(sts, flow, "VPP_KAFKA_SASL_PASSWORD_FILE") == (f"vpp-kafka-{name}", "password")
+        ca = Path(config["VPP_KAFKA_SSL_CA_FILE"])
+        assert str(ca.parent) in _mounts(flow).values()
+
+
 # -- network policies -------------------------------------------------------------------
 
 
@@ -454,7 +469,7 @@ def test_each_component_may_reach_what_it_needs_and_nothing_else() -> None:
     for sts in _objects(ALL_IN_ONE, "StatefulSet"):
         labels = sts["spec"]["template"]["metadata"]["labels"]
         egress = _allowed_ports(labels, "Egress")
-        assert {53, 9092, 5432, 8428, 8081, 9999} <= egress, sts["metadata"]["name"]
+        assert {53, 9093, 5432, 8428, 8081, 9999} <= egress, sts["metadata"]["name"]
         assert (8080 in egress) == (sts["metadata"]["name"] == "autobidder"), "only the autobidder reaches the market"
         assert _allowed_ports(labels, "Ingress") == {9999, 3030}, sts["metadata"]["name"]
 
