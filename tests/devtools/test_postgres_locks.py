@@ -87,7 +87,8 @@ def test_the_server_authenticates_every_connection_syncs_to_disk_and_hides_its_s
 
 
 def test_failing_commands_never_print_a_password(stack, tmp_path) -> None:
-    """A wrong password in the DSN, then a stopped server's address: stderr and stdout name neither password."""
+    """A wrong password in the DSN, a stopped server's address, a registry URL with credentials: neither stdout,
+    stderr nor the stack's logs show a password."""
     secret = "Sup3r-S3cret-pw"
     params = {k: v for k, v in conninfo_to_dict(stack.postgres_dsn).items() if k != "passfile"}
     bad_password = "postgresql://postgres:{}@{}:{}/vpp".format(secret, params["host"], params["port"])
@@ -103,6 +104,11 @@ def test_failing_commands_never_print_a_password(stack, tmp_path) -> None:
                                     timeout=60)
             assert result.returncode != 0, argv
             outputs.append(result.stdout + result.stderr)
+    registry = subprocess.run([sys.executable, "-m", "cli", "schemas", "list"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "VPP_STATE_DIR": str(tmp_path),
+                                   "VPP_SCHEMA_REGISTRY_URL": f"http://vpp-admin:{secret}@127.0.0.1:1"})
+    assert registry.returncode != 0 and "http://vpp-admin:***@127.0.0.1:1" in registry.stderr
+    outputs.append(registry.stdout + registry.stderr)
     ready = subprocess.run([sys.executable, "-c", "from devtools.registry_service import database_ready;"
                             f"print(database_ready({bad_password!r}))"], env={**os.environ, "PYTHONPATH": str(REPO)},
                            capture_output=True, text=True, timeout=60)
