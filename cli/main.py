@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import (assets, demo, dispatch, dlq, flows, market, plan, replay, schemas, simulate, stack, train,
-                 tree)
+from cli import (assets, demo, dispatch, dlq, flows, market, migrate, plan, replay, schemas, simulate, stack,
+                 train, tree)
 from cli.common import load_settings
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 #: The modules contributing sub-commands, in help order: an explicit table, nothing registers itself.
-COMMAND_MODULES = (stack, schemas, simulate, assets, flows, replay, dlq, tree, dispatch, plan, market, train, demo)
+COMMAND_MODULES = (stack, migrate, schemas, simulate, assets, flows, replay, dlq, tree, dispatch, plan, market, train, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,8 @@ ALL_IN_ONE = "local"
 FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE]
 
 KUBERNETES_VERSION = "1.32.0"
+#: The kinds that run pods here: the registry (Deployment), the flows (StatefulSets), the migrations (Job).
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 IMAGE = "ghcr.io/vpp-stream/vpp:0.1.0"
 BYTEWAX_CLUSTER_PORT = 9999
 BYTEWAX_API_PORT = 3030
@@ -204,7 +206,7 @@ def test_every_object_is_in_the_vpp_namespace() -> None:
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_runs_the_project_image(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             for container in _containers(workload):
                 assert container["image"] == IMAGE, f"{workload['metadata']['name']}/{container['name']}"
@@ -322,7 +324,7 @@ def test_recovery_directory_agrees_with_the_settings() -> None:
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             name = workload["metadata"]["name"]
             assert _pod_spec(workload)["securityContext"]["runAsNonRoot"] is True, name
@@ -338,7 +340,7 @@ def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_has_resource_requests_and_limits(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             for container in _containers(workload):
                 where = f"{workload['metadata']['name']}/{container['name']}"
@@ -355,7 +357,7 @@ def test_deploy_sets_only_settings_variables() -> None:
     names = set()
     for config in _objects(ALL_IN_ONE, "ConfigMap"):
         names |= {k for k in config.get("data", {}) if k.startswith("VPP_")}
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(ALL_IN_ONE, kind):
             for container in _containers(workload):
                 names |= {e for e in _env(container) if e.startswith("VPP_")}
@@ -381,7 +383,7 @@ def test_secrets_are_mounted_files_never_values_or_arguments() -> None:
     secret_variables = {f"VPP_{name.upper()}" for name in SECRET_FIELDS}
     assert not secret_variables & config["data"].keys(), "a secret in the ConfigMap"
     readers = {}
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(ALL_IN_ONE, kind):
             for container in _containers(workload):
                 env = _env(container)
@@ -390,8 +392,9 @@ def test_secrets_are_mounted_files_never_values_or_arguments() -> None:
                 assert "VPP_POSTGRES_DSN" not in words and "--dsn" not in words, f"{container['name']}: a DSN argument"
                 if "VPP_POSTGRES_DSN_FILE" in env:
                     readers[workload["metadata"]["name"]] = _secret_file(workload, container, "VPP_POSTGRES_DSN_FILE")
-    # each component its own PostgreSQL role: the registry's DSN is not the flows'
+    # each component its own PostgreSQL role: the registry's DSN is not the flows', and only migrations own
     assert readers.pop("schema-registry") == ("vpp-postgres-registry", "dsn")
+    assert readers.pop("vpp-migrate") == ("vpp-postgres-owner", "dsn")
     assert readers and set(readers.values()) == {("vpp-postgres-flow", "dsn")}, readers
 
 
@@ -461,6 +464,8 @@ def test_the_namespace_denies_all_traffic_by_default() -> None:
 
 @needs_kubectl
 def test_each_component_may_reach_what_it_needs_and_nothing_else() -> None:
+    assert _allowed_ports({"app.kubernetes.io/name": "vpp-migrate"}, "Egress") == {53, 5432}
+    assert _allowed_ports({"app.kubernetes.io/name": "vpp-migrate"}, "Ingress") == set()
     registry = {"app.kubernetes.io/name": "schema-registry"}
     assert _allowed_ports(registry, "Egress") == {53, 5432}, "the registry reaches DNS and PostgreSQL only"
     assert _allowed_ports(registry, "Ingress") == {8081}
