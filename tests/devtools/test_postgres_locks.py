@@ -121,3 +121,43 @@ def test_failing_commands_never_print_a_password(stack, tmp_path) -> None:
         for role in ("postgres", "vpp_flow", "vpp_registry"):
             assert _password_of(stack, role) not in text
     assert any("***" in text or "password authentication failed" in text for text in outputs)
+
+
+def test_every_flow_sink_and_reader_works_as_the_flows_role(isolated_settings) -> None:
+    """The grants of 090_roles are enough: each PostgreSQL sink and reader the flows use, run as vpp_flow,
+    twice (at-least-once replays take UPDATE)."""
+    from sinks.asset_cache import AssetCache
+    from sinks.autobidder_store import AutobidderStore
+    from sinks.command_control import CommandControlSink
+    from sinks.node_state import NODE_STATE_COLUMNS, NodeStateSink
+    from sinks.postgres import DlqSink
+    from vpp.assets import asset_from_row
+
+    flow_dsn = make_conninfo(isolated_settings.postgres_dsn, user="vpp_flow")
+    t0 = 1_800_000_000_000
+    node = {c: 0 for c in NODE_STATE_COLUMNS} | {"node_path": "us", "window_start": t0, "window_end": t0 + 10_000}
+    dead = {"source_topic": "telemetry.raw", "source_partition": 0, "source_offset": 7, "reason": "malformed_avro",
+            "detail": "junk", "raw": b"\x00junk"}
+    command = {"command_id": "c1", "node_path": "us/ca", "target_w": 5000.0, "start": t0, "end": t0 + 600_000,
+               "issued_by": "test", "program": None, "received_at": t0}
+    status = {"command_id": "c1", "node_path": "us/ca", "state": "accepted", "requested_w": 5000.0, "allocated_w": 5000.0,
+              "shortfall_w": 0.0, "devices": 2, "at": t0, "reason": None}
+    setpoint = {"command_id": "c1", "device_id": "d1", "node_path": "us/ca", "setpoint_w": 2500.0, "start": t0,
+                "end": t0 + 600_000}
+    bidder = [("fact", {"node_path": "us/ca", "interval_start": t0, "step": "fetched", "fact": {"n": 1}, "at": t0}),
+              ("workflow", {"node_path": "us/ca", "interval_start": t0, "status": "forecasting", "bid_id": "b",
+                            "reason": None, "at": t0})]
+    for sink, batch in ((NodeStateSink(flow_dsn), [node]), (DlqSink(flow_dsn), [dead]),
+                        (CommandControlSink(flow_dsn), [("command", command), ("status", status), ("setpoint", setpoint)]),
+                        (AutobidderStore(flow_dsn), bidder)):
+        part = sink.build("store", 0, 1)
+        try:
+            part.write_batch(batch)
+            part.write_batch(batch)
+        finally:
+            part.close()
+    assert AssetCache(flow_dsn, asset_from_row, refresh_s=5.0).refresh() == 0
+    with psycopg.connect(isolated_settings.postgres_dsn) as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
+                  for t in ("node_state", "telemetry_dlq", "dispatch_commands", "autobidder_workflows")]
+    assert counts == [1, 1, 1, 1]
