@@ -274,6 +274,19 @@ def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
         log(f"recovery stores reset ({directory}): the local broker starts empty, so the last run's offsets are void")
 
 
+def _flow_role_env(state_dir: Path, settings) -> dict[str, str]:
+    """The flows run as the PostgreSQL role flows get in production (vpp_flow: rows, no DDL), when the demo uses
+    the local stack's database; the DSN names the stack's password file and holds no secret."""
+    import json
+
+    try:
+        state = json.loads((state_dir / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    flow_dsn = state.get("postgres_flow")
+    return {"VPP_POSTGRES_DSN": flow_dsn} if flow_dsn and settings.postgres_dsn == state.get("postgres") else {}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -305,11 +318,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
         bidding_node = None
-        flow_env = None
+        flow_env = _flow_role_env(state_dir, settings)
         if args.market and "autobidder" in available_flows():
             market_url = _start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
             bidding_node = "us"  # the simulated fleet's root
-            flow_env = {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
+            flow_env |= {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:
             if name in available_flows():
                 procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,
