@@ -89,13 +89,15 @@ def main() -> None:
     from console.auth import new_token
     from sinks.auth_store import AuthStore
     from vpp.db import migrate
-    from devtools.stack import free_ports
+    from vpp.net import free_ports
 
     base = Settings.load(state_dir=args.state_dir)
     dbname = "bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(base.postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    from psycopg.conninfo import make_conninfo
+
+    dsn = make_conninfo(base.postgres_dsn, dbname=dbname)
     server = None
     try:
         migrate(dsn)

@@ -64,7 +64,7 @@ class _Watcher:
 
         self.settings = settings
         self._names = {settings.topic(name): name for name in TOPICS}
-        self._counter = TopicCounter(settings.broker, list(self._names))
+        self._counter = TopicCounter(settings, list(self._names))
         self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}
@@ -291,6 +291,19 @@ def _start_console(procs: _Processes, argv: list[str], logs: Path, settings, con
     console.print(f"[bold]console[/]: {url}/  log in as [bold]demo[/], password in {password_file}")
 
 
+def _flow_role_env(state_dir: Path, settings) -> dict[str, str]:
+    """The flows run as the PostgreSQL role flows get in production (vpp_flow: rows, no DDL), when the demo uses
+    the local stack's database; the DSN names the stack's password file and holds no secret."""
+    import json
+
+    try:
+        state = json.loads((state_dir / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    flow_dsn = state.get("postgres_flow")
+    return {"VPP_POSTGRES_DSN": flow_dsn} if flow_dsn and settings.postgres_dsn == state.get("postgres") else {}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -322,11 +335,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
         bidding_node = None
-        flow_env = None
+        flow_env = _flow_role_env(state_dir, settings)
         if args.market and "autobidder" in available_flows():
             market_url = _start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
             bidding_node = "us"  # the simulated fleet's root
-            flow_env = {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
+            flow_env |= {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:
             if name in available_flows():
                 procs.start(name, vpp + ["run", name, "--recovery-dir", str(state_dir / "recovery")] + common,

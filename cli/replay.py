@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from cli.common import add_common, load_settings
 from vpp.errors import UserError
+from vpp.kafka_security import client_config
 
 __all__ = ["add_commands", "REPLAYS", "replay", "run_pipeline_replay", "publish_dump", "dump_topic"]
 
@@ -120,8 +121,8 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
     check_dump(dump)  # a bad line stops it before anything is published, not halfway through
     serde = None
     # log_level 2: librdkafka's per-attempt connection lines stay quiet; failures come back as errors here
-    producer = Producer({**producer_config(settings.broker), "log_level": 2})
-    meta = AdminClient({"bootstrap.servers": settings.broker, "log_level": 2}).list_topics(timeout=10)
+    producer = Producer({**producer_config(settings), "log_level": 2})
+    meta = AdminClient(client_config(settings, log_level=2)).list_topics(timeout=10)
     counts: dict[str, int] = {}
     errors: list[str] = []
 
@@ -174,7 +175,7 @@ def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0)
     serde = Serde.from_settings(settings) if avro else None
     lines: dict[int, list[bytes]] = {}
     try:
-        for msg in iter_topic(settings.broker, topic, timeout_s=timeout_s):
+        for msg in iter_topic(settings, topic, timeout_s=timeout_s):
             value = msg.value()
             if value is None:
                 payload = None

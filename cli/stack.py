@@ -6,6 +6,7 @@ import argparse
 import json
 
 from cli.common import add_common, load_settings
+from vpp.errors import redact_dsn
 
 __all__ = ["add_commands"]
 
@@ -50,7 +51,7 @@ def _print_status(status) -> None:
     for col in ("service", "address", "pid", "health", "detail"):
         table.add_column(col)
     for s in status.services:
-        table.add_row(s.name, s.address, str(s.pid or "-"), "[green]up[/]" if s.healthy else "[red]DOWN[/]", s.detail)
+        table.add_row(s.name, redact_dsn(s.address), str(s.pid or "-"), "[green]up[/]" if s.healthy else "[red]DOWN[/]", s.detail)
     Console().print(table)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpp.errors import UserError
+from vpp.errors import UserError, redact_dsn
 from vpp.net import free_ports
 from devtools.stack_secrets import ensure_secrets, register_schemas_as_admin
 
@@ -52,10 +52,10 @@ class StackStatus:
         return bool(self.services) and all(s.healthy for s in self.services)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.addresses)
+        out: dict[str, Any] = {name: redact_dsn(address) for name, address in self.addresses.items()}
         out["healthy"] = self.healthy
         out["services"] = {
-            s.name: {"address": s.address, "pid": s.pid, "healthy": s.healthy, "detail": s.detail} for s in self.services
+            s.name: {"address": redact_dsn(s.address), "pid": s.pid, "healthy": s.healthy, "detail": s.detail} for s in self.services
         }
         return out
 
@@ -217,29 +217,34 @@ class Stack:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
     def _start_postgres(self, state: dict[str, Any]) -> None:
+        """PostgreSQL with SCRAM passwords (devtools.pg_local), its socket in a 0700 directory, fsync on."""
+        from devtools import pg_local
+
         initdb = _need_binary(PG_BIN / "initdb", "PostgreSQL 15 server", "install it with: apt-get install postgresql-15")
         pg_ctl = str(PG_BIN / "pg_ctl")
         base = self._pg_dir(state)
-        data = base / "data"
+        data, sockets = base / "data", base / "socket"
         base.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(base, user="postgres")
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(sockets, 0o700)
+        owner = "postgres" if os.geteuid() == 0 else None
+        if owner:
+            shutil.chown(base, user=owner)
+            shutil.chown(sockets, user=owner)
         if not (data / "PG_VERSION").exists():
-            subprocess.run(self._as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-                           check=True, capture_output=True)
+            pwfile = pg_local.superuser_password_file(self.state_dir, base, owner)
+            try:
+                subprocess.run(self._as_postgres([initdb, "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
+                                                  f"--pwfile={pwfile}", "--no-sync"]), check=True, capture_output=True)
+            finally:
+                pwfile.unlink()
         port = _free_port()
         subprocess.run(self._as_postgres([pg_ctl, "-D", str(data), "-o",
-                                          f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                                          f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
                                           "-l", str(base / "log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True)
         state["postgres_port"] = port
-        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        import psycopg
-
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vpp'").fetchone():
-                conn.execute("CREATE DATABASE vpp")
-        state["postgres"] = f"postgresql://postgres@127.0.0.1:{port}/vpp"
+        state.update(pg_local.prepare(self.state_dir, port, data))
         state["pids"]["postgres"] = self._postmaster_pid(state)
 
     def _postmaster_pid(self, state: dict[str, Any]) -> int | None:
@@ -271,7 +276,7 @@ class Stack:
 
         partitions = dict(DEFAULT_PARTITIONS)
         partitions.update(self.partitions or {})
-        admin = AdminClient({"bootstrap.servers": broker})
+        admin = AdminClient({"bootstrap.servers": broker})  # the broker this stack started: loopback, no TLS (README)
         existing = set(admin.list_topics(timeout=10).topics)
         wanted = [NewTopic(f"{self.topic_prefix}{t}", num_partitions=n, replication_factor=1)
                   for t, n in partitions.items() if f"{self.topic_prefix}{t}" not in existing]

@@ -24,7 +24,7 @@ def send_command(settings, record: dict[str, Any], *, timeout_s: float = 30.0) -
     topic = settings.topic("dispatch.commands")
     value = Serde.from_settings(settings).encode(topic, record)
     errors: list[str] = []
-    producer = Producer({**producer_config(settings.broker), "log_level": 2})  # failures are raised below, not logged
+    producer = Producer({**producer_config(settings), "log_level": 2})  # failures are raised below, not logged
     try:
         producer.produce(topic, value, record["node_path"], timestamp=int(time.time() * 1000),
                          on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)

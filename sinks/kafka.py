@@ -16,13 +16,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Producer
 
 from sinks.messages import OutMessage
+from vpp.kafka_security import client_config
 
 __all__ = ["KafkaTopicSink", "producer_config"]
 
 
-def producer_config(brokers: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def producer_config(settings: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The platform's producer: the settings' broker and security (``vpp.kafka_security``), keyed, idempotent."""
     config = {
-        "bootstrap.servers": brokers,
+        **client_config(settings),
         "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "acks": "all",
@@ -66,8 +68,8 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
 class KafkaTopicSink(DynamicSink[OutMessage]):
     """One producer per worker; each OutMessage names its own topic."""
 
-    def __init__(self, brokers: str, *, extra_config: dict[str, Any] | None = None, flush_timeout_s: float = 30.0):
-        self._config = producer_config(brokers, extra_config)
+    def __init__(self, settings: Any, *, extra_config: dict[str, Any] | None = None, flush_timeout_s: float = 30.0):
+        self._config = producer_config(settings, extra_config)
         self._flush_timeout_s = flush_timeout_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:

@@ -10,23 +10,25 @@ partition-EOF event, which comes from the fetch responses and is right.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from vpp.kafka_security import client_config
 
 __all__ = ["iter_topic", "read_topic", "TopicCounter"]
 
 
-def iter_topic(broker: str, topic: str, *, timeout_s: float = 60.0) -> Iterator[Message]:
+def iter_topic(settings: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[Message]:
     """Every message now in ``topic``, partition by partition in offset order within each; stops at the end."""
     # log_level 2: librdkafka's per-attempt connection errors (a line every 50 ms while the broker is down) stay
     # quiet; every error that matters is raised here (and a broker that cannot be reached as a KafkaException).
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": "vpp-reader", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "log_level": 2})
+    consumer = Consumer(client_config(settings, **{"group.id": "vpp-reader", "enable.auto.commit": False,
+                                                   "enable.partition.eof": True, "log_level": 2}))
     try:
         meta = consumer.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise LookupError(f"topic {topic} not found on {broker}")
+            raise LookupError(f"topic {topic} not found on {settings.broker}")
         parts = sorted(meta.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         pending = set(parts)
@@ -46,17 +48,17 @@ def iter_topic(broker: str, topic: str, *, timeout_s: float = 60.0) -> Iterator[
         consumer.close()
 
 
-def read_topic(broker: str, topic: str, decode: Callable[[bytes], object] = bytes, **kwargs) -> list:
-    return [decode(m.value()) for m in iter_topic(broker, topic, **kwargs)]
+def read_topic(settings: Any, topic: str, decode: Callable[[bytes], object] = bytes, **kwargs) -> list:
+    return [decode(m.value()) for m in iter_topic(settings, topic, **kwargs)]
 
 
 class TopicCounter:
     """Counts the messages of several topics as they arrive (from the beginning or from now)."""
 
-    def __init__(self, broker: str, topics: list[str], *, from_beginning: bool = False):
+    def __init__(self, settings: Any, topics: list[str], *, from_beginning: bool = False):
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-        self._consumer = Consumer({"bootstrap.servers": broker, "group.id": "vpp-counter", "enable.auto.commit": False})
+        self._consumer = Consumer(client_config(settings, **{"group.id": "vpp-counter", "enable.auto.commit": False}))
         meta = self._consumer.list_topics(timeout=10)
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         self._consumer.assign([TopicPartition(t, p, start) for t in topics if t in meta.topics

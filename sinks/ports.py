@@ -56,15 +56,17 @@ class KafkaPorts:
         import bytewax.connectors.kafka.operators as kop
         from confluent_kafka import OFFSET_BEGINNING
 
+        from vpp.kafka_security import security_config
+
         kin = kop.input(step_id, flow, brokers=[self.settings.broker], topics=[self.topic(t) for t in topics],
-                        tail=self._tail, starting_offset=OFFSET_BEGINNING, batch_size=self._batch_size)
+                        add_config=security_config(self.settings), tail=self._tail, starting_offset=OFFSET_BEGINNING, batch_size=self._batch_size)
         op.inspect(f"{step_id}_errors", kin.errs, _raise_consumer_error)
         return kin.oks
 
     def write(self, step_id: str, stream: Stream[OutMessage]) -> None:
         from sinks.kafka import KafkaTopicSink
 
-        op.output(step_id, stream, KafkaTopicSink(self.settings.broker))
+        op.output(step_id, stream, KafkaTopicSink(self.settings))
 
 
 def _single_key(msg: OutMessage) -> str:

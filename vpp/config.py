@@ -9,7 +9,9 @@ ones winning:
 3. an optional TOML file (``VPP_CONFIG`` or ``--config``), flat keys named as
    the fields below, plus an optional ``[partitions]`` table;
 4. environment variables ``VPP_<FIELD>`` (upper case), which is what
-   ``deploy/`` sets in Kubernetes.
+   ``deploy/`` sets in Kubernetes; a secret field (``SECRET_FIELDS``) may
+   instead name a file holding it, ``VPP_<FIELD>_FILE`` (a mounted Secret),
+   so that a secret is never on a command line or in a pod spec.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "SECRETS", "ConfigError"]
+from vpp.kafka_security import check_kafka_settings
+
+__all__ = ["Settings", "TOPICS", "DEFAULT_PARTITIONS", "SECRETS", "SECRET_FIELDS", "ConfigError"]
 
 #: Every topic of the platform. Names are the contract of ../shared/spec.
 TOPICS = (
@@ -63,6 +67,11 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
     "fleet.alerts": 1,
     "fleet.events": 1,
 }
+
+
+#: Settings that hold a credential: each may come from a file named by ``VPP_<FIELD>_FILE`` (a mounted
+#: Secret) instead of ``VPP_<FIELD>``, and none is ever printed whole (``vpp.errors.redact_dsn``).
+_SERVICE_SECRETS = ("postgres_dsn", "timeseries_token", "kafka_sasl_password")
 
 
 class ConfigError(ValueError):
@@ -112,6 +121,8 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
 #: Settings that are credentials: never shown (``repr``), and each may also come from a mounted file
 #: named by ``VPP_<FIELD>_FILE`` (Kubernetes secrets) or by the local stack's ``stack.json``.
 SECRETS = ("schema_registry_password", "schema_registry_admin_password", "market_token")
+#: Every credential setting (those the stack generates, and the services' own): each may come from a file.
+SECRET_FIELDS = SECRETS + _SERVICE_SECRETS
 
 #: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
 OPTIMIZE_SOLVERS = ("cbc", "highs")
@@ -123,12 +134,18 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a b
 class Settings:
     # -- services --------------------------------------------------------
     broker: str = "127.0.0.1:9092"
+    # Kafka TLS and SASL (vpp.kafka_security: one client configuration for every client)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN only over TLS)
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)  # a secret: VPP_KAFKA_SASL_PASSWORD_FILE
+    kafka_ssl_ca_file: str = ""  # the CA that signed the broker's certificate (PEM); empty: the system's CAs
     schema_registry_url: str = "http://127.0.0.1:8081"
-    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/vpp"
+    postgres_dsn: str = field(default="postgresql://postgres@127.0.0.1:5432/vpp", repr=False)  # a secret
     timeseries_url: str = "http://127.0.0.1:8428"
     timeseries_org: str = "vpp"
     timeseries_bucket: str = "vpp"
-    timeseries_token: str = "unused"
+    timeseries_token: str = field(default="unused", repr=False)  # a secret
     # the time range the time-series store keeps: a point outside it is counted and logged as dropped, not sent
     # to a store that answers 204 and drops it (VictoriaMetrics: 2 days ahead, its retention behind)
     timeseries_max_future_s: float = 86_400.0
@@ -200,6 +217,10 @@ class Settings:
                 raise ConfigError(f"setting {name!r} = {value!r} {rule}")
         if self.optimize_solver not in OPTIMIZE_SOLVERS:
             raise ConfigError(f"setting 'optimize_solver' = {self.optimize_solver!r} is not one of {', '.join(OPTIMIZE_SOLVERS)}")
+        problem = check_kafka_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                                       self.kafka_sasl_password, self.kafka_ssl_ca_file)
+        if problem:
+            raise ConfigError(problem)
         for topic, count in self.partitions.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ConfigError(f"partitions of {topic!r} = {count!r} must be a whole number of at least 1")
@@ -247,8 +268,7 @@ class Settings:
             key = f"VPP_{f.name.upper()}"
             if key in env and f.name not in ("state_dir", "partitions"):
                 values[f.name] = env[key]
-            elif f.name in SECRETS and env.get(f"{key}_FILE"):
-                values[f.name] = _read_secret(env[f"{key}_FILE"], f"{key}_FILE")
+        values.update(_secrets_from_files(env))
         if "VPP_PARTITIONS" in env:  # e.g. "telemetry.raw=8,telemetry.canonical=8"
             values["partitions"] = _parse_partitions(env["VPP_PARTITIONS"])
         return cls._coerce(values)
@@ -302,6 +322,23 @@ def _merge_partitions(raw: Any) -> dict[str, int]:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"partitions of {str(topic)!r} = {count!r} is not an integer") from exc
     return merged
+
+
+def _secrets_from_files(env: Mapping[str, str]) -> dict[str, str]:
+    """Each secret field named by ``VPP_<FIELD>_FILE``: the file's text without its final line break."""
+    out: dict[str, str] = {}
+    for name in SECRET_FIELDS:
+        key = f"VPP_{name.upper()}"
+        path = env.get(f"{key}_FILE")
+        if not path:
+            continue
+        if key in env:
+            raise ConfigError(f"both {key} and {key}_FILE are set: give the secret one way only")
+        try:
+            out[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {key}_FILE={path}: {exc.strerror or exc} (is the Secret mounted there?)") from exc
+    return out
 
 
 def _from_stack(stack: Mapping[str, Any]) -> dict[str, Any]:

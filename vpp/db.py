@@ -328,6 +328,31 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, id);
         """,
     ),
+    (
+        "090_roles",
+        # least privilege: the roles exist without LOGIN; whoever deploys gives them one (and a password, a
+        # SCRAM secret): `ALTER ROLE vpp_flow LOGIN PASSWORD '...'` (the local stack does). Migrations run as
+        # the owner. A migration adding a flow table grants vpp_flow what it needs on it.
+        """
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vpp_flow') THEN CREATE ROLE vpp_flow NOLOGIN; END IF;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vpp_registry') THEN CREATE ROLE vpp_registry NOLOGIN; END IF;
+        END $$;
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+        GRANT USAGE ON SCHEMA public TO vpp_flow, vpp_registry;
+        GRANT CREATE ON SCHEMA public TO vpp_registry;
+        GRANT SELECT ON assets TO vpp_flow;
+        GRANT SELECT, INSERT ON telemetry_dlq TO vpp_flow;
+        GRANT SELECT, INSERT, UPDATE ON dispatch_commands, device_setpoints, dispatch_statuses, node_state,
+            autobidder_facts, autobidder_workflows TO vpp_flow;
+        GRANT USAGE ON SEQUENCE telemetry_dlq_id_seq TO vpp_flow;
+        -- the store-alerts flow: alerts (their current state), their transitions once each, events once each
+        GRANT SELECT, INSERT, UPDATE ON alerts, alert_events, events TO vpp_flow;
+        GRANT SELECT ON alert_silences TO vpp_flow;
+        GRANT USAGE ON SEQUENCE alert_events_id_seq TO vpp_flow;
+        """,
+    ),
 )
 
 

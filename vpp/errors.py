@@ -115,6 +115,6 @@ def service_unreachable(exc: BaseException, settings: Any | None) -> UserError |
                 if base and url and _same_origin(url, base):
                     service, address = label, base
                     break
-            return unreachable(service, address, reason)
+            return unreachable(service, redact_dsn(address), reason)  # a URL may carry user:password
         exc = exc.__cause__
     return None

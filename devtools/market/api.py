@@ -96,7 +96,7 @@ class KafkaDelivery:
         from vpp.serde import Serde
 
         self._serde = Serde.from_settings(settings)
-        self._producer = Producer(producer_config(settings.broker))
+        self._producer = Producer(producer_config(settings))
         self._prices_topic = settings.topic("market.prices")
         self._awards_topic = settings.topic("market.awards")
         self._bids_topic = settings.topic("market.bids")

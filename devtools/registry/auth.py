@@ -85,7 +85,7 @@ class BasicAuth:
         return known if hmac.compare_digest(given[1].encode(), expected.encode()) and known else None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or (scope["method"] in ("GET", "HEAD") and scope["path"] == "/"):
+        if scope["type"] != "http" or (scope["method"] in ("GET", "HEAD") and scope["path"] in ("/", "/ready")):
             await self.app(scope, receive, send)
             return
         identity = self._identity(dict(scope["headers"]))

@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+import psycopg
 from opentelemetry import metrics, trace
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -180,11 +181,35 @@ class _Observed:
                 _requests.add(1, {"method": scope["method"], "status": status})
 
 
+def database_ready(store: RegistryStore) -> tuple[bool, str]:
+    """Whether the registry's database answers ``SELECT 1``, and why not (no password in the reason)."""
+    from vpp.errors import postgres_reason
+
+    try:
+        with store._pool.connection() as conn:
+            conn.execute("SELECT 1")
+        return True, "database answers"
+    except psycopg.Error as exc:
+        return False, postgres_reason(exc)
+
+
+def _ready_endpoint(store: RegistryStore):
+    async def ready(request: Request) -> Response:
+        """Readiness (Kubernetes): 200 when the registry's database answers, else 503 with the reason."""
+        ok, detail = await run_in_threadpool(database_ready, store)
+        return _json(200 if ok else 503, {"ready": ok, "detail": detail})
+
+    return ready
+
+
 def build_app(store: RegistryStore, limits: ServerLimits = LIMITS, identities: dict[str, Identity] | None = None
               ) -> Starlette:
-    """The registry as an ASGI app over ``store``; with ``identities``, only they may use it (``devtools.registry.auth``)."""
+    """The registry as an ASGI app over ``store``; with ``identities``, only they may use it (``devtools.registry.auth``).
+
+    ``GET /`` (liveness) and ``GET /ready`` (readiness: the database answers) need no identity."""
     api = RegistryApi(store)
-    routes = [Route(path, _endpoint(api, names), methods=list(names)) for path, names in _PATHS]
+    routes = [Route("/ready", _ready_endpoint(store), methods=["GET", "HEAD"])]
+    routes += [Route(path, _endpoint(api, names), methods=list(names)) for path, names in _PATHS]
     middleware = [Middleware(_Observed)]
     if identities:
         middleware.append(Middleware(BasicAuth, identities=identities, error=_auth_error))

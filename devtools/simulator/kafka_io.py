@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpp.errors import UserError
+from vpp.kafka_security import client_config
 from devtools.simulator.faults import FaultConfig
 from devtools.simulator.physics import LoadSurge
 from devtools.simulator.stream import SetPoint, Simulation, SimulationConfig
@@ -120,7 +121,7 @@ def _ensure_topic(settings: Any, topic: str, partitions: int) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.broker})
+    admin = AdminClient(client_config(settings))
     try:
         md = admin.list_topics(topic=topic, timeout=10)
     except KafkaException as exc:
@@ -204,8 +205,8 @@ class _Commands:
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
         self.next_try = time.monotonic() + _COMMANDS_RETRY_S
-        consumer = Consumer({"bootstrap.servers": self.settings.broker, "group.id": "vpp-simulator",
-                             "enable.auto.commit": False, "enable.partition.eof": False})
+        consumer = Consumer(client_config(self.settings, **{"group.id": "vpp-simulator", "enable.auto.commit": False,
+                                                            "enable.partition.eof": False}))
         md = consumer.list_topics(topic=self.topic, timeout=5)
         found = md.topics.get(self.topic)
         if found is None or found.error is not None or not found.partitions:
@@ -267,8 +268,8 @@ def run_publisher(
     end_ms = None if options.duration_s is None else start_ms + round(options.duration_s * 1000)
     sim = Simulation(fleet, SimulationConfig(start_ms=start_ms, rate_s=options.rate_s, faults=options.faults, seed=options.seed,
                                              program_reserve_pct=options.program_reserve_pct, load_surge=options.load_surge))
-    producer = Producer({"bootstrap.servers": settings.broker, "partitioner": "murmur2_random",
-                         "linger.ms": 20, "compression.type": "lz4"})
+    producer = Producer(client_config(settings, **{"partitioner": "murmur2_random", "linger.ms": 20,
+                                                   "compression.type": "lz4"}))
 
     def delivered(err: Any, _msg: Any) -> None:
         if err is not None:

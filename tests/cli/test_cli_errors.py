@@ -139,6 +139,7 @@ def test_only_failures_to_connect_count_as_a_stopped_service(stack):
     """A query the server refuses, a Kafka error other than transport, or any other error is not "cannot reach"."""
     import psycopg
     from confluent_kafka import KafkaError, KafkaException
+    from psycopg.conninfo import make_conninfo
 
     from vpp.config import Settings
     from vpp.errors import service_unreachable
@@ -151,7 +152,7 @@ def test_only_failures_to_connect_count_as_a_stopped_service(stack):
     assert service_unreachable(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)), settings) is None
     assert service_unreachable(ValueError("connection failed: not psycopg"), settings) is None
     with pytest.raises(psycopg.OperationalError) as down:
-        psycopg.connect(stack.postgres_dsn.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/vpp", connect_timeout=5)
+        psycopg.connect(make_conninfo(stack.postgres_dsn, port=1), connect_timeout=5)
     assert "cannot reach PostgreSQL at" in str(service_unreachable(down.value, settings))
 
 

@@ -10,6 +10,7 @@ import sys
 
 from flows.store_dlq.flow import build_flow as build_store_dlq
 from sinks.ports import KafkaPorts
+from vpp.kafka_security import client_config
 
 VPP = [sys.executable, "-m", "cli"]
 
@@ -68,7 +69,7 @@ def test_dead_letters_are_listed_and_shown_with_their_original_bytes(isolated_se
               "source_topic": "telemetry.raw", "source_partition": 2, "source_offset": 41, "device_id": None}
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": isolated_settings.broker})
+    producer = Producer(client_config(isolated_settings))
     for _ in range(2):  # at-least-once: the same dead letter twice is one row
         producer.produce(isolated_settings.topic("telemetry.dlq"), serde.encode(isolated_settings.topic("telemetry.dlq"), letter))
     producer.produce(isolated_settings.topic("telemetry.dlq"), b"not avro at all")

@@ -115,7 +115,7 @@ def produce_readings(settings, root: str, ts_ms: int, *, devices: int = 4) -> No
 
     topic = settings.topic("telemetry.canonical")
     serde = Serde.from_settings(settings)
-    producer = Producer(producer_config(settings.broker))
+    producer = Producer(producer_config(settings))
     for i in range(devices):
         record = {"device_id": f"{root}-dev-{i}", "site_id": f"site-{i // 2}", "region_path": f"{root}/ca/site{i // 2}",
                   "ts": ts_ms, "dialect": "test", "soc_pct": 60.0, "battery_w": 0.0, "solar_w": 0.0, "load_w": 500.0,

@@ -13,6 +13,8 @@ import pytest
 from console_fixtures import (PASSWORD, aggregate, insert_alert, produce_readings, seed_market, start_flow, stop,
                               store_aggregates, wait_for)
 
+from vpp.kafka_security import client_config
+
 READS = [("GET", "/api/tree"), ("GET", "/api/nodes/{root}"), ("GET", "/api/nodes/{root}/series"),
          ("GET", "/api/dispatch"), ("GET", "/api/dispatch/cmd-x"), ("GET", "/api/alerts"), ("GET", "/api/market"),
          ("GET", "/api/stream"), ("GET", "/api/auth/me")]
@@ -26,7 +28,7 @@ def _commands_on_topic(settings) -> list[dict]:
     from vpp.serde import Serde
 
     topic = settings.topic("dispatch.commands")
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "t", "enable.auto.commit": False})
+    consumer = Consumer({**client_config(settings), "group.id": "t", "enable.auto.commit": False})
     try:
         _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, 0)])

@@ -30,7 +30,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from vpp.config import Settings
+from vpp.config import SECRET_FIELDS, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -42,6 +42,8 @@ SERVICE_OVERLAYS = ("operator",)
 FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE and name not in SERVICE_OVERLAYS]
 
 KUBERNETES_VERSION = "1.32.0"
+#: The kinds that run pods here: the registry (Deployment), the flows (StatefulSets), the migrations (Job).
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 IMAGE = "ghcr.io/vpp-stream/vpp:0.1.0"
 BYTEWAX_CLUSTER_PORT = 9999
 BYTEWAX_API_PORT = 3030
@@ -52,8 +54,10 @@ REQUIRED_BYTEWAX_ENV = (
     "BYTEWAX_WORKERS_PER_PROCESS",
     "BYTEWAX_RECOVERY_DIRECTORY",
 )
-#: ``VPP_<FIELD>`` of every setting, and ``VPP_CONFIG``: the optional TOML settings file ``Settings.load`` reads.
-SETTINGS_VARIABLES = frozenset(f"VPP_{f.name.upper()}" for f in dataclasses.fields(Settings)) | {"VPP_CONFIG"}
+#: ``VPP_<FIELD>`` of every setting, ``VPP_<FIELD>_FILE`` of each secret one, and ``VPP_CONFIG``: the optional
+#: TOML settings file ``Settings.load`` reads.
+SETTINGS_VARIABLES = (frozenset(f"VPP_{f.name.upper()}" for f in dataclasses.fields(Settings))
+                      | {f"VPP_{name.upper()}_FILE" for name in SECRET_FIELDS} | {"VPP_CONFIG"})
 
 
 # -- tools ------------------------------------------------------------------------
@@ -204,7 +208,7 @@ def test_every_object_is_in_the_vpp_namespace() -> None:
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_runs_the_project_image(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             for container in _containers(workload):
                 assert container["image"] == IMAGE, f"{workload['metadata']['name']}/{container['name']}"
@@ -322,7 +326,7 @@ def test_recovery_directory_agrees_with_the_settings() -> None:
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             name = workload["metadata"]["name"]
             assert _pod_spec(workload)["securityContext"]["runAsNonRoot"] is True, name
@@ -338,7 +342,7 @@ def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_has_resource_requests_and_limits(overlay: str) -> None:
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(overlay, kind):
             for container in _containers(workload):
                 where = f"{workload['metadata']['name']}/{container['name']}"
@@ -355,7 +359,7 @@ def test_deploy_sets_only_settings_variables() -> None:
     names = set()
     for config in _objects(ALL_IN_ONE, "ConfigMap"):
         names |= {k for k in config.get("data", {}) if k.startswith("VPP_")}
-    for kind in ("Deployment", "StatefulSet"):
+    for kind in WORKLOADS:
         for workload in _objects(ALL_IN_ONE, kind):
             for container in _containers(workload):
                 names |= {e for e in _env(container) if e.startswith("VPP_")}
@@ -363,22 +367,120 @@ def test_deploy_sets_only_settings_variables() -> None:
     assert not unknown, f"not fields of vpp.config.Settings: {unknown}"
 
 
+def _secret_file(workload: dict[str, Any], container: dict[str, Any], variable: str) -> tuple[str, str]:
+    """``(Secret name, key)`` of the mounted file that ``VPP_<FIELD>_FILE`` names in ``container``."""
+    path = Path(_env_value(container, variable))
+    volume = next((v for v, mounted in _mounts(container).items() if mounted == str(path.parent)), None)
+    assert volume, f"{container['name']}: {variable}={path} is not in a mounted volume"
+    source = next(v for v in _pod_spec(workload)["volumes"] if v["name"] == volume)
+    assert "secret" in source, f"{container['name']}: {variable} is read from volume {volume}, which is not a Secret"
+    assert not source["secret"].get("optional", False)
+    assert source["secret"].get("defaultMode", 0o644) & 0o007 == 0, "a mounted secret is not world-readable"
+    return source["secret"]["secretName"], path.name
+
+
 @needs_kubectl
-def test_postgres_dsn_comes_from_the_vpp_postgres_secret() -> None:
+def test_secrets_are_mounted_files_never_values_or_arguments() -> None:
     config = _settings_config_map()
-    assert "VPP_POSTGRES_DSN" not in config["data"], "a DSN holds a password: keep it in the Secret"
-    users = 0
-    for kind in ("Deployment", "StatefulSet"):
+    secret_variables = {f"VPP_{name.upper()}" for name in SECRET_FIELDS}
+    assert not secret_variables & config["data"].keys(), "a secret in the ConfigMap"
+    readers = {}
+    for kind in WORKLOADS:
         for workload in _objects(ALL_IN_ONE, kind):
             for container in _containers(workload):
-                entry = _env(container).get("VPP_POSTGRES_DSN")
-                if entry is None:
-                    continue
-                users += 1
-                ref = entry["valueFrom"]["secretKeyRef"]
-                assert (ref["name"], ref["key"]) == ("vpp-postgres", "dsn")
-                assert not ref.get("optional", False)
-    assert users, "nothing reads VPP_POSTGRES_DSN"
+                env = _env(container)
+                assert not secret_variables & env.keys(), f"{container['name']}: a secret as a variable, not a file"
+                words = " ".join(container.get("command", []) + container.get("args", []))
+                assert "VPP_POSTGRES_DSN" not in words and "--dsn" not in words, f"{container['name']}: a DSN argument"
+                if "VPP_POSTGRES_DSN_FILE" in env:
+                    readers[workload["metadata"]["name"]] = _secret_file(workload, container, "VPP_POSTGRES_DSN_FILE")
+    # each component its own PostgreSQL role: the registry's DSN is not the flows', and only migrations own
+    assert readers.pop("schema-registry") == ("vpp-postgres-registry", "dsn")
+    assert readers.pop("vpp-migrate") == ("vpp-postgres-owner", "dsn")
+    # the console manages users, tokens and the audit log: a role of its own (not the flows')
+    assert readers.pop("operator-console") == ("vpp-postgres-console", "dsn")
+    assert readers and set(readers.values()) == {("vpp-postgres-flow", "dsn")}, readers
+
+
+def test_a_secret_file_setting_reads_the_file_and_refuses_both_ways(tmp_path) -> None:
+    from vpp.config import ConfigError
+
+    dsn = tmp_path / "dsn"
+    dsn.write_text("postgresql://vpp_flow:s3cret@db:5432/vpp\n")
+    assert Settings.load(state_dir=tmp_path, environ={"VPP_POSTGRES_DSN_FILE": str(dsn)}).postgres_dsn == \
+        "postgresql://vpp_flow:s3cret@db:5432/vpp"
+    with pytest.raises(ConfigError, match="both VPP_POSTGRES_DSN and VPP_POSTGRES_DSN_FILE"):
+        Settings.load(state_dir=tmp_path, environ={"VPP_POSTGRES_DSN_FILE": str(dsn), "VPP_POSTGRES_DSN": "x"})
+    with pytest.raises(ConfigError, match="is the Secret mounted"):
+        Settings.load(state_dir=tmp_path, environ={"VPP_POSTGRES_DSN_FILE": str(tmp_path / "missing")})
+    assert "s3cret" not in repr(Settings.load(state_dir=tmp_path, environ={"VPP_POSTGRES_DSN_FILE": str(dsn)}))
+
+
+@needs_kubectl
+def test_the_registry_is_ready_only_when_its_database_answers() -> None:
+    (registry,) = [d for d in _objects(ALL_IN_ONE, "Deployment") if d["metadata"]["name"] == "schema-registry"]
+    container = _container(registry, "registry")
+    probe = container["readinessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/ready"  # served by the registry itself, without an identity: SELECT 1 on its database
+    assert ports[probe["port"]] == int(container["command"][container["command"].index("--port") + 1])
+
+
+@needs_kubectl
+def test_each_flow_is_its_own_kafka_principal_over_tls() -> None:
+    config = _settings_config_map()["data"]
+    assert config["VPP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["VPP_KAFKA_SASL_MECHANISM"].startswith("SCRAM-")
+    Settings.load(environ={**config, "VPP_KAFKA_SASL_USERNAME": "u", "VPP_KAFKA_SASL_PASSWORD": "p"})  # they load
+    for sts in _objects(ALL_IN_ONE, "StatefulSet"):
+        name = sts["metadata"]["name"]
+        flow = _container(sts, "flow")
+        assert _env_value(flow, "VPP_KAFKA_SASL_USERNAME") == f"vpp-{name}"
+        assert _secret_file(sts, flow, "VPP_KAFKA_SASL_PASSWORD_FILE") == (f"vpp-kafka-{name}", "password")
+        ca = Path(config["VPP_KAFKA_SSL_CA_FILE"])
+        assert str(ca.parent) in _mounts(flow).values()
+
+
+# -- network policies -------------------------------------------------------------------
+
+
+def _policies() -> list[dict[str, Any]]:
+    return _objects(ALL_IN_ONE, "NetworkPolicy")
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    return policy["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+
+
+def _allowed_ports(labels: dict[str, str], direction: str) -> set[int]:
+    rules = "ingress" if direction == "Ingress" else "egress"
+    return {port["port"] for p in _policies() if _selects(p, labels) and direction in p["spec"]["policyTypes"]
+            for rule in p["spec"].get(rules, []) for port in rule.get("ports", [])}
+
+
+@needs_kubectl
+def test_the_namespace_denies_all_traffic_by_default() -> None:
+    deny = [p for p in _policies() if p["spec"]["podSelector"] == {}
+            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny, "no default-deny NetworkPolicy selecting every pod"
+
+
+@needs_kubectl
+def test_each_component_may_reach_what_it_needs_and_nothing_else() -> None:
+    assert _allowed_ports({"app.kubernetes.io/name": "vpp-migrate"}, "Egress") == {53, 5432}
+    assert _allowed_ports({"app.kubernetes.io/name": "vpp-migrate"}, "Ingress") == set()
+    registry = {"app.kubernetes.io/name": "schema-registry"}
+    assert _allowed_ports(registry, "Egress") == {53, 5432}, "the registry reaches DNS and PostgreSQL only"
+    assert _allowed_ports(registry, "Ingress") == {8081}
+    (from_flows,) = [rule["from"] for p in _policies() if _selects(p, registry) for rule in p["spec"].get("ingress", [])]
+    assert from_flows == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vpp-flow"}}}]
+    for sts in _objects(ALL_IN_ONE, "StatefulSet"):
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        egress = _allowed_ports(labels, "Egress")
+        assert {53, 9093, 5432, 8428, 8081, 9999} <= egress, sts["metadata"]["name"]
+        assert (8080 in egress) == (sts["metadata"]["name"] == "autobidder"), "only the autobidder reaches the market"
+        assert _allowed_ports(labels, "Ingress") == {9999, 3030}, sts["metadata"]["name"]
 
 
 @needs_kubectl
@@ -417,10 +519,8 @@ def test_schema_registry_serves_on_8081_with_a_readiness_probe() -> None:
     assert registry["command"] == [
         "python", "-m", "devtools.registry", "--host", "0.0.0.0", "--port", "8081",
     ]  # fmt: skip
-    probe = registry["readinessProbe"]["httpGet"]
-    assert probe["path"] == "/"
     ports = {p["name"]: p["containerPort"] for p in registry["ports"]}
-    assert ports.get(probe["port"], probe["port"]) == 8081
+    assert ports["http"] == 8081
     (service,) = [s for s in _objects(ALL_IN_ONE, "Service") if s["metadata"]["name"] == "schema-registry"]
     assert [p["port"] for p in service["spec"]["ports"]] == [8081]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()

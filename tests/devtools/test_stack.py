@@ -120,7 +120,9 @@ def test_security_is_on_out_of_the_box(own_stack):
     values = [getattr(settings, name) for name in SECRETS]
     assert all(len(v) >= 32 for v in values) and len(set(values)) == len(values)
     assert (own_stack / "secrets").stat().st_mode & 0o777 == 0o700
-    assert {p.name: p.stat().st_mode & 0o777 for p in (own_stack / "secrets").iterdir()} == dict.fromkeys(SECRETS, 0o600)
+    # the registry's and the market's credentials, and PostgreSQL's passwords (a passfile: DSNs name it)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (own_stack / "secrets").iterdir()} == \
+        dict.fromkeys((*SECRETS, "pgpass"), 0o600)
     _, doc = status(own_stack)
     shown = (own_stack / "stack.json").read_text() + json.dumps(doc) + repr(settings)
     shown += open(f"/proc/{doc['services']['schema_registry']['pid']}/cmdline", "rb").read().decode()

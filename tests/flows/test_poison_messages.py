@@ -21,6 +21,7 @@ from real_services import VppProcesses, export_series, vpp_env, wait_for
 from sinks.kafka_tools import iter_topic
 from vpp.dead_letters import RAW_KEEP_BYTES
 from vpp.serde import Serde
+from vpp.kafka_security import client_config
 
 #: flow -> the Avro topic it consumes (telemetry.canonical has three consumers)
 CONSUMERS = {
@@ -78,7 +79,7 @@ def test_every_poison_kind_is_a_dead_letter_and_every_consumer_goes_on(isolated_
         "fleet.aggregates": [serde.encode(topic("fleet.aggregates"), node_aggregate(now - 60_000))],
         "autobidder.forecast.requests": [serde.encode(topic("autobidder.forecast.requests"), forecast_request(now))],
     }
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = Producer(client_config(settings))
     for base, values in goods.items():
         for value in poison_values(serde, topic("dispatch.commands"), values[0]) + values:
             producer.produce(topic(base), value, DEVICE.encode(), timestamp=now)
@@ -90,14 +91,14 @@ def test_every_poison_kind_is_a_dead_letter_and_every_consumer_goes_on(isolated_
         running = {flow: procs.start("run", flow) for flow in [*CONSUMERS, "canonicalize"]}
 
         def dead_letters() -> list[dict]:
-            return [serde.decode(m.value()) for m in iter_topic(settings.broker, topic("telemetry.dlq"), timeout_s=30)]
+            return [serde.decode(m.value()) for m in iter_topic(settings, topic("telemetry.dlq"), timeout_s=30)]
 
         expected = len(POISON_REASONS) * len(CONSUMERS) + 1
         wait_for(lambda: len(dead_letters()) >= expected, 120, f"{expected} dead letters")
 
         # the good messages after the poison were processed
         def status_of_forecast() -> bool:
-            return any(True for _ in iter_topic(settings.broker, topic("autobidder.forecast.results"), timeout_s=30))
+            return any(True for _ in iter_topic(settings, topic("autobidder.forecast.results"), timeout_s=30))
 
         wait_for(status_of_forecast, 60, "the forecast worker's answer to the good request")
         wait_for(lambda: list(export_series(settings.timeseries_url, "telemetry_soc_pct", now - 60_000, now + 60_000)),
@@ -105,7 +106,7 @@ def test_every_poison_kind_is_a_dead_letter_and_every_consumer_goes_on(isolated_
         with psycopg.connect(settings.postgres_dsn) as conn:
             wait_for(lambda: conn.execute("SELECT count(*) FROM node_state WHERE node_path = 'us/pz'").fetchone()[0],
                      60, "store-aggregates' row of the good aggregate")
-        wait_for(lambda: any(True for _ in iter_topic(settings.broker, topic("fleet.aggregates"), timeout_s=30)
+        wait_for(lambda: any(True for _ in iter_topic(settings, topic("fleet.aggregates"), timeout_s=30)
                              if _.key() is not None and b"us/pz" in _.key()), 90, "aggregate's windows of the good readings")
         for flow, proc in running.items():
             assert proc.poll() is None, f"{flow} stopped (exit {proc.returncode}); see {tmp_path / 'flows.log'}"

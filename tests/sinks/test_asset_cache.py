@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from psycopg.conninfo import make_conninfo
+
 from vpp.assets import asset_from_row
 from sinks.asset_cache import AssetCache
 from sinks.asset_registry import upsert_assets
@@ -46,7 +48,7 @@ def test_a_registry_outage_keeps_the_cached_assets(isolated_settings):
     upsert_assets(dsn, parse_assets_csv(HEADER + "pw-1,site-1,us/ca/a/1/site-1,America/Los_Angeles,13500,5000,5000,10\n"))
     cache = AssetCache(dsn, asset_from_row)
     cache.refresh()
-    cache._dsn = dsn.rsplit("/", 1)[0] + "/no_such_database"
+    cache._dsn = make_conninfo(dsn, dbname="no_such_database")
     cache._conn.close()
     assert cache.refresh() == 0
     assert "pw-1" in cache.assets

@@ -104,13 +104,15 @@ def isolated(stack_settings) -> Iterator:
     import psycopg
     from confluent_kafka.admin import AdminClient, NewTopic
     from psycopg import sql
+    from psycopg.conninfo import make_conninfo
 
     from vpp.config import DEFAULT_PARTITIONS
+    from vpp.kafka_security import client_config
     from vpp.db import migrate
     from vpp.serde import register_schemas, registry_client
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    admin = AdminClient({"bootstrap.servers": stack_settings.broker})
+    admin = AdminClient(client_config(stack_settings))
     futures = admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1)
                                    for t, n in DEFAULT_PARTITIONS.items()])
     for fut in futures.values():
@@ -120,7 +122,7 @@ def isolated(stack_settings) -> Iterator:
     dbname = "test_" + uuid.uuid4().hex[:12]
     with psycopg.connect(stack_settings.postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dsn = stack_settings.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    dsn = make_conninfo(stack_settings.postgres_dsn, dbname=dbname)
     migrate(dsn)
     try:
         yield stack_settings.replace(topic_prefix=prefix, postgres_dsn=dsn)

@@ -13,6 +13,7 @@ from devtools.market.book import OrderBook
 from devtools.market.clearing import awarded_w
 from devtools.market.prices import price_series
 from vpp.serde import Serde
+from vpp.kafka_security import client_config
 
 T0 = 1_780_000_200_000
 STEP = 300_000
@@ -39,9 +40,9 @@ def test_bids_prices_and_awards_reach_their_topics(isolated_settings):
             time.sleep(0.1)
 
     serde = Serde.from_settings(settings)
-    prices = read_topic(settings.broker, settings.topic("market.prices"), serde.decode)
-    awards = read_topic(settings.broker, settings.topic("market.awards"), serde.decode)
-    bids = read_topic(settings.broker, settings.topic("market.bids"), serde.decode)
+    prices = read_topic(settings, settings.topic("market.prices"), serde.decode)
+    awards = read_topic(settings, settings.topic("market.awards"), serde.decode)
+    bids = read_topic(settings, settings.topic("market.bids"), serde.decode)
     expected = price_series(T0 - 2 * STEP, 4, seed=4)
     assert [p["interval_start"] for p in prices[:4]] == [T0 - 2 * STEP + k * STEP for k in range(4)]
     assert [p["price_usd_per_mwh"] for p in prices[:4]] == list(expected)
@@ -65,7 +66,7 @@ def test_backfill_publishes_past_prices_keyed_by_pricing_node(isolated_settings)
     values = price_series(T0, 288, seed=1)
     delivery.publish_prices([price_record("SP15", T0 + k * STEP, float(v)) for k, v in enumerate(values)])
     topic = isolated_settings.topic("market.prices")
-    consumer = Consumer({"bootstrap.servers": isolated_settings.broker, "group.id": "t", "enable.partition.eof": True})
+    consumer = Consumer(client_config(isolated_settings, **{"group.id": "t", "enable.partition.eof": True}))
     consumer.assign([TopicPartition(topic, 0, 0)])
     keys, serde = [], Serde.from_settings(isolated_settings)
     decoded = []

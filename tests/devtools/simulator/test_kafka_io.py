@@ -12,23 +12,24 @@ from devtools.simulator.faults import NO_FAULTS
 from devtools.simulator.kafka_io import PublishOptions, run_publisher
 from devtools.simulator.stream import Simulation, SimulationConfig
 from devtools.simulator.tree import build_fleet
+from vpp.kafka_security import client_config
 
 START_MS = 1_782_064_800_000
 
 
-def _create_topics(broker, **partitions):
+def _create_topics(settings, **partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": broker})
+    admin = AdminClient(client_config(settings))
     futures = admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions.items()])
     for f in futures.values():
         f.result(timeout=15)
 
 
-def _read_all(broker, topic, expected, timeout_s=20.0):
+def _read_all(settings, topic, expected, timeout_s=20.0):
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer(client_config(settings, **{"group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}))
     md = consumer.list_topics(topic=topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
     out, deadline = [], time.monotonic() + timeout_s
@@ -48,7 +49,7 @@ def test_published_records_match_the_simulation_and_land_on_the_murmur2_partitio
     assert report.produced == len(expected) == 40
     assert report.delivery_errors == 0
 
-    messages = _read_all(stack.broker, topic, len(expected))
+    messages = _read_all(stack.settings, topic, len(expected))
     partitions = stack.settings.partitions["telemetry.raw"]
     got = sorted((m.timestamp()[1], m.key(), m.value()) for m in messages)
     assert got == sorted((e.record.timestamp_ms, e.record.key, e.record.value) for e in expected)
@@ -76,7 +77,7 @@ def test_a_set_point_on_device_commands_is_obeyed(stack, tmp_path):
 
     prefix = f"t-{uuid.uuid4().hex}."
     raw_topic, commands_topic = prefix + "telemetry.raw", prefix + "device.commands"
-    _create_topics(stack.broker, **{raw_topic: 4, commands_topic: 2})
+    _create_topics(stack.settings, **{raw_topic: 4, commands_topic: 2})
     register_schemas(stack.registry_client(admin=True), prefix)  # as a deployment does; our serde only looks up
     fleet = build_fleet(8, seed=6)
     device = fleet.devices[0]
@@ -91,7 +92,7 @@ def test_a_set_point_on_device_commands_is_obeyed(stack, tmp_path):
     serde = Serde.from_settings(stack.settings)
     command = {"command_id": "c-1", "device_id": device.device_id, "node_path": device.asset.region_path,
                "setpoint_w": 1234.0, "start": start_ms, "end": start_ms + 600_000}
-    producer = Producer({"bootstrap.servers": stack.broker})
+    producer = Producer(client_config(stack.settings))
     while worker.is_alive() and time.time() * 1000 < start_ms + 6_000:  # the consumer attaches at the end of the topic
         producer.produce(commands_topic, key=device.device_id.encode(), value=serde.encode(commands_topic, command))
         producer.flush(5)
@@ -99,7 +100,7 @@ def test_a_set_point_on_device_commands_is_obeyed(stack, tmp_path):
     worker.join(30)
     assert result["report"].setpoints_applied > 0
 
-    mine = [orjson.loads(m.value()) for m in _read_all(stack.broker, raw_topic, result["report"].produced)
+    mine = [orjson.loads(m.value()) for m in _read_all(stack.settings, raw_topic, result["report"].produced)
             if m.key() == device.device_id.encode()]
     mine.sort(key=lambda env: env["received_at"])
     obeying = [i for i, env in enumerate(mine) if _battery_w(env) == pytest.approx(1234.0, abs=0.5 * 10 ** device.w_sf)]

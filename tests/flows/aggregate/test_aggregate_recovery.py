@@ -33,6 +33,7 @@ from sinks.dumps import dump_line
 from vpp.config import Settings
 from sinks.kafka_tools import read_topic
 from vpp.serde import Serde, to_json_value
+from vpp.kafka_security import client_config
 
 VPP = [sys.executable, "-m", "cli"]
 PARTITIONS = 4
@@ -54,8 +55,8 @@ class _OutputWatcher:
 
     def __init__(self, settings, serde: Serde):
         topic = settings.topic("fleet.aggregates")
-        self._consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "agg-recovery-test",
-                                   "enable.auto.commit": False})
+        self._consumer = Consumer(client_config(settings, **{"group.id": "agg-recovery-test",
+                                   "enable.auto.commit": False}))
         meta = self._consumer.list_topics(topic, timeout=10)
         self._consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
         self._serde = serde
@@ -118,7 +119,7 @@ def test_kill_mid_window_and_resume_loses_no_window_and_reproduces_identical_rec
 
     serde = Serde.from_settings(settings)
     topic = settings.topic("telemetry.canonical")
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = Producer(client_config(settings))
 
     def publish(chunk) -> None:
         for r in chunk:
@@ -155,7 +156,7 @@ def test_kill_mid_window_and_resume_loses_no_window_and_reproduces_identical_rec
         watcher.close()
     assert killed_at < len(expected), "the kill came after the last window: nothing was tested"
 
-    got = read_topic(settings.broker, settings.topic("fleet.aggregates"), lambda v: to_json_value(serde.decode(v)))
+    got = read_topic(settings, settings.topic("fleet.aggregates"), lambda v: to_json_value(serde.decode(v)))
     copies = Counter(_key(r) for r in got)
     for r in got:
         if r["window_start"] < cut:

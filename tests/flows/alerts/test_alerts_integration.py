@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from real_services import VPP, vpp_env, wait_for
 from sinks.kafka_tools import TopicCounter, read_topic
 from vpp.serde import Serde
+from vpp.kafka_security import client_config
 
 S = 1000
 CA, TX = "us/ca/pge", "us/tx/oncor"
@@ -54,7 +55,7 @@ def status(t0: int, state: str, t_s: int) -> dict:
 
 class AlertsSeen:
     def __init__(self, settings, serde):
-        self.counter = TopicCounter(settings.broker, [settings.topic("fleet.alerts")], from_beginning=True)
+        self.counter = TopicCounter(settings, [settings.topic("fleet.alerts")], from_beginning=True)
         self.serde, self.records = serde, []
 
     def poll(self) -> list[dict]:
@@ -69,7 +70,7 @@ class AlertsSeen:
 def test_offline_and_outage_alerts_survive_a_kill_and_are_stored_once(isolated_settings, tmp_path) -> None:
     settings = isolated_settings
     serde = Serde.from_settings(settings)
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = Producer(client_config(settings))
     t0 = (int(time.time()) // 60 - 180) * 60 * S  # three hours ago, on a minute
 
     def publish(records: list[dict], topic: str = "telemetry.canonical", key: str = "device_id") -> None:
@@ -105,7 +106,7 @@ def test_offline_and_outage_alerts_survive_a_kill_and_are_stored_once(isolated_s
         seen.counter.close()
         log.close()
 
-    got = read_topic(settings.broker, settings.topic("fleet.alerts"), serde.decode)
+    got = read_topic(settings, settings.topic("fleet.alerts"), serde.decode)
     transitions = Counter((r["rule"], r["subject"], r["state"]) for r in got)
     assert {k for k in transitions if k[2] in ("firing", "resolved")} == {
         ("device_offline", SILENT, "firing"), ("device_offline", SILENT, "resolved"), ("grid_outage", "us/tx", "firing")}

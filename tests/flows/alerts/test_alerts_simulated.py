@@ -38,7 +38,7 @@ def test_an_islanded_state_and_a_garbage_dialect_raise_one_outage_and_a_dlq_spik
     conditions.write_text(f"islanded {node}\ngarbage {dialect}\n")
 
     serde = Serde.from_settings(settings)
-    alerts = TopicCounter(settings.broker, [settings.topic("fleet.alerts")], from_beginning=True)
+    alerts = TopicCounter(settings, [settings.topic("fleet.alerts")], from_beginning=True)
     seen: list[dict] = []
 
     def poll() -> None:

@@ -63,7 +63,7 @@ def _produce_aggregate(settings, serde: Serde, now_ms: int) -> None:
               "discharge_available_w": 50_000.0, "charge_available_w": 40_000.0, "capacity_wh": 100_000.0,
               "soc_pct": 50.0, "late": 0}
     topic = settings.topic("fleet.aggregates")
-    producer = Producer(producer_config(settings.broker))
+    producer = Producer(producer_config(settings))
     producer.produce(topic, serde.encode(topic, record), NODE.encode())
     assert producer.flush(15) == 0
 
@@ -111,16 +111,16 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
         assert all(b["bid_id"] == bid_id_for(NODE, b["interval_start"]) for b in bids)
 
         ours = {b["bid_id"] for b in bids}
-        awards = [a for a in read_topic(settings.broker, settings.topic("market.awards"), serde.decode) if a["bid_id"] in ours]
+        awards = [a for a in read_topic(settings, settings.topic("market.awards"), serde.decode) if a["bid_id"] in ours]
         assert awards, "the market cleared some of the bids"
 
         def every_award_dispatched() -> bool:
-            commands = read_topic(settings.broker, settings.topic("dispatch.commands"), serde.decode)
+            commands = read_topic(settings, settings.topic("dispatch.commands"), serde.decode)
             issued = {c["command_id"]: c for c in commands}
             return all(command_id_for(a["bid_id"]) in issued for a in awards if a["awarded_w"] != 0.0)
 
         _wait_for(every_award_dispatched, 60, "a dispatch command for every non-zero award")
-        commands = read_topic(settings.broker, settings.topic("dispatch.commands"), serde.decode)
+        commands = read_topic(settings, settings.topic("dispatch.commands"), serde.decode)
         by_id = {c["command_id"]: c for c in commands}
         for a in awards:
             if a["awarded_w"] != 0.0:

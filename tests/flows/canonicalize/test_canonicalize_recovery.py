@@ -23,6 +23,7 @@ from real_services import export_series, wait_for
 from sinks.dumps import base_topic, read_dump
 from sinks.kafka_tools import TopicCounter, read_topic
 from vpp.serde import Serde, to_json_value
+from vpp.kafka_security import client_config
 
 VPP = [sys.executable, "-m", "cli"]
 FAULTS = ["--fault-duplicate", "0.03", "--fault-garbage", "0.02", "--fault-nan", "0.02", "--fault-out-of-order", "0.03",
@@ -37,7 +38,7 @@ def _env(settings) -> dict[str, str]:
 
 
 def _read_topic(settings, name: str, serde: Serde) -> list[dict]:
-    return read_topic(settings.broker, settings.topic(name), lambda v: to_json_value(serde.decode(v)))
+    return read_topic(settings, settings.topic(name), lambda v: to_json_value(serde.decode(v)))
 
 
 def _export_points(timeseries_url: str, device_ids: set[str], start_ms: int, end_ms: int) -> Counter:
@@ -65,7 +66,7 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
     assert len(expected["telemetry.canonical"]) > 6000 and len(expected["telemetry.dlq"]) > 100
 
     records = list(read_dump(dump))
-    producer = Producer({"bootstrap.servers": settings.broker, "partitioner": "murmur2_random"})
+    producer = Producer(client_config(settings, **{"partitioner": "murmur2_random"}))
 
     def publish(chunk) -> None:
         for r in chunk:
@@ -76,7 +77,7 @@ def test_kill_and_resume_loses_nothing_and_reproduces_identical_copies(isolated_
     recovery = tmp_path / "recovery"
     run = VPP + ["run", "canonicalize", "--recovery-dir", str(recovery)]
     log = open(tmp_path / "flow.log", "ab")
-    out = TopicCounter(settings.broker, [settings.topic("telemetry.canonical"), settings.topic("telemetry.dlq")],
+    out = TopicCounter(settings, [settings.topic("telemetry.canonical"), settings.topic("telemetry.dlq")],
                        from_beginning=True)
     flow = subprocess.Popen(run, env=_env(settings), stdout=log, stderr=subprocess.STDOUT)
     try:

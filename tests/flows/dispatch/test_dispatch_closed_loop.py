@@ -36,7 +36,7 @@ class _Canonical:
     """Canonical readings as they arrive: per device, per window, the battery power and the path."""
 
     def __init__(self, settings):
-        self.counter = TopicCounter(settings.broker, [settings.topic("telemetry.canonical")], from_beginning=True)
+        self.counter = TopicCounter(settings, [settings.topic("telemetry.canonical")], from_beginning=True)
         self.serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}
         self.windows: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

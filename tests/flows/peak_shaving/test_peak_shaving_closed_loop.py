@@ -61,7 +61,7 @@ class _Loop:
 
     def __init__(self, settings, enrolled: set[str]):
         self.topics = settings.topic("fleet.aggregates"), settings.topic("dispatch.commands")
-        self.counter = TopicCounter(settings.broker, list(self.topics), from_beginning=True)
+        self.counter = TopicCounter(settings, list(self.topics), from_beginning=True)
         self.serde = Serde.from_settings(settings)
         self.enrolled = enrolled
         self.node: dict[int, dict] = {}  # window_end -> the node's aggregate
@@ -130,7 +130,7 @@ def test_an_evening_peak_is_held_under_the_threshold_by_enrolled_batteries(isola
             return release is not None and max(loop.node) >= release["start"] + (LOOP_WINDOWS + 3) * WINDOW_MS
 
         procs.wait_for(released_and_settled, 300, "the release after the surge and the loop's delay", poll=loop.poll)
-    setpoints = read_topic(settings.broker, settings.topic("device.commands"), loop.serde.decode)
+    setpoints = read_topic(settings, settings.topic("device.commands"), loop.serde.decode)
 
     ends = loop.windows()
     unshaved = [loop.unshaved_w(e) for e in ends]

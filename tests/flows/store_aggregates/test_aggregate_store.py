@@ -19,6 +19,7 @@ from sinks.node_state import node_state_rows, read_node_state
 from vpp.config import Settings
 from vpp.serde import Serde
 from cli.tree import tree_rows
+from vpp.kafka_security import client_config
 
 VPP = [sys.executable, "-m", "cli"]
 
@@ -61,7 +62,7 @@ def small_fleet(tmp_path_factory) -> list[dict]:
 def _publish(settings, records: list[dict]) -> None:
     serde = Serde.from_settings(settings)
     topic = settings.topic("fleet.aggregates")
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = Producer(client_config(settings))
     for r in records:
         producer.produce(topic, serde.encode(topic, r), r["node_path"], timestamp=r["window_start"])
     producer.flush(30)
