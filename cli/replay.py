@@ -160,14 +160,15 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
 
 
 def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0) -> int:
-    """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form)."""
+    """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form; a value that is not
+    a record of the topic as its bytes, exact: ``payload_b64`` when they are not UTF-8)."""
     import gzip
 
     import orjson
 
     from sinks.dumps import base_topic, dump_line
     from sinks.kafka_tools import iter_topic
-    from vpp.serde import TOPIC_SCHEMAS, Serde, to_json_value
+    from vpp.serde import TOPIC_SCHEMAS, Serde, SerdeError, to_json_value
 
     topic = settings.topic(topic_name) if topic_name in settings.partitions else topic_name
     avro = base_topic(topic) in TOPIC_SCHEMAS
@@ -179,7 +180,10 @@ def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0)
             if value is None:
                 payload = None
             elif avro:
-                payload = orjson.dumps(to_json_value(serde.decode(value))).decode()
+                try:
+                    payload = orjson.dumps(to_json_value(serde.decode(value, topic))).decode()
+                except SerdeError:  # poison (unknown schema, another topic's record, junk): its exact bytes, so a
+                    payload = value  # replay dead-letters it as the live flow did, instead of no dump at all
             else:
                 payload = value  # dump_line keeps it exact (payload_b64) when it is not UTF-8
             key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
