@@ -20,6 +20,7 @@ The duration is ``$VPP_CHAOS_S`` seconds (300 for the long run), 90 by default.
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -34,7 +35,7 @@ from real_services import VppProcesses, export_series, vpp_env, wait_for
 
 from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, live_span, missing_live, unprefixed)
 from sinks.dumps import read_dump
-from test_poison_messages import POISON_REASONS, canonical_reading, poison_values
+from poison import POISON_REASONS, canonical_reading, poison_values
 from vpp.serde import Serde
 
 CHAOS_S = float(os.environ.get("VPP_CHAOS_S", "90"))
@@ -179,10 +180,7 @@ def test_killed_flows_and_poison_leave_every_store_as_an_uninterrupted_replay(is
 
         wait_for(aggregates_closed, 180, "the live aggregate to close every window of the replay up to the last reading")
 
-    device_paths = {}
     with open(assets_csv) as fh:
-        import csv
-
         device_paths = {a["device_id"]: a["region_path"] for a in csv.DictReader(fh)}
     problems, counts = compare_aggregates(got["agg"], want_agg, device_paths)
     print(f"kills {len(kills)} {kills}; points {len(want_points)}; raw dead letters {sum(want_raw_rows.values())}; "
