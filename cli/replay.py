@@ -21,7 +21,7 @@ from cli.common import add_common, load_settings
 from vpp.errors import UserError
 from vpp.kafka_security import client_config
 
-__all__ = ["add_commands", "REPLAYS", "replay", "run_pipeline_replay", "publish_dump", "dump_topic"]
+__all__ = ["add_commands", "REPLAYS", "replay", "run_pipeline_replay", "publish_dump", "dump_topic", "replay_schema_id"]
 
 
 def _canonicalize(settings, dump: Path, assets_csv: Path, out: Path) -> None:
@@ -160,15 +160,42 @@ def publish_dump(settings, dump: Path) -> dict[str, int]:
     return counts
 
 
+def replay_schema_id(serde, value: bytes) -> bytes:
+    """An Avro value that does not decode, with its schema id as a replay (local ids, ``Serde.local``) reads it.
+
+    A dump keeps records as their JSON form, which a replay encodes again with local ids; a value that is not
+    a record of its topic is kept as bytes, and its header names a schema by the REGISTRY's id, which means
+    another schema (or none) among the local ids. So: a registry id of a schema this version knows becomes
+    that schema's local id, an id the registry does not know becomes 0 (no local schema has it) when it would
+    name a local one, and the bytes after the header stay as they were (truncated, junk: the same reason).
+    """
+    import struct
+
+    from vpp.serde import Serde, SerdeError
+
+    if len(value) < 5 or value[0] != 0:
+        return value  # no Avro header: junk either way
+    (schema_id,) = struct.unpack_from(">I", value, 1)
+    local = Serde.local()
+    try:
+        name = serde._name_for_id(schema_id)
+    except SerdeError:
+        return value if schema_id not in local.by_id else value[:1] + struct.pack(">I", 0) + value[5:]
+    local_id = next((i for i, n in local.by_id.items() if n == name), 0)
+    return value[:1] + struct.pack(">I", local_id) + value[5:]
+
+
 def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0) -> int:
-    """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form)."""
+    """Write every message now in a topic as a kcat -J dump (Avro values as their JSON form; a value that is not
+    a record of the topic as its bytes, with the schema id a replay reads (``replay_schema_id``); ``payload_b64``
+    when they are not UTF-8)."""
     import gzip
 
     import orjson
 
     from sinks.dumps import base_topic, dump_line
     from sinks.kafka_tools import iter_topic
-    from vpp.serde import TOPIC_SCHEMAS, Serde, to_json_value
+    from vpp.serde import TOPIC_SCHEMAS, Serde, SerdeError, to_json_value
 
     topic = settings.topic(topic_name) if topic_name in settings.partitions else topic_name
     avro = base_topic(topic) in TOPIC_SCHEMAS
@@ -180,7 +207,10 @@ def dump_topic(settings, topic_name: str, out: Path, *, timeout_s: float = 60.0)
             if value is None:
                 payload = None
             elif avro:
-                payload = orjson.dumps(to_json_value(serde.decode(value))).decode()
+                try:
+                    payload = orjson.dumps(to_json_value(serde.decode(value, topic))).decode()
+                except SerdeError:  # poison (unknown schema, another topic's record, junk): kept, so a replay
+                    payload = replay_schema_id(serde, value)  # dead-letters it as the live flow did
             else:
                 payload = value  # dump_line keeps it exact (payload_b64) when it is not UTF-8
             key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None

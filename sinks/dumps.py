@@ -110,7 +110,7 @@ class DumpMessage(NamedTuple):
     """
 
     key: bytes | None
-    value: bytes
+    value: bytes | None
     topic: str
     partition: int
     offset: int
@@ -119,7 +119,7 @@ class DumpMessage(NamedTuple):
 
 def to_source_message(rec: DumpRecord) -> DumpMessage:
     key = None if rec.key is None else rec.key.encode()
-    return DumpMessage(key, rec.value or b"", rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
+    return DumpMessage(key, rec.value, rec.topic, rec.partition, rec.offset, (1, rec.ts or 0))
 
 
 _new_message = tuple.__new__  # DumpMessage(...) through its generated __new__ costs a Python call per line
@@ -141,7 +141,8 @@ def _dump_messages(lines: list[bytes], first_lineno: int, path: Path) -> list[Du
                 payload = None
                 value = base64.b64decode(d["payload_b64"], validate=True)
             else:
-                value = b"" if payload is None else payload.encode("utf-8", "surrogatepass")
+                # a null payload is a tombstone: None, as the broker hands it over (flows dead-letter it as one)
+                value = None if payload is None else payload.encode("utf-8", "surrogatepass")
             append(_new_message(DumpMessage, (
                 None if key is None else key.encode(),
                 value,

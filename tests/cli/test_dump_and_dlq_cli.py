@@ -92,3 +92,32 @@ def test_dead_letters_are_listed_and_shown_with_their_original_bytes(isolated_se
     assert base64.b64decode(doc["raw_base64"]) == b"\xff{oops"
     missing = vpp(isolated_settings, "dlq", "show", "999999")
     assert missing.returncode == 1 and "no dead letter with id 999999" in missing.stderr
+
+
+def test_a_dump_of_a_topic_with_poison_keeps_it_and_a_replay_dead_letters_it_as_live(isolated_settings, tmp_path):
+    """`vpp dump` writes a value that is not a record of its topic as its exact bytes (and a tombstone as a
+    null payload) instead of stopping; `vpp replay` then gives each poison message the reason the live flows give."""
+    import orjson
+    from confluent_kafka import Producer
+
+    from poison import DEVICE, POISON_REASONS, canonical_reading, poison_values
+    from vpp.serde import Serde
+
+    settings = isolated_settings
+    serde, topic = Serde.from_settings(settings), settings.topic("telemetry.canonical")
+    good = serde.encode(topic, canonical_reading(1_796_000_000_000))
+    producer = Producer(client_config(settings))
+    for value in poison_values(serde, settings.topic("dispatch.commands"), good) + [good]:
+        producer.produce(topic, value, DEVICE.encode(), partition=0, timestamp=1_796_000_000_000)
+        producer.flush(30)
+    dump = tmp_path / "canonical.jsonl"
+    dumped = vpp(settings, "dump", "telemetry.canonical", "--out", str(dump))
+    assert dumped.returncode == 0, dumped.stderr
+    assets = tmp_path / "assets.csv"
+    assets.write_text("device_id,site_id,region_path,timezone,capacity_wh,max_charge_w,max_discharge_w,reserve_pct\n"
+                      f"{DEVICE},site-p,us/pz/site-p,UTC,13500,5000,5000,10\n")
+    replayed = vpp(settings, "replay", "aggregate", "--input", str(dump), "--assets", str(assets), "--out", str(tmp_path / "out"))
+    assert replayed.returncode == 0, replayed.stderr
+    letters = [orjson.loads(line)["value"] for line in open(tmp_path / "out" / "telemetry.dlq.jsonl", "rb")]
+    assert [(d["source_offset"], d["reason"]) for d in letters] == list(enumerate(POISON_REASONS))
+    assert any(orjson.loads(line)["value"]["node_path"] == "us/pz" for line in open(tmp_path / "out" / "fleet.aggregates.jsonl", "rb"))

@@ -16,6 +16,7 @@ import time
 import psycopg
 import pytest
 from confluent_kafka import Producer
+from poison import DEVICE, POISON_REASONS, canonical_reading, poison_values
 from real_services import VppProcesses, export_series, vpp_env, wait_for
 
 from sinks.kafka_tools import iter_topic
@@ -31,24 +32,6 @@ CONSUMERS = {
     "store-aggregates": "fleet.aggregates",
     "forecast-worker": "autobidder.forecast.requests",
 }
-POISON_REASONS = ["tombstone", "unknown_schema", "wrong_schema", "malformed_avro", "malformed_avro"]
-DEVICE = "pw-poison-1"
-
-
-def poison_values(serde: Serde, commands_topic: str, good: bytes) -> list[bytes | None]:
-    """A tombstone, an unknown schema id, another topic's record, junk bytes, a truncated record."""
-    other = serde.encode(commands_topic, {"command_id": "c-x", "node_path": "us", "target_w": 1.0, "start": 1,
-                                          "end": 2, "issued_by": "t", "program": None})
-    unknown = b"\x00" + (987_654).to_bytes(4, "big") + good[5:]
-    return [None, unknown, other, b"junk!", good[: len(good) // 2]]
-
-
-def canonical_reading(ts_ms: int, soc: float = 50.0) -> dict:
-    return {"device_id": DEVICE, "site_id": "site-p", "region_path": "us/pz/site-p", "ts": ts_ms,
-            "dialect": "tesla-gateway/1", "soc_pct": soc, "battery_w": 100.0, "solar_w": 0.0, "load_w": 100.0,
-            "grid_w": 0.0, "grid_connected": True, "capacity_wh": 13_500.0, "flags": []}
-
-
 def node_aggregate(window_start: int) -> dict:
     return {"node_path": "us/pz", "depth": 1, "window_start": window_start, "window_end": window_start + 10_000,
             "devices_known": 1, "devices_reporting": 1, "estimated_devices": 0, "battery_w": 1.0, "solar_w": 0.0,
