@@ -36,6 +36,8 @@ COMMAND_MODULES = (
     "vpp.market.cli",
     "vpp.train_cli",
     "vpp.demo",
+    "cli.pki",
+    "cli.gateway",
 )
 
 

@@ -41,6 +41,7 @@ TOPICS = (
     "autobidder.forecast.results",
     "autobidder.optimize.requests",
     "autobidder.optimize.results",
+    "device.command_acks",
 )
 
 DEFAULT_PARTITIONS: Mapping[str, int] = {
@@ -58,6 +59,7 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
     "autobidder.forecast.results": 1,
     "autobidder.optimize.requests": 1,
     "autobidder.optimize.results": 1,
+    "device.command_acks": 1,
 }
 
 
@@ -80,6 +82,12 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "autobidder_horizon": (1, True, "must be at least 1 interval"),
     "optimize_time_limit_s": (0, True, "must be 0 (no bound) or more"),
     "setpoint_resend_s": (0, True, "must be 0 (never resend) or more"),
+    "gateway_port": (0, True, "must be 0 (any free port) or more"),
+    "gateway_max_frame_bytes": (1, True, "must be at least 1 byte"),
+    "gateway_max_readings": (1, True, "must be at least 1 reading"),
+    "gateway_max_frames_per_s": (0, False, "must be more than 0"),
+    "gateway_window": (1, True, "must be at least 1 frame"),
+    "gateway_refresh_s": (0, False, "must be more than 0 s"),
 }
 
 #: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
@@ -123,6 +131,15 @@ class Settings:
     optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
+    # -- device edge (vpp pki, vpp gateway) ----------------------------------------
+    pki_dir: str = ""  # CA and server certificate; empty: <state_dir>/pki
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 0  # 0: any free port (the URL goes to <state_dir>/gateway.json)
+    gateway_max_frame_bytes: int = 262144  # a bigger telemetry frame is refused with an error
+    gateway_max_readings: int = 500  # readings per telemetry frame
+    gateway_max_frames_per_s: float = 20.0  # frames per second per device (token bucket, burst of one second)
+    gateway_window: int = 8  # unacknowledged telemetry frames per device before its socket is no longer read
+    gateway_refresh_s: float = 1.0  # how often certificates and assets are re-read (revocation reaches live sessions)
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
 
     def __post_init__(self) -> None:

@@ -50,6 +50,7 @@ TOPIC_SCHEMAS: Mapping[str, str] = {
     "autobidder.forecast.results": "forecast_result",
     "autobidder.optimize.requests": "optimize_request",
     "autobidder.optimize.results": "optimize_result",
+    "device.command_acks": "device_command_ack",
 }
 
 _MAGIC = 0
