@@ -14,10 +14,18 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 __all__ = ["CertRow", "CERT_COLUMNS", "insert_certificates", "list_certificates", "revoke", "revoked_serials",
-           "supersede_older", "active_devices", "changed_since", "registered_devices"]
+           "supersede_older", "SUPERSEDE_OLDER", "active_devices", "changed_since", "registered_devices"]
 
 CERT_COLUMNS = ("serial", "device_id", "fingerprint_sha256", "not_before", "not_after", "status", "issued_at",
                 "superseded_at", "revoked_at", "reason", "updated_at")
+#: ``(serial, device_id)``: the device's active certificates issued before ``serial`` become superseded
+SUPERSEDE_OLDER = (
+    "UPDATE device_certificates AS old SET status = 'superseded', superseded_at = clock_timestamp(), "
+    "updated_at = clock_timestamp() FROM device_certificates AS new "
+    "WHERE new.serial = %s AND new.status = 'active' AND old.device_id = %s AND old.device_id = new.device_id "
+    "AND old.status = 'active' AND old.serial <> new.serial AND old.issued_at < new.issued_at "
+    "RETURNING old.serial"
+)
 _SELECT = f"SELECT {', '.join(CERT_COLUMNS)} FROM device_certificates"
 
 
@@ -100,10 +108,5 @@ def supersede_older(conn, device_id: str, serial: str) -> list[str]:
 
     Returns the serials superseded (none when ``serial`` is itself not active any more).
     """
-    rows = conn.execute(
-        "UPDATE device_certificates AS old SET status = 'superseded', superseded_at = clock_timestamp(), "
-        "updated_at = clock_timestamp() FROM device_certificates AS new "
-        "WHERE new.serial = %s AND new.status = 'active' AND old.device_id = %s AND old.device_id = new.device_id "
-        "AND old.status = 'active' AND old.serial <> new.serial AND old.issued_at < new.issued_at "
-        "RETURNING old.serial", (serial, device_id)).fetchall()
+    rows = conn.execute(SUPERSEDE_OLDER, (serial, device_id)).fetchall()
     return [r[0] for r in rows]

@@ -327,7 +327,19 @@ class Stack:
                 "schema_registry": lambda: _http_ok(address + "/"),
             }[name]()
             out.append(ServiceHealth(name, address, pid, ok, detail))
-        return StackStatus(addresses={n: state[n] for n in SERVICES if n in state}, services=tuple(out))
+        addresses = {n: state[n] for n in SERVICES if n in state}
+        gateway = self._gateway_url()
+        if gateway:
+            addresses["gateway"] = gateway
+        return StackStatus(addresses=addresses, services=tuple(out))
+
+    def _gateway_url(self) -> str | None:
+        """The URL a running ``vpp gateway`` wrote to ``gateway.json`` (it is not a service ``vpp up`` starts)."""
+        try:
+            found = json.loads((self.state_dir / "gateway.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return found.get("url") if _pid_alive(found.get("pid")) else None
 
     # -- down -------------------------------------------------------------------------
     def down(self, *, purge: bool = False, log=print) -> None:
