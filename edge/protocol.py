@@ -8,7 +8,8 @@ Frames (JSON text, one object each, edge.md section 2):
 - ``{"type": "command_ack", "command_id": ..., "start": ..., "status": "applied"|"rejected", "reason": ...}``.
 
 An envelope is published as the device sent it, re-encoded as compact JSON (same keys, same values;
-whitespace may differ). An envelope whose ``device_id`` is not the certificate's identity (or that
+whitespace may differ; a NaN or infinite number, which JSON cannot hold, becomes null and canonicalize
+rejects the reading as it would have). An envelope whose ``device_id`` is not the certificate's identity (or that
 has none, or is not an object) is not published: it becomes a dead letter ``identity_mismatch``
 and the frame's answer is an ``error`` naming it; the frame's other envelopes are published (each
 stands alone; a device resending the frame would only make duplicates, which canonicalize drops).
@@ -16,6 +17,7 @@ stands alone; a device resending the frame would only make duplicates, which can
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
@@ -81,7 +83,10 @@ def parse_frame(data: str | bytes, *, max_bytes: int, max_readings: int) -> Tele
     try:
         frame = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise FrameError("malformed_frame", f"not JSON: {exc}") from None
+        try:  # the stdlib takes what orjson refuses: NaN/Infinity literals, numbers beyond a double (a reading's fault)
+            frame = json.loads(data)
+        except (ValueError, RecursionError):
+            raise FrameError("malformed_frame", f"not JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise FrameError("malformed_frame", "a frame is one JSON object")
     kind, seq = frame.get("type"), frame.get("seq")
@@ -111,10 +116,17 @@ def split_by_identity(readings: Sequence[Any], identity: str) -> tuple[list[byte
     for i, env in enumerate(readings):
         claimed = env.get("device_id") if isinstance(env, dict) else None
         if claimed == identity:
-            ok.append(orjson.dumps(env))
+            ok.append(_dumps(env))
         else:
-            foreign.append((i, orjson.dumps(env), claimed if isinstance(claimed, str) else None))
+            foreign.append((i, _dumps(env), claimed if isinstance(claimed, str) else None))
     return ok, foreign
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the stdlib writes it as it came
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def command_frame(record: dict[str, Any]) -> dict[str, Any]:

@@ -77,3 +77,10 @@ def test_strikes_count_only_recent_violations():
     strikes = protocol.Strikes(limit=3, window_s=10)
     assert [strikes.add(t) for t in (0, 1, 20, 21)] == [False, False, False, False]
     assert strikes.add(22) is True
+
+
+def test_readings_orjson_refuses_still_travel():
+    parsed = protocol.parse_frame('{"type":"telemetry","seq":1,"readings":[{"device_id":"a","w":NaN,"n":123456789012345678901234}]}',
+                                  max_bytes=1000, max_readings=10)
+    ok, foreign = protocol.split_by_identity(parsed.readings, "a")
+    assert foreign == [] and json.loads(ok[0])["n"] == 123456789012345678901234
