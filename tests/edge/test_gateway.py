@@ -180,6 +180,18 @@ def test_a_command_reaches_the_right_device_and_its_ack_reaches_the_store(gatewa
     with open_device(gateway, two, platform_pki) as again:  # reconnecting: the set point to follow now comes first
         assert answer(again) == {"type": "command", **record}
 
+    # the dispatch flow stored the set point it sent; `vpp dispatch show` puts the device's ack next to it
+    from sinks.command_control import UPSERTS, control_rows, show_command
+
+    command = {"command_id": "cmd-1", "node_path": "us/ca", "target_w": 1500.0, "start": record["start"],
+               "end": record["end"], "issued_by": "test", "program": None, "received_at": None}
+    with psycopg.connect(edge_settings.postgres_dsn) as conn:
+        for kind, columns in control_rows([("command", command), ("setpoint", record)]).items():
+            conn.execute(UPSERTS[kind], columns)
+    shown = show_command(edge_settings.postgres_dsn, "cmd-1")
+    assert [(p["device_id"], p["ack_status"]) for p in shown["latest_setpoints"]] == [("pw-2", "applied")]
+    assert shown["devices_applied"] == 1
+
 
 def test_the_gateway_url_is_in_the_stack_status(stack, isolated_settings, platform_pki, edge_settings):
     from edge_helpers import RunningGateway
