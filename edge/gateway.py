@@ -137,7 +137,7 @@ class Gateway:
         self._server = await serve(
             self._handle, s.gateway_host, s.gateway_port, ssl=ctx, process_request=self._process_request,
             max_size=4 * s.gateway_max_frame_bytes, max_queue=max(16, 2 * s.gateway_window),
-            ping_interval=20, ping_timeout=20, server_header=None)
+            ping_interval=s.gateway_ping_s, ping_timeout=s.gateway_ping_s, server_header=None)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"wss://{'127.0.0.1' if s.gateway_host in ('0.0.0.0', '') else s.gateway_host}:{port}{PATH}"
         self._write_state()

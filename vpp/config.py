@@ -88,6 +88,7 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "gateway_max_frames_per_s": (0, False, "must be more than 0"),
     "gateway_window": (1, True, "must be at least 1 frame"),
     "gateway_refresh_s": (0, False, "must be more than 0 s"),
+    "gateway_ping_s": (0, False, "must be more than 0 s"),
 }
 
 #: The optimize worker's solvers (``models.optimize.SOLVERS``; not imported here: it loads PuLP).
@@ -140,6 +141,7 @@ class Settings:
     gateway_max_frames_per_s: float = 20.0  # frames per second per device (token bucket, burst of one second)
     gateway_window: int = 8  # unacknowledged telemetry frames per device before its socket is no longer read
     gateway_refresh_s: float = 1.0  # how often certificates and assets are re-read (revocation reaches live sessions)
+    gateway_ping_s: float = 20.0  # keep-alive ping interval, and how long a pong may take
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
 
     def __post_init__(self) -> None:

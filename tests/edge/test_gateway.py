@@ -212,3 +212,34 @@ def test_a_device_registered_after_the_gateway_started_is_admitted(gateway, plat
     with open_device(gateway, cert, platform_pki) as ws:
         ws.send(json.dumps({"type": "telemetry", "seq": 1, "readings": [envelope("pw-3")]}))
         assert answer(ws) == {"type": "ack", "seq": 1}
+
+
+def test_a_stopped_broker_makes_the_device_wait_within_its_window_and_loses_nothing(stack, edge_settings, platform_pki):
+    import os
+    import signal
+
+    from edge_helpers import RunningGateway
+
+    window = edge_settings.gateway_window
+    running = RunningGateway(edge_settings.replace(gateway_ping_s=0.5))  # pings every 0.5 s while acks wait
+    broker_pid = json.loads((stack.state_dir / "stack.json").read_text())["pids"]["broker"]
+    cert = platform_pki.issue("pw-1")
+    frames = window + 4
+    try:
+        with open_device(running, cert, platform_pki) as ws:
+            os.kill(broker_pid, signal.SIGSTOP)
+            try:
+                for seq in range(1, frames + 1):
+                    ws.send(json.dumps({"type": "telemetry", "seq": seq, "readings": [envelope("pw-1", seq)]}))
+                with pytest.raises(TimeoutError):
+                    ws.recv(timeout=3.0)  # no ack while the broker cannot confirm; the pings keep the session
+                session = running.gateway.sessions["pw-1"]
+                assert session.unacked == window and not session.readable.is_set()  # the rest waits unread
+            finally:
+                os.kill(broker_pid, signal.SIGCONT)
+            acked = [answer(ws, 60.0) for _ in range(frames)]
+        assert sorted(a["seq"] for a in acked) == list(range(1, frames + 1)) and {a["type"] for a in acked} == {"ack"}
+    finally:
+        running.stop()
+    on_topic = [json.loads(m.value())["payload"]["USOC"] for m in read_topic(edge_settings, "telemetry.raw", frames + 1, 5)]
+    assert sorted(on_topic) == [50 + seq for seq in range(1, frames + 1)]  # each reading once: none lost, none twice
