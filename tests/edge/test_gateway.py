@@ -24,7 +24,7 @@ def envelope(device_id: str, n: int = 0) -> dict:
 
 
 def open_device(gateway, cert_dir, platform_pki):
-    return connect(gateway.url, ssl=client_context(cert_dir, platform_pki.paths.ca_cert), open_timeout=10)
+    return connect(gateway.url, ssl=client_context(cert_dir, platform_pki.paths.ca_cert), open_timeout=30)
 
 
 def answer(ws, timeout_s: float = 15.0) -> dict:
