@@ -66,7 +66,8 @@ class _Device:
         backoff = 0.5
         while True:
             try:
-                async with connect(self.url, ssl=self.ctx, open_timeout=60, ping_interval=None) as ws:
+                async with connect(self.url, ssl=self.ctx, open_timeout=60, ping_interval=None,
+                                   compression=os.environ.get("BENCH_COMPRESSION", "deflate") or None) as ws:
                     self.ws, backoff = ws, 0.5
                     self.connected.set()
                     self.sent_at.clear()
@@ -122,7 +123,10 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
                 for d in devices:
                     d.mode = "idle"
                 conn.send(sum(d.acked_readings for d in devices) / (time.perf_counter() - started))
-                await asyncio.sleep(2)  # frames in flight come back
+                deadline = time.perf_counter() + 300
+                while any(d.sent_at for d in devices) and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.1)  # the frames still in flight come back before the next phase
+                conn.send(None)
             elif command == "live":
                 for d in devices:
                     d.latencies = []
@@ -228,7 +232,8 @@ def main() -> None:
         log = open(tmp / "gateway.log", "ab")
 
         def start_gateway() -> subprocess.Popen:
-            proc = subprocess.Popen([sys.executable, "-m", "vpp.cli", "gateway", "--state-dir", settings.state_dir],
+            profile = ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{time.time():.0f}"] if os.environ.get("BENCH_PROFILE") else []
+            proc = subprocess.Popen([sys.executable, *profile, "-m", "vpp.cli", "gateway", "--state-dir", settings.state_dir],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             state = Path(settings.state_dir) / "gateway.json"
             while not (state.exists() and json.loads(state.read_text()).get("pid") == proc.pid):
@@ -255,7 +260,7 @@ def main() -> None:
         ours.send(("flood", (args.seconds, args.readings_per_frame)))
         gateway_rate = ours.recv()
         rss_flood = _rss_kib(gateway.pid)
-        time.sleep(3)
+        ours.recv()  # drained
         baseline_rate = _baseline(settings, device_ids, args.readings_per_frame, args.seconds)
         print(f"readings/s into Kafka (acks=all): gateway {gateway_rate:,.0f}, plain producer loop {baseline_rate:,.0f}: "
               f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB)")
