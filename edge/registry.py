@@ -52,7 +52,9 @@ class EdgeRegistry:
                                  (self._certs_since,))
         changed = [CertRow(*r) for r in await cur.fetchall()]
         for row in changed:
-            self.certs[row.serial] = row
+            cached = self.certs.get(row.serial)
+            if cached is None or row.updated_at >= cached.updated_at:  # a query that began before a change is older
+                self.certs[row.serial] = row
             self._certs_since = max(self._certs_since, row.updated_at)
         cur = await conn.execute(_ASSETS_SINCE, (self._assets_since,))
         for device_id, updated_at in await cur.fetchall():
@@ -100,12 +102,12 @@ class EdgeRegistry:
         """The device used ``serial``: its earlier active certificates become superseded (see sinks.certificates)."""
         conn = await self._connection()
         cur = await conn.execute(SUPERSEDE_OLDER, (serial, device_id))
-        serials = [r[0] for r in await cur.fetchall()]
-        for s in serials:
+        superseded = await cur.fetchall()
+        for s, updated_at in superseded:
             old = self.certs.get(s)
             if old is not None:
-                self.certs[s] = CertRow(**{**old.__dict__, "status": "superseded"})
-        return serials
+                self.certs[s] = CertRow(**{**old.__dict__, "status": "superseded", "updated_at": updated_at})
+        return [s for s, _ in superseded]
 
     # -- sessions and acks ------------------------------------------------------------
     async def open_session(self, device_id: str, serial: str, remote: str) -> int:

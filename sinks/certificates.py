@@ -24,7 +24,7 @@ SUPERSEDE_OLDER = (
     "updated_at = clock_timestamp() FROM device_certificates AS new "
     "WHERE new.serial = %s AND new.status = 'active' AND old.device_id = %s AND old.device_id = new.device_id "
     "AND old.status = 'active' AND old.serial <> new.serial AND old.issued_at < new.issued_at "
-    "RETURNING old.serial"
+    "RETURNING old.serial, old.updated_at"
 )
 _SELECT = f"SELECT {', '.join(CERT_COLUMNS)} FROM device_certificates"
 
@@ -108,5 +108,5 @@ def supersede_older(conn, device_id: str, serial: str) -> list[str]:
 
     Returns the serials superseded (none when ``serial`` is itself not active any more).
     """
-    rows = conn.execute(SUPERSEDE_OLDER, (serial, device_id)).fetchall()
+    rows = conn.execute(SUPERSEDE_OLDER, (serial, device_id)).fetchall()  # (serial, updated_at)
     return [r[0] for r in rows]

@@ -67,7 +67,7 @@ def client_context(cert_dir: Path | None, ca_file: Path) -> ssl.SSLContext:
 
 
 class RunningGateway:
-    def __init__(self, settings):
+    def __init__(self, settings, *, wait_ready: bool = True):
         from edge.gateway import Gateway
 
         self.loop = asyncio.new_event_loop()
@@ -75,7 +75,8 @@ class RunningGateway:
         self.thread.start()
         self.gateway = Gateway(settings, name="gateway-test")
         self.url = self.call(self.gateway.start())
-        self.call(self.gateway.wait_ready())
+        if wait_ready:
+            self.call(self.gateway.wait_ready())
 
     def call(self, coro, timeout_s: float = 60.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)

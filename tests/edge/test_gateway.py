@@ -243,3 +243,35 @@ def test_a_stopped_broker_makes_the_device_wait_within_its_window_and_loses_noth
         running.stop()
     on_topic = [json.loads(m.value())["payload"]["USOC"] for m in read_topic(edge_settings, "telemetry.raw", frames + 1, 5)]
     assert sorted(on_topic) == [50 + seq for seq in range(1, frames + 1)]  # each reading once: none lost, none twice
+
+
+def test_while_the_registry_cannot_be_loaded_devices_are_told_to_try_again_later(edge_settings, platform_pki):
+    from edge_helpers import RunningGateway
+
+    cert = platform_pki.issue("pw-1")
+    unreachable = edge_settings.replace(postgres_dsn="postgresql://postgres@127.0.0.1:1/vpp")
+    running = RunningGateway(unreachable, wait_ready=False)  # its certificate table never loads
+    try:
+        with open_device(running, cert, platform_pki) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1013
+    finally:
+        running.stop()
+
+
+def test_vpp_gateway_sessions_lists_them_newest_first(gateway, platform_pki, edge_settings, monkeypatch, capsys):
+    from vpp.cli import main
+
+    cert = platform_pki.issue("pw-1")
+    for _ in range(2):
+        with open_device(gateway, cert, platform_pki):
+            pass
+    monkeypatch.setenv("VPP_POSTGRES_DSN", edge_settings.postgres_dsn)
+    deadline = time.monotonic() + 10
+    while any(code is None for _, code, _ in sessions(edge_settings, "pw-1")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert main(["gateway", "sessions", "--device", "pw-1", "--json", "--state-dir", edge_settings.state_dir]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(s["device_id"], s["cert_serial"], s["close_code"]) for s in listed] == [("pw-1", (cert / "serial").read_text(), 1000)] * 2
+    assert listed[0]["id"] > listed[1]["id"]
