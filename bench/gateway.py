@@ -58,7 +58,7 @@ class _Device:
         self.ws = None
         self.mode, self.per_frame = "idle", 1
         self.sent_at: dict[int, float] = {}
-        self.acked_readings, self.latencies, self.seq = 0, [], 0
+        self.acked_readings, self.latencies, self.seq, self.refused = 0, [], 0, 0
 
     async def run(self) -> None:
         from websockets.asyncio.client import connect
@@ -73,11 +73,16 @@ class _Device:
                     self.sent_at.clear()
                     async for message in ws:
                         frame = json.loads(message)
-                        if frame.get("type") == "ack" and frame["seq"] in self.sent_at:
-                            self.latencies.append(time.perf_counter() - self.sent_at.pop(frame["seq"]))
+                        sent = self.sent_at.pop(frame.get("seq"), None)
+                        if sent is None:
+                            continue
+                        if frame.get("type") == "ack":
+                            self.latencies.append(time.perf_counter() - sent)
                             self.acked_readings += self.per_frame
-                            if self.mode == "flood":
-                                await self._send()
+                        else:  # refused (e.g. more than gateway_max_frames_per_s): not counted
+                            self.refused += 1
+                        if self.mode == "flood":
+                            await self._send()
             except Exception:  # noqa: BLE001 - a device keeps trying, as a real one does
                 pass
             self.connected.clear()
@@ -107,7 +112,7 @@ class _Device:
 def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int) -> None:
     async def main() -> None:
         devices = [_Device(d, Path(certs), url, window) for d in device_ids]
-        tasks = [asyncio.create_task(d.run()) for d in devices]  # noqa: F841 - run until the process ends
+        runners = [asyncio.create_task(d.run()) for d in devices]
         loop = asyncio.get_running_loop()
         while True:
             command, arg = await loop.run_in_executor(None, conn.recv)
@@ -122,7 +127,8 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
                 await asyncio.sleep(arg[0])
                 for d in devices:
                     d.mode = "idle"
-                conn.send(sum(d.acked_readings for d in devices) / (time.perf_counter() - started))
+                conn.send((sum(d.acked_readings for d in devices) / (time.perf_counter() - started),
+                           sum(d.refused for d in devices)))
                 deadline = time.perf_counter() + 300
                 while any(d.sent_at for d in devices) and time.perf_counter() < deadline:
                     await asyncio.sleep(0.1)  # the frames still in flight come back before the next phase
@@ -134,6 +140,8 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
                 await asyncio.sleep(1)
                 conn.send(sorted(x for d in devices for x in d.latencies))
             elif command == "exit":
+                for runner in runners:
+                    runner.cancel()
                 conn.send(None)
                 return
 
@@ -258,12 +266,13 @@ def main() -> None:
               f"gateway RSS {rss_idle / 1024:.0f} -> {rss_connected / 1024:.0f} MiB: {per_conn:.1f} KiB per connection")
 
         ours.send(("flood", (args.seconds, args.readings_per_frame)))
-        gateway_rate = ours.recv()
+        gateway_rate, refused = ours.recv()
         rss_flood = _rss_kib(gateway.pid)
         ours.recv()  # drained
         baseline_rate = _baseline(settings, device_ids, args.readings_per_frame, args.seconds)
         print(f"readings/s into Kafka (acks=all): gateway {gateway_rate:,.0f}, plain producer loop {baseline_rate:,.0f}: "
-              f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB)")
+              f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB; "
+              f"{refused} frames refused, e.g. beyond {settings.gateway_max_frames_per_s:g} frames/s a device)")
 
         ours.send(("live", args.seconds))
         latencies = ours.recv()
