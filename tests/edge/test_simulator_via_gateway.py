@@ -63,3 +63,21 @@ def test_the_fleet_speaks_through_the_gateway_and_obeys_its_set_points(edge_sett
     on_topic = read_topic(edge_settings, "telemetry.raw", report.produced)
     assert len(on_topic) == report.produced  # each reading once, none lost
     assert all(json.loads(m.value())["device_id"] == m.key().decode() for m in on_topic)
+
+
+def test_via_gateway_and_certs_go_together(capsys):
+    assert main(["simulate", "--devices", "2", "--via-gateway", "wss://127.0.0.1:1/v1/device"]) == 1
+    assert "--via-gateway URL and --certs DIR go together" in capsys.readouterr().err
+
+
+def test_a_device_without_its_certificate_is_named(edge_settings, tmp_path):
+    from vpp.errors import UserError
+
+    options = PublishOptions(n_devices=2, depth=2, fanout=2, seed=1, duration_s=1.0, faults=NO_FAULTS,
+                             assets_out=str(tmp_path / "assets.csv"))
+    try:
+        run_via_gateway(edge_settings, options, "wss://127.0.0.1:1/v1/device", tmp_path / "none")
+    except UserError as exc:
+        assert "lacks device.pem, device.key, ca.pem" in str(exc) and "vpp pki issue --all" in str(exc)
+    else:
+        raise AssertionError("a missing certificate directory was not reported")
