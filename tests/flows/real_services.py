@@ -91,3 +91,20 @@ class VppProcesses:
                 p.kill()
                 p.wait(5)
         self._log.close()
+
+
+def through_gateway(procs: VppProcesses, settings, tmp_path: Path, fleet) -> list[str]:
+    """``fleet`` registered, a certificate per device, ``vpp gateway`` running: the simulator's options to use it.
+
+    ``procs`` must have ``VPP_PKI_DIR`` in its environment (the CA and the gateway's certificate go there).
+    """
+    from vpp.simulator.kafka_io import register_fleet
+
+    register_fleet(settings.postgres_dsn, fleet)
+    state = ["--state-dir", str(tmp_path / "gateway-state")]
+    procs.run("pki", "init", *state)
+    procs.run("pki", "issue", "--all", "--out", str(tmp_path / "certs"), *state)
+    procs.start("gateway", *state)
+    url_file = tmp_path / "gateway-state" / "gateway.json"
+    procs.wait_for(url_file.exists, 60, "the gateway to listen")
+    return ["--via-gateway", json.loads(url_file.read_text())["url"], "--certs", str(tmp_path / "certs")]

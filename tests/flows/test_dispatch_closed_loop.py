@@ -25,9 +25,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from real_services import VppProcesses, vpp_env
+from real_services import VppProcesses, through_gateway, vpp_env
 from vpp.kafka_tools import TopicCounter
 from vpp.serde import Serde
+from vpp.simulator.tree import build_fleet  # the fleet `vpp simulate --devices 80 --seed 11` runs
 
 WINDOW_MS = 10_000
 SPEED = 4
@@ -71,23 +72,6 @@ def _take_offline(offline_file, devices) -> None:
     os.replace(tmp, offline_file)
 
 
-def _through_gateway(procs: VppProcesses, settings, tmp_path) -> list[str]:
-    """Register the fleet, a certificate per device, ``vpp gateway`` running: the simulator's options to use it."""
-    import json
-
-    from vpp.simulator.kafka_io import register_fleet
-    from vpp.simulator.tree import build_fleet
-
-    register_fleet(settings.postgres_dsn, build_fleet(80, 5, 4, 11))  # the fleet `vpp simulate --devices 80 --seed 11` runs
-    state = ["--state-dir", str(tmp_path / "gateway-state")]
-    procs.run("pki", "init", *state)
-    procs.run("pki", "issue", "--all", "--out", str(tmp_path / "certs"), *state)
-    procs.start("gateway", *state)
-    url_file = tmp_path / "gateway-state" / "gateway.json"
-    procs.wait_for(url_file.exists, 60, "the gateway to listen")
-    return ["--via-gateway", json.loads(url_file.read_text())["url"], "--certs", str(tmp_path / "certs")]
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("via", ["broker", "gateway"])
 def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving(isolated_settings, tmp_path, via):
@@ -97,7 +81,7 @@ def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving
     assets_csv, offline_file = tmp_path / "assets.csv", tmp_path / "offline.txt"
     start_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
     with VppProcesses(env, tmp_path / "procs.log") as procs:
-        through = _through_gateway(procs, settings, tmp_path) if via == "gateway" else []
+        through = through_gateway(procs, settings, tmp_path, build_fleet(80, 5, 4, 11)) if via == "gateway" else []
         procs.start("simulate", "--devices", "80", "--seed", "11", "--speed", str(SPEED), "--no-faults",
                     "--start", start_iso, "--assets-out", str(assets_csv), "--offline-file", str(offline_file), *through)
         procs.wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
