@@ -1,7 +1,8 @@
 """`vpp demo`: the whole platform on the local stack, live in the terminal.
 
 Starts the stack, registers the schemas, starts every installed flow as its
-own process (as Kubernetes would), runs the fleet simulator, and shows live
+own process (as Kubernetes would), runs the fleet simulator through the device
+gateway (``vpp gateway``, every device with its own certificate), and shows live
 counts per topic, dead letters by reason and the latest canonical readings.
 Ctrl-C (or ``--duration``) stops the flows, the simulator and the stack, and
 prints a closing summary.
@@ -10,6 +11,7 @@ prints a closing summary.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -241,8 +243,6 @@ def _fmt(value) -> str:
 
 def _start_market(procs: _Processes, argv: list[str], logs: Path) -> str:
     """Start the market simulator; its first stdout line is JSON with its URL."""
-    import json
-
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(logs / "market.log", "ab"),
                             stdin=subprocess.DEVNULL, start_new_session=True, text=True)
     procs.procs["market"] = proc
@@ -304,6 +304,32 @@ def _flow_role_env(state_dir: Path, settings) -> dict[str, str]:
     return {"VPP_POSTGRES_DSN": flow_dsn} if flow_dsn and settings.postgres_dsn == state.get("postgres") else {}
 
 
+def _start_gateway(procs: _Processes, vpp: list[str], common: list[str], logs: Path, state_dir: Path, settings, args,
+                   log: Callable[[str], None]) -> tuple[str, Path]:
+    """Register the fleet, give every device a certificate and start ``vpp gateway``: its URL and the certificates."""
+    from devtools.simulator.kafka_io import register_fleet
+    from devtools.simulator.tree import build_fleet
+
+    register_fleet(settings.postgres_dsn, build_fleet(args.devices, 5, 4, args.seed))  # vpp simulate's default shape
+    certs = state_dir / "device-certs"
+    for step in (["pki", "init"], ["pki", "issue", "--all", "--out", str(certs)]):
+        subprocess.run(vpp + step + common, check=True, capture_output=True, timeout=300)
+    procs.start("gateway", vpp + ["gateway"] + common, logs / "gateway.log")
+    state, deadline = state_dir / "gateway.json", time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            found = json.loads(state.read_text())
+            if found.get("pid") == procs.procs["gateway"].pid:
+                log(f"device gateway at {found['url']}; every device connects with its own certificate ({certs})")
+                return found["url"], certs
+        except (OSError, ValueError):
+            pass
+        if procs.procs["gateway"].poll() is not None:
+            break
+        time.sleep(0.2)
+    raise UserError(f"the device gateway did not start (see {logs / 'gateway.log'})")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -348,6 +374,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      "--assets-out", str(state_dir / "assets.csv"),
                      # a little more garbage than the simulator's realistic default, so the DLQ shows in a short demo
                      "--fault-garbage", "0.003", "--fault-nan", "0.003"] + common
+        if args.gateway:
+            url, certs = _start_gateway(procs, vpp, common, logs, state_dir, settings, args, console.print)
+            sim += ["--via-gateway", url, "--certs", str(certs)]
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
         _start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=flow_env)
@@ -394,6 +423,8 @@ def add_commands(sub) -> None:
     p.add_argument("--keep-stack", action="store_true", help="leave the services running afterwards")
     p.add_argument("--no-market", dest="market", action="store_false",
                    help="do not run the market simulator and the autobidder")
+    p.add_argument("--no-gateway", dest="gateway", action="store_false",
+                   help="the simulator writes to the broker itself instead of connecting through the device gateway")
     p.add_argument("--dispatch-after", type=float, default=60.0,
                    help="seconds before the demo dispatches a mid-level node (0: never; default 60)")
     p.set_defaults(func=cmd_demo)

@@ -103,9 +103,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
                       f"{s['shortfall_w']:.1f}", str(s["devices"]), s["reason"] or "")
     console.print(table)
     points = found["latest_setpoints"]
-    console.print(f"{len(points)} devices, {found['setpoint_rows']} set points stored; latest per device:")
+    console.print(f"{len(points)} devices, {found['setpoint_rows']} set points stored, "
+                  f"{found['devices_applied']} applied by their device (acks through the gateway); latest per device:")
     for p in points[: args.limit]:
-        console.print(f"  {p['device_id']:<16} {p['setpoint_w']:>10.1f} W  from {_iso(p['start_at'])}")
+        ack = p["ack_status"] or "no ack"
+        console.print(f"  {p['device_id']:<16} {p['setpoint_w']:>10.1f} W  from {_iso(p['start_at'])}  {ack} {p['ack_reason'] or ''}")
     if len(points) > args.limit:
         console.print(f"  ... and {len(points) - args.limit} more (--limit)")
     return 0

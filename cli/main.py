@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import (alerts, assets, demo, dispatch, dlq, flows, market, migrate, plan, replay, schemas, serve, simulate,
-                 stack, tokens, train, tree, users)
+from cli import (alerts, assets, demo, dispatch, dlq, flows, gateway, market, migrate, pki, plan, replay, schemas, serve,
+                 simulate, stack, tokens, train, tree, users)
 from cli.common import load_settings
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 #: The modules contributing sub-commands, in help order: an explicit table, nothing registers itself.
 COMMAND_MODULES = (stack, migrate, schemas, simulate, assets, flows, replay, dlq, tree, dispatch, plan, market, train,
-                   demo, alerts, users, tokens, serve)
+                   demo, alerts, users, tokens, serve, pki, gateway)
 
 
 def build_parser() -> argparse.ArgumentParser:

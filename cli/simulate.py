@@ -124,6 +124,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--assets-out", default=None, metavar="FILE.csv", help="where to write the assets CSV")
     p.add_argument("--no-register", action="store_true", help="do not write the assets to PostgreSQL")
     p.add_argument("--dump", default=None, metavar="FILE", help="write a kcat -J JSON Lines dump instead of publishing (no broker)")
+    p.add_argument("--via-gateway", default=None, metavar="URL",
+                   help="connect every device to the device gateway (wss://HOST:PORT/v1/device) instead of the broker")
+    p.add_argument("--certs", default=None, metavar="DIR",
+                   help="with --via-gateway: DIR/<device_id>/ holds each device's certificate (vpp pki issue --all --out DIR)")
     add_common(p)
     p.set_defaults(func=_cmd_simulate)
 
@@ -193,6 +197,8 @@ def _publish(args: argparse.Namespace, settings, faults) -> int:
         conditions_file=args.conditions_file,
         **_scenario(args),
     )
+    if (args.via_gateway is None) != (args.certs is None):
+        raise UserError("--via-gateway URL and --certs DIR go together: where the gateway is and where each device's certificate is")
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -205,10 +211,15 @@ def _publish(args: argparse.Namespace, settings, faults) -> int:
         print(f"sent {report.produced} readings; event time {_iso(report.last_event_ms)}; "
               f"set points applied {report.setpoints_applied}{offline}", file=sys.stderr)
 
-    print(f"simulating {args.devices} devices to {settings.topic('telemetry.raw')} on {settings.broker} "
-          f"(speed x{args.speed:g}; Ctrl-C stops)", file=sys.stderr)
+    target = f"the gateway {args.via_gateway}" if args.via_gateway else f"{settings.topic('telemetry.raw')} on {settings.broker}"
+    print(f"simulating {args.devices} devices to {target} (speed x{args.speed:g}; Ctrl-C stops)", file=sys.stderr)
     try:
-        report = run_publisher(settings, options, stop, on_progress=progress)
+        if args.via_gateway:
+            from devtools.simulator.gateway_client import run_via_gateway
+
+            report = run_via_gateway(settings, options, args.via_gateway, args.certs, stop, on_progress=progress)
+        else:
+            report = run_publisher(settings, options, stop, on_progress=progress)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

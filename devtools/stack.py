@@ -344,7 +344,18 @@ class Stack:
                 addresses["api"] = api["url"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        gateway = self._gateway_url()
+        if gateway:
+            addresses["gateway"] = gateway
         return StackStatus(addresses=addresses, services=tuple(out))
+
+    def _gateway_url(self) -> str | None:
+        """The URL a running ``vpp gateway`` wrote to ``gateway.json`` (it is not a service ``vpp up`` starts)."""
+        try:
+            found = json.loads((self.state_dir / "gateway.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return found.get("url") if _pid_alive(found.get("pid")) else None
 
     # -- down -------------------------------------------------------------------------
     def _stop(self, name: str, state: dict[str, Any], log) -> None:

@@ -119,7 +119,7 @@ class CommandControlSink(DynamicSink[tuple[str, Mapping[str, Any]]]):
 
 
 def show_command(dsn: str, command_id: str) -> dict[str, Any] | None:
-    """A command with its statuses (in time order) and the latest set point per device, or None."""
+    """A command with its statuses (in time order) and the latest set point per device with its ack, or None."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -129,11 +129,16 @@ def show_command(dsn: str, command_id: str) -> dict[str, Any] | None:
             return None
         statuses = conn.execute("SELECT at, state, requested_w, allocated_w, shortfall_w, devices, reason "
                                 "FROM dispatch_statuses WHERE command_id = %s ORDER BY at, stored_at", (command_id,)).fetchall()
+        # with the device's answer through the gateway (device_command_acks, same key), when it gave one
         setpoints = conn.execute(
-            "SELECT DISTINCT ON (device_id) device_id, setpoint_w, start_at, end_at FROM device_setpoints "
-            "WHERE command_id = %s ORDER BY device_id, start_at DESC", (command_id,)).fetchall()
+            "SELECT DISTINCT ON (s.device_id) s.device_id, s.setpoint_w, s.start_at, s.end_at, "
+            "a.status AS ack_status, a.reason AS ack_reason, a.acked_at FROM device_setpoints s "
+            "LEFT JOIN device_command_acks a ON (a.command_id, a.device_id, a.start_at) = (s.command_id, s.device_id, s.start_at) "
+            "WHERE s.command_id = %s ORDER BY s.device_id, s.start_at DESC", (command_id,)).fetchall()
         count = conn.execute("SELECT count(*) AS n FROM device_setpoints WHERE command_id = %s", (command_id,)).fetchone()
-    return {"command": command, "statuses": statuses, "latest_setpoints": setpoints, "setpoint_rows": count["n"]}
+    acked = sum(1 for p in setpoints if p["ack_status"] == "applied")
+    return {"command": command, "statuses": statuses, "latest_setpoints": setpoints, "setpoint_rows": count["n"],
+            "devices_applied": acked}
 
 
 def recent_commands(dsn: str, *, limit: int = 20) -> list[dict[str, Any]]:

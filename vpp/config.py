@@ -47,6 +47,7 @@ TOPICS = (
     "autobidder.optimize.results",
     "fleet.alerts",
     "fleet.events",
+    "device.command_acks",
 )
 
 DEFAULT_PARTITIONS: Mapping[str, int] = {
@@ -66,6 +67,7 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
     "autobidder.optimize.results": 1,
     "fleet.alerts": 1,
     "fleet.events": 1,
+    "device.command_acks": 1,
 }
 
 
@@ -116,6 +118,13 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "alert_shortfall_pct": (0, True, "must be 0 % or more"),
     "alert_shortfall_min_w": (0, True, "must be 0 W or more"),
     "alert_shortfall_windows": (1, True, "must be at least 1 window"),
+    "gateway_port": (0, True, "must be 0 (any free port) or more"),
+    "gateway_max_frame_bytes": (1, True, "must be at least 1 byte"),
+    "gateway_max_readings": (1, True, "must be at least 1 reading"),
+    "gateway_max_frames_per_s": (0, False, "must be more than 0"),
+    "gateway_window": (1, True, "must be at least 1 frame"),
+    "gateway_refresh_s": (0, False, "must be more than 0 s"),
+    "gateway_ping_s": (0, False, "must be more than 0 s"),
 }
 
 #: Settings that are credentials: never shown (``repr``), and each may also come from a mounted file
@@ -197,6 +206,16 @@ class Settings:
     alert_shortfall_min_w: float = 1000.0
     alert_shortfall_windows: int = 2  # ... for this many windows (and resolves within it for as many)
     alert_webhook_url: str = ""  # JSON POST on each alert that fires or resolves (store-alerts flow); empty: none
+    # -- device edge (vpp pki, vpp gateway) ----------------------------------------
+    pki_dir: str = ""  # CA and server certificate; empty: <state_dir>/pki
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 0  # 0: any free port (the URL goes to <state_dir>/gateway.json)
+    gateway_max_frame_bytes: int = 262144  # a bigger telemetry frame is refused with an error
+    gateway_max_readings: int = 500  # readings per telemetry frame
+    gateway_max_frames_per_s: float = 20.0  # frames per second per device (token bucket, burst of one second)
+    gateway_window: int = 8  # unacknowledged telemetry frames per device before its socket is no longer read
+    gateway_refresh_s: float = 1.0  # how often certificates and assets are re-read (revocation reaches live sessions)
+    gateway_ping_s: float = 20.0  # keep-alive ping interval, and how long a pong may take
     config_file: str = ""  # the TOML file these settings were read from; flows read their own tables from it
     # -- credentials (appended; see SECRETS) ---------------------------------------
     schema_registry_user: str = "vpp-reader"  # read-only identity: flows, serde, `vpp schemas list`

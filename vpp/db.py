@@ -181,6 +181,58 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "060_edge",
+        # the device edge: certificates the platform CA issued (vpp pki), gateway sessions, command acks
+        """
+        CREATE TABLE IF NOT EXISTS device_certificates (
+            serial        text PRIMARY KEY,
+            device_id     text NOT NULL,
+            fingerprint_sha256 text NOT NULL UNIQUE,
+            not_before    timestamptz NOT NULL,
+            not_after     timestamptz NOT NULL,
+            status        text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'superseded', 'revoked')),
+            issued_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            superseded_at timestamptz,
+            revoked_at    timestamptz,
+            reason        text,
+            updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX IF NOT EXISTS device_certificates_device ON device_certificates (device_id, issued_at);
+        CREATE INDEX IF NOT EXISTS device_certificates_updated ON device_certificates (updated_at);
+        CREATE OR REPLACE FUNCTION device_certificates_notify() RETURNS trigger AS $$
+        BEGIN
+            PERFORM pg_notify('device_certificates_changed', NEW.serial);
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        DROP TRIGGER IF EXISTS device_certificates_changed ON device_certificates;
+        CREATE TRIGGER device_certificates_changed AFTER UPDATE ON device_certificates
+            FOR EACH ROW EXECUTE FUNCTION device_certificates_notify();
+        CREATE TABLE IF NOT EXISTS gateway_sessions (
+            id              bigserial PRIMARY KEY,
+            device_id       text NOT NULL,
+            cert_serial     text NOT NULL,
+            gateway         text NOT NULL,
+            remote          text,
+            connected_at    timestamptz NOT NULL DEFAULT now(),
+            disconnected_at timestamptz,
+            close_code      integer,
+            close_reason    text
+        );
+        CREATE INDEX IF NOT EXISTS gateway_sessions_device ON gateway_sessions (device_id, connected_at);
+        CREATE TABLE IF NOT EXISTS device_command_acks (
+            command_id   text NOT NULL,
+            device_id    text NOT NULL,
+            start_at     timestamptz NOT NULL,
+            status       text NOT NULL CHECK (status IN ('applied', 'rejected')),
+            reason       text,
+            acked_at     timestamptz NOT NULL,
+            cert_serial  text NOT NULL,
+            stored_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (command_id, device_id, start_at)
+        );
+        """,
+    ),
+    (
         "070_alerts",
         # spec/alerts.md: one row per alert (its current state), every transition and operator action, the
         # silences of an identity (rule, subject) that apply to its future alerts too, and events once each

@@ -59,6 +59,7 @@ TOPIC_SCHEMAS: Mapping[str, str] = {
     "autobidder.optimize.results": "optimize_result",
     "fleet.alerts": "fleet_alert",
     "fleet.events": "fleet_event",
+    "device.command_acks": "device_command_ack",
 }
 
 _MAGIC = 0

@@ -27,3 +27,11 @@ def test_benchmark_runs_on_a_small_input(name, args, expect):
                           timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert expect in done.stdout, done.stdout[-3000:]
+
+
+def test_the_gateway_benchmark_runs_on_a_small_fleet(stack):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gateway.py"), "--devices", "20", "--seconds", "2",
+                           "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for expect in ("KiB per connection", "ratio", "p50", "connected again"):
+        assert expect in done.stdout, done.stdout[-3000:]

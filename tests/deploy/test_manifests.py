@@ -37,8 +37,8 @@ DEPLOY = REPO / "deploy"
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 #: The overlay that assembles the base and every flow.
 ALL_IN_ONE = "local"
-#: Overlays of services (Deployments), not of bytewax flows.
-SERVICE_OVERLAYS = ("operator",)
+#: Overlays of services that are not bytewax flows (a Deployment each).
+SERVICE_OVERLAYS = ("operator", "gateway")
 FLOW_OVERLAYS = [name for name in OVERLAYS if name != ALL_IN_ONE and name not in SERVICE_OVERLAYS]
 
 KUBERNETES_VERSION = "1.32.0"
@@ -192,6 +192,8 @@ def test_the_all_in_one_overlay_assembles_the_base_and_every_flow() -> None:
     assert ("Namespace", "vpp") in rendered
     assert ("ConfigMap", "vpp-config") in rendered
     assert ("Deployment", "schema-registry") in rendered
+    for service in SERVICE_OVERLAYS:
+        assert ("Deployment", service) in rendered, f"{ALL_IN_ONE} misses overlay {service}"
     for flow in FLOW_OVERLAYS:
         for kind in ("StatefulSet", "Service"):
             for doc in _objects(flow, kind):
@@ -571,3 +573,33 @@ def test_dockerfile_runs_a_flow_by_name_as_a_numeric_non_root_user() -> None:
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".vpp", ".pytest_cache"} <= ignored
+
+
+# -- the device gateway -------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_the_gateway_mounts_its_certificate_and_the_ca_certificate_but_never_the_ca_key() -> None:
+    (deployment,) = _objects("gateway", "Deployment")
+    gateway = _container(deployment, "gateway")
+    pki_dir = _env_value(gateway, "VPP_PKI_DIR")
+    volume = next(v for v, path in _mounts(gateway).items() if path == pki_dir)
+    sources = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == volume)["projected"]["sources"]
+    files = {item["path"]: (s["secret"]["name"], item["key"]) for s in sources for item in s["secret"]["items"]}
+    assert files == {"server.pem": ("vpp-gateway-tls", "tls.crt"), "server.key": ("vpp-gateway-tls", "tls.key"),
+                     "ca.pem": ("vpp-platform-ca", "ca.crt")}
+    assert gateway["command"] == ["vpp", "gateway"]
+    assert _env(gateway)["VPP_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "vpp-postgres", "key": "dsn"}
+
+
+@needs_kubectl
+def test_the_gateway_is_reachable_only_on_its_tls_port() -> None:
+    (deployment,) = _objects("gateway", "Deployment")
+    port = {p["name"]: p["containerPort"] for p in _container(deployment, "gateway")["ports"]}["wss"]
+    assert _env_value(_container(deployment, "gateway"), "VPP_GATEWAY_PORT") == str(port)
+    (service,) = _objects("gateway", "Service")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(443, "wss")]
+    (policy,) = _objects("gateway", "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]

@@ -37,8 +37,13 @@ def export_series(timeseries_url: str, metric: str, start_ms: int, end_ms: int) 
 
 def vpp_env(settings, **extra: str) -> dict[str, str]:
     """The environment of a ``vpp`` subprocess on ``settings`` (the test's own topics and database)."""
+    from vpp.config import SECRETS
+
+    # the stack's credentials: stack.json names their files; a test with a state dir of its own gets them
+    # through the environment (never on a command line)
+    secrets = {f"VPP_{name.upper()}": getattr(settings, name) for name in SECRETS if getattr(settings, name)}
     return {**os.environ, "VPP_BROKER": settings.broker, "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-            "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
+            "VPP_STATE_DIR": settings.state_dir, **secrets,
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, **extra}
 
@@ -129,3 +134,20 @@ def isolated(stack_settings) -> Iterator:
     finally:
         with psycopg.connect(stack_settings.postgres_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def through_gateway(procs: VppProcesses, settings, tmp_path: Path, fleet) -> list[str]:
+    """``fleet`` registered, a certificate per device, ``vpp gateway`` running: the simulator's options to use it.
+
+    ``procs`` must have ``VPP_PKI_DIR`` in its environment (the CA and the gateway's certificate go there).
+    """
+    from devtools.simulator.kafka_io import register_fleet
+
+    register_fleet(settings.postgres_dsn, fleet)
+    state = ["--state-dir", str(tmp_path / "gateway-state")]
+    procs.run("pki", "init", *state)
+    procs.run("pki", "issue", "--all", "--out", str(tmp_path / "certs"), *state)
+    procs.start("gateway", *state)
+    url_file = tmp_path / "gateway-state" / "gateway.json"
+    procs.wait_for(url_file.exists, 60, "the gateway to listen")
+    return ["--via-gateway", json.loads(url_file.read_text())["url"], "--certs", str(tmp_path / "certs")]

@@ -1,5 +1,8 @@
 """Closed loop on the real broker: simulator -> canonicalize -> dispatch -> simulator.
 
+Twice: the simulator writing to the broker itself, and every device through the device gateway
+(``vpp gateway``, mutual TLS, a certificate each; set points come down the devices' sockets).
+
 The simulator publishes a fleet faster than real time and follows ``device.commands``; the
 canonicalize and dispatch flows run as ``vpp run`` processes on isolated topics and database.
 A discharge command for 40 % of a node's discharge capability must show up in the node's
@@ -22,9 +25,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from real_services import VppProcesses, vpp_env
+from real_services import VppProcesses, through_gateway, vpp_env
 from sinks.kafka_tools import TopicCounter
 from vpp.serde import Serde
+from devtools.simulator.tree import build_fleet  # the fleet `vpp simulate --devices 80 --seed 11` runs
 
 WINDOW_MS = 10_000
 SPEED = 4
@@ -69,14 +73,17 @@ def _take_offline(offline_file, devices) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving(isolated_settings, tmp_path):
+@pytest.mark.parametrize("via", ["broker", "gateway"])
+def test_node_follows_a_discharge_command_and_survives_devices_dying_and_leaving(isolated_settings, tmp_path, via):
     settings = isolated_settings
-    env = vpp_env(settings, VPP_ASSETS_REFRESH_S="1", VPP_WINDOW_S="10", VPP_STALENESS_S=str(STALENESS_S))
+    env = vpp_env(settings, VPP_ASSETS_REFRESH_S="1", VPP_WINDOW_S="10", VPP_STALENESS_S=str(STALENESS_S),
+                  VPP_PKI_DIR=str(tmp_path / "pki"))
     assets_csv, offline_file = tmp_path / "assets.csv", tmp_path / "offline.txt"
     start_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
     with VppProcesses(env, tmp_path / "procs.log") as procs:
+        through = through_gateway(procs, settings, tmp_path, build_fleet(80, 5, 4, 11)) if via == "gateway" else []
         procs.start("simulate", "--devices", "80", "--seed", "11", "--speed", str(SPEED), "--no-faults",
-                    "--start", start_iso, "--assets-out", str(assets_csv), "--offline-file", str(offline_file))
+                    "--start", start_iso, "--assets-out", str(assets_csv), "--offline-file", str(offline_file), *through)
         procs.wait_for(assets_csv.exists, 60, "the simulator to register its fleet")
         procs.start("run", "canonicalize")
         procs.start("run", "dispatch")

@@ -1,0 +1,307 @@
+"""Benchmark of the device gateway: connections, memory, readings/s into Kafka, ack latency, reconnect storm.
+
+    python bench/gateway.py [--devices 1000] [--seconds 15] [--readings-per-frame 50] [--state-dir .vpp]
+
+Needs the local stack (``vpp up``). Makes a fresh database and uuid-prefixed topics, a PKI in a
+temporary directory, registers and certifies ``--devices`` devices (timed: ``vpp pki issue --all``'s
+code path), runs ``vpp gateway`` as a subprocess and the devices in ANOTHER process (asyncio,
+websockets' client, one mutual-TLS socket each). Phases:
+
+1. connect every device: handshakes/s, and the gateway's RSS growth per connection;
+2. throughput: every device sends frames of ``--readings-per-frame`` within its window for
+   ``--seconds``; readings acked per second (acks=all, idempotent), against the BASELINE of the
+   same run: the same envelopes produced to the same broker by a plain confluent-kafka loop with
+   the same producer settings (``sinks.kafka.producer_config``);
+3. live rate: one reading per device every 5 s (the fleet's rate) for ``--seconds``: ack latency
+   p50/p99 (device send to ack received);
+4. restart: the gateway is stopped (SIGTERM) and started again; time until every device is
+   connected again (each reconnects with jittered exponential backoff from 0.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from vpp.kafka_security import client_config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _envelope(device_id: str, n: int) -> dict:
+    return {"device_id": device_id, "dialect": "sonnen/2", "received_at": "2026-12-07T15:00:00.000Z",
+            "payload": {"Timestamp": "2026-12-07 07:00:00", "USOC": n % 100, "Pac_total_W": 100, "Production_W": 0,
+                        "Consumption_W": 400, "GridFeedIn_W": -300, "SystemStatus": "OnGrid"}}
+
+
+# -- the devices' process ---------------------------------------------------------------------------
+class _Device:
+    def __init__(self, device_id: str, certs: Path, url: str, window: int):
+        self.device_id, self.url, self.window = device_id, url, window
+        self.ctx = ssl.create_default_context(cafile=str(certs / device_id / "ca.pem"))
+        self.ctx.load_cert_chain(certs / device_id / "device.pem", certs / device_id / "device.key")
+        self.connected = asyncio.Event()
+        self.ws = None
+        self.mode, self.per_frame = "idle", 1
+        self.sent_at: dict[int, float] = {}
+        self.acked_readings, self.latencies, self.seq, self.refused = 0, [], 0, 0
+
+    async def run(self) -> None:
+        from websockets.asyncio.client import connect
+
+        backoff = 0.5
+        while True:
+            try:
+                async with connect(self.url, ssl=self.ctx, open_timeout=60, ping_interval=None,
+                                   compression=os.environ.get("BENCH_COMPRESSION", "deflate") or None) as ws:
+                    self.ws, backoff = ws, 0.5
+                    self.connected.set()
+                    self.sent_at.clear()
+                    async for message in ws:
+                        frame = json.loads(message)
+                        sent = self.sent_at.pop(frame.get("seq"), None)
+                        if sent is None:
+                            continue
+                        if frame.get("type") == "ack":
+                            self.latencies.append(time.perf_counter() - sent)
+                            self.acked_readings += self.per_frame
+                        else:  # refused (e.g. more than gateway_max_frames_per_s): not counted
+                            self.refused += 1
+                        if self.mode == "flood":
+                            await self._send()
+            except Exception:  # noqa: BLE001 - a device keeps trying, as a real one does
+                pass
+            self.connected.clear()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 8.0)
+
+    async def _send(self) -> None:
+        self.seq += 1
+        self.sent_at[self.seq] = time.perf_counter()
+        readings = [_envelope(self.device_id, self.seq + i) for i in range(self.per_frame)]
+        await self.ws.send(orjson.dumps({"type": "telemetry", "seq": self.seq, "readings": readings}).decode())
+
+    async def flood(self, per_frame: int) -> None:
+        self.mode, self.per_frame = "flood", per_frame
+        for _ in range(self.window):
+            await self._send()
+
+    async def live(self, seconds: float) -> None:
+        self.mode, self.per_frame = "live", 1
+        await asyncio.sleep(random.uniform(0, 5))
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            await self._send()
+            await asyncio.sleep(5.0)
+
+
+def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int) -> None:
+    async def main() -> None:
+        devices = [_Device(d, Path(certs), url, window) for d in device_ids]
+        runners = [asyncio.create_task(d.run()) for d in devices]
+        loop = asyncio.get_running_loop()
+        while True:
+            command, arg = await loop.run_in_executor(None, conn.recv)
+            started = time.perf_counter()
+            if command == "connected":
+                await asyncio.gather(*(d.connected.wait() for d in devices))
+                conn.send(time.perf_counter() - started)
+            elif command == "flood":
+                for d in devices:
+                    d.acked_readings = 0
+                await asyncio.gather(*(d.flood(arg[1]) for d in devices))
+                await asyncio.sleep(arg[0])
+                for d in devices:
+                    d.mode = "idle"
+                conn.send((sum(d.acked_readings for d in devices) / (time.perf_counter() - started),
+                           sum(d.refused for d in devices)))
+                deadline = time.perf_counter() + 300
+                while any(d.sent_at for d in devices) and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.1)  # the frames still in flight come back before the next phase
+                conn.send(None)
+            elif command == "live":
+                for d in devices:
+                    d.latencies = []
+                await asyncio.gather(*(d.live(arg) for d in devices))
+                await asyncio.sleep(1)
+                conn.send(sorted(x for d in devices for x in d.latencies))
+            elif command == "exit":
+                for runner in runners:
+                    runner.cancel()
+                conn.send(None)
+                return
+
+    asyncio.run(main())
+
+
+# -- the orchestrator -----------------------------------------------------------------------------------
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _baseline(settings, device_ids: list[str], per_frame: int, seconds: float) -> float:
+    from confluent_kafka import Producer
+
+    from sinks.kafka import producer_config
+
+    producer = Producer(producer_config(settings))
+    topic = settings.topic("telemetry.raw")
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for d in device_ids:
+            for i in range(per_frame):
+                while True:
+                    try:
+                        producer.produce(topic, orjson.dumps(_envelope(d, n + i)), d)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            n += per_frame
+        producer.poll(0)
+    producer.flush(60)
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--readings-per-frame", type=int, default=50)
+    parser.add_argument("--state-dir", default=os.environ.get("VPP_STATE_DIR", ".vpp"))
+    args = parser.parse_args()
+
+    import psycopg
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from psycopg import sql
+
+    from edge import pki
+    from sinks.certificates import insert_certificates
+    from sinks.asset_registry import upsert_assets
+    from vpp.assets import Asset
+    from vpp.config import DEFAULT_PARTITIONS, Settings
+    from vpp.db import migrate
+    from devtools.stack import free_ports
+
+    base = Settings.load(state_dir=args.state_dir)
+    prefix, dbname = f"bench{uuid.uuid4().hex[:8]}.", f"bench_{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(client_config(base))
+    for fut in admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1)
+                                    for t, n in DEFAULT_PARTITIONS.items()]).values():
+        fut.result(15)
+    with psycopg.connect(base.postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    tmp = Path(tempfile.mkdtemp(prefix="vpp-bench-gateway-"))
+    port = free_ports(1)[0]
+    settings = base.replace(topic_prefix=prefix, postgres_dsn=dsn, pki_dir=str(tmp / "pki"), state_dir=str(tmp / "state"),
+                            gateway_port=port)
+    gateway = None
+    try:
+        migrate(dsn)
+        device_ids = [f"bench-{i:06d}" for i in range(args.devices)]
+        upsert_assets(dsn, [Asset(d, f"s-{d}", f"us/ca/s-{d}", "UTC", 13500, 5000, 5000, 20) for d in device_ids])
+        now = datetime.now(timezone.utc)
+        ca_key, ca_cert = pki.make_ca(now)  # the gateway needs the CA certificate only
+        pki.write_secret(Path(settings.pki_dir) / "ca.pem", pki.cert_pem(ca_cert))
+        skey, scert = pki.make_server_cert(ca_key, ca_cert, now)
+        pki.write_secret(Path(settings.pki_dir) / "server.pem", pki.cert_pem(scert))
+        pki.write_secret(Path(settings.pki_dir) / "server.key", pki.key_pem(skey))
+        started = time.perf_counter()
+        issued = [pki.make_device_cert(ca_key, ca_cert, d, now) for d in device_ids]
+        with psycopg.connect(dsn) as conn:
+            insert_certificates(conn, [i.row() for i in issued])
+        for one in issued:
+            out = tmp / "certs" / one.device_id
+            pki.write_secret(out / "device.key", pki.key_pem(one.key))
+            pki.write_secret(out / "device.pem", pki.cert_pem(one.cert))
+            pki.write_secret(out / "ca.pem", pki.cert_pem(ca_cert))
+        issue_s = time.perf_counter() - started
+        print(f"issued {len(issued)} device certificates in {issue_s:.2f} s ({len(issued) / issue_s:,.0f}/s)")
+
+        env = {**os.environ, "PYTHONPATH": str(REPO), "VPP_TOPIC_PREFIX": prefix, "VPP_POSTGRES_DSN": dsn,
+               "VPP_PKI_DIR": settings.pki_dir, "VPP_GATEWAY_PORT": str(port), "VPP_BROKER": settings.broker,
+               "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url}
+        log = open(tmp / "gateway.log", "ab")
+
+        def start_gateway() -> subprocess.Popen:
+            profile = ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{time.time():.0f}"] if os.environ.get("BENCH_PROFILE") else []
+            proc = subprocess.Popen([sys.executable, *profile, "-m", "cli", "gateway", "--state-dir", settings.state_dir],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            state = Path(settings.state_dir) / "gateway.json"
+            while not (state.exists() and json.loads(state.read_text()).get("pid") == proc.pid):
+                if proc.poll() is not None:
+                    raise SystemExit(f"the gateway stopped: see {tmp / 'gateway.log'}")
+                time.sleep(0.05)
+            return proc
+
+        gateway = start_gateway()
+        rss_idle = _rss_kib(gateway.pid)
+        url = f"wss://127.0.0.1:{port}/v1/device"
+        ours, theirs = mp.get_context("spawn").Pipe()
+        clients = mp.get_context("spawn").Process(target=_devices_main, args=(theirs, device_ids, str(tmp / "certs"), url,
+                                                                              settings.gateway_window))
+        clients.start()
+        ours.send(("connected", None))
+        connect_s = ours.recv()
+        time.sleep(2)
+        rss_connected = _rss_kib(gateway.pid)
+        per_conn = (rss_connected - rss_idle) / args.devices
+        print(f"{args.devices} devices connected in {connect_s:.1f} s ({args.devices / connect_s:,.0f} handshakes/s); "
+              f"gateway RSS {rss_idle / 1024:.0f} -> {rss_connected / 1024:.0f} MiB: {per_conn:.1f} KiB per connection")
+
+        ours.send(("flood", (args.seconds, args.readings_per_frame)))
+        gateway_rate, refused = ours.recv()
+        rss_flood = _rss_kib(gateway.pid)
+        ours.recv()  # drained
+        baseline_rate = _baseline(settings, device_ids, args.readings_per_frame, args.seconds)
+        print(f"readings/s into Kafka (acks=all): gateway {gateway_rate:,.0f}, plain producer loop {baseline_rate:,.0f}: "
+              f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB; "
+              f"{refused} frames refused, e.g. beyond {settings.gateway_max_frames_per_s:g} frames/s a device)")
+
+        ours.send(("live", args.seconds))
+        latencies = ours.recv()
+        if latencies:
+            p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            print(f"ack latency at the live rate (1 reading / device / 5 s, {len(latencies)} frames): "
+                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(60)
+        restarted = time.perf_counter()
+        gateway = start_gateway()
+        ours.send(("connected", None))
+        ours.recv()
+        print(f"gateway restart: all {args.devices} devices connected again {time.perf_counter() - restarted:.1f} s "
+              "after it was started again (jittered backoff from 0.5 s)")
+        ours.send(("exit", None))
+        ours.recv()
+        clients.join(30)
+    finally:
+        if gateway is not None and gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(60)
+        with psycopg.connect(base.postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        admin.delete_topics([prefix + t for t in DEFAULT_PARTITIONS])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The gateway's protocol logic, pure: who may connect, what a frame means, limits and strikes.
+
+No sockets, no clocks (``now`` is passed in), no broker: ``edge.gateway`` does the I/O.
+
+Frames (JSON text, one object each, edge.md section 2):
+
+- ``{"type": "telemetry", "seq": N, "readings": [ENVELOPE, ...]}`` -> ``ack`` or ``error``;
+- ``{"type": "command_ack", "command_id": ..., "start": ..., "status": "applied"|"rejected", "reason": ...}``.
+
+An envelope is published as the device sent it, re-encoded as compact JSON (same keys, same values;
+whitespace may differ; a NaN or infinite number, which JSON cannot hold, becomes null and canonicalize
+rejects the reading as it would have). An envelope whose ``device_id`` is not the certificate's identity (or that
+has none, or is not an object) is not published: it becomes a dead letter ``identity_mismatch``
+and the frame's answer is an ``error`` naming it; the frame's other envelopes are published (each
+stands alone; a device resending the frame would only make duplicates, which canonicalize drops).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+import orjson
+
+__all__ = ["refusal", "TelemetryFrame", "CommandAck", "FrameError", "parse_frame", "split_by_identity",
+           "TokenBucket", "Strikes", "command_frame", "IDENTITY_MISMATCH"]
+
+IDENTITY_MISMATCH = "identity_mismatch"
+
+
+def refusal(row: Any, cert_device_id: str, fingerprint: str, registered: bool, now: datetime) -> str | None:
+    """Why a TLS-verified client certificate may not open a session (None: it may).
+
+    ``row`` is its line of the certificate table (None when the table does not know the serial:
+    a certificate the table lost is refused, the table is the authority).
+    """
+    if row is None:
+        return "unknown_certificate"
+    if row.fingerprint_sha256 != fingerprint or row.device_id != cert_device_id:
+        return "certificate_mismatch"
+    if row.status == "revoked":
+        return "revoked"
+    if row.status == "superseded":
+        return "superseded"
+    if not row.not_before <= now <= row.not_after:
+        return "expired"
+    if not registered:
+        return "unknown_device"
+    return None
+
+
+class FrameError(ValueError):
+    """A frame the gateway answers with an ``error``; ``reason`` is a short code, ``seq`` the frame's if known."""
+
+    def __init__(self, reason: str, detail: str, seq: Any = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.seq = reason, detail, seq
+
+    def answer(self) -> dict[str, Any]:
+        return {"type": "error", "seq": self.seq, "reason": f"{self.reason}: {self.detail}"}
+
+
+@dataclass(frozen=True)
+class TelemetryFrame:
+    seq: int
+    readings: list[Any]
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    command_id: str
+    start_ms: int
+    status: str
+    reason: str | None
+
+
+def parse_frame(data: str | bytes, *, max_bytes: int, max_readings: int) -> TelemetryFrame | CommandAck:
+    """A device's frame, or FrameError (too large, not JSON, unknown type, too many readings, bad fields)."""
+    if len(data) > max_bytes:
+        raise FrameError("frame_too_large", f"{len(data)} bytes, the limit is {max_bytes}")
+    try:
+        frame = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:  # the stdlib takes what orjson refuses: NaN/Infinity literals, numbers beyond a double (a reading's fault)
+            frame = json.loads(data)
+        except (ValueError, RecursionError):
+            raise FrameError("malformed_frame", f"not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise FrameError("malformed_frame", "a frame is one JSON object")
+    kind, seq = frame.get("type"), frame.get("seq")
+    if kind == "telemetry":
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise FrameError("malformed_frame", "telemetry needs an integer seq")
+        readings = frame.get("readings")
+        if not isinstance(readings, list) or not readings:
+            raise FrameError("malformed_frame", "telemetry needs a non-empty readings list", seq)
+        if len(readings) > max_readings:
+            raise FrameError("too_many_readings", f"{len(readings)} readings, the limit is {max_readings}", seq)
+        return TelemetryFrame(seq, readings)
+    if kind == "command_ack":
+        command_id, start, status, reason = (frame.get(k) for k in ("command_id", "start", "status", "reason"))
+        if not isinstance(command_id, str) or isinstance(start, bool) or not isinstance(start, int):
+            raise FrameError("malformed_frame", "command_ack needs a command_id string and an integer start (epoch ms)", seq)
+        if status not in ("applied", "rejected") or not (reason is None or isinstance(reason, str)):
+            raise FrameError("malformed_frame", "command_ack status is applied or rejected, reason a string or null", seq)
+        return CommandAck(command_id, start, status, reason)
+    raise FrameError("malformed_frame", f"unknown frame type {kind!r} (telemetry or command_ack)", seq)
+
+
+def split_by_identity(readings: Sequence[Any], identity: str) -> tuple[list[bytes], list[tuple[int, bytes, str | None]]]:
+    """``(envelopes to publish, [(index, bytes, claimed device_id)] that speak for someone else)``, as JSON bytes."""
+    ok: list[bytes] = []
+    foreign: list[tuple[int, bytes, str | None]] = []
+    for i, env in enumerate(readings):
+        claimed = env.get("device_id") if isinstance(env, dict) else None
+        if claimed == identity:
+            ok.append(_dumps(env))
+        else:
+            foreign.append((i, _dumps(env), claimed if isinstance(claimed, str) else None))
+    return ok, foreign
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the stdlib writes it as it came
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def command_frame(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``device.commands`` record as the frame sent to its device (every field of fleet.md section 2)."""
+    return {"type": "command", **record}
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` frames per second, bursts of up to ``rate`` (one second's worth)."""
+
+    rate: float
+    tokens: float = -1.0
+    at: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.at = self.rate, now
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Strikes:
+    """Limit violations in a sliding window; ``exceeded`` once a device keeps violating (``limit`` in ``window_s``)."""
+
+    limit: int = 20
+    window_s: float = 10.0
+    times: list[float] = field(default_factory=list)
+
+    def add(self, now: float) -> bool:
+        self.times = [t for t in self.times if now - t < self.window_s]
+        self.times.append(now)
+        return len(self.times) >= self.limit
