@@ -379,7 +379,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             sim += ["--via-gateway", url, "--certs", str(certs)]
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
-        _start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=flow_env)
+        # the console is not a flow: it keeps the owner's DSN (users, tokens, its audit log), and gets the market's URL
+        console_env = {k: v for k, v in flow_env.items() if k != "VPP_POSTGRES_DSN"}
+        _start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=console_env)
         deadline = started + args.duration if args.duration else None
         dispatch = None
         if "dispatch" in available_flows() and args.dispatch_after > 0:

@@ -296,9 +296,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "080_operator",
-        # users and roles, API tokens (only their SHA-256 hashes), login attempts, the append-only audit log;
-        # the alerts tables as migration 070_alerts of the alerts flow creates them (IF NOT EXISTS, same
-        # columns: either may come first; the console reads them and records acks and silences)
+        # users and roles, API tokens (only their SHA-256 hashes), login attempts, the append-only audit log
+        # (the console reads the alerts tables of 070_alerts and records acks and silences there)
         """
         CREATE TABLE IF NOT EXISTS users (
             name           text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9._@-]{1,64}$'),
@@ -347,37 +346,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
         CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
             FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
-        CREATE TABLE IF NOT EXISTS alerts (
-            alert_id        text PRIMARY KEY,
-            rule            text NOT NULL,
-            subject         text NOT NULL,
-            node_path       text NOT NULL,
-            state           text NOT NULL CHECK (state IN ('pending', 'firing', 'resolved', 'dropped')),
-            state_rank      smallint NOT NULL,
-            severity        text NOT NULL,
-            value           double precision NOT NULL,
-            threshold       double precision NOT NULL,
-            started_at      timestamptz NOT NULL,
-            fired_at        timestamptz,
-            ended_at        timestamptz,
-            changed_at      timestamptz NOT NULL,
-            summary         text NOT NULL,
-            acked_by        text,
-            acked_at        timestamptz,
-            silenced_until  timestamptz,
-            stored_at       timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, changed_at);
-        CREATE TABLE IF NOT EXISTS alert_events (
-            id           bigserial PRIMARY KEY,
-            alert_id     text NOT NULL REFERENCES alerts (alert_id),
-            kind         text NOT NULL CHECK (kind IN ('pending', 'firing', 'resolved', 'dropped', 'ack', 'silence')),
-            at           timestamptz NOT NULL,
-            actor        text,
-            detail       text,
-            recorded_at  timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, id);
         """,
     ),
     (

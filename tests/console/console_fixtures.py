@@ -7,21 +7,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import httpx
+from real_services import wait_for  # noqa: F401  (re-exported to the console tests)
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "operator", "admin")
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_flow(settings, name: str, log_path) -> subprocess.Popen:
