@@ -189,6 +189,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import psycopg
+    from psycopg.conninfo import make_conninfo
     from confluent_kafka.admin import AdminClient, NewTopic
     from psycopg import sql
 
@@ -206,9 +207,13 @@ def main() -> None:
     for fut in admin.create_topics([NewTopic(prefix + t, num_partitions=n, replication_factor=1)
                                     for t, n in DEFAULT_PARTITIONS.items()]).values():
         fut.result(15)
+    from vpp.serde import register_schemas, registry_client
+
+    register_schemas(registry_client(base.schema_registry_url, base.schema_registry_admin_user,
+                                     base.schema_registry_admin_password), prefix)  # flows and services only look up
     with psycopg.connect(base.postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/" + dbname
+    dsn = make_conninfo(base.postgres_dsn, dbname=dbname)
     tmp = Path(tempfile.mkdtemp(prefix="vpp-bench-gateway-"))
     port = free_ports(1)[0]
     settings = base.replace(topic_prefix=prefix, postgres_dsn=dsn, pki_dir=str(tmp / "pki"), state_dir=str(tmp / "state"),
@@ -238,7 +243,9 @@ def main() -> None:
 
         env = {**os.environ, "PYTHONPATH": str(REPO), "VPP_TOPIC_PREFIX": prefix, "VPP_POSTGRES_DSN": dsn,
                "VPP_PKI_DIR": settings.pki_dir, "VPP_GATEWAY_PORT": str(port), "VPP_BROKER": settings.broker,
-               "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url}
+               "VPP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+               # the registry's read-only identity (environment, never the command line)
+               "VPP_SCHEMA_REGISTRY_PASSWORD": settings.schema_registry_password}
         log = open(tmp / "gateway.log", "ab")
 
         def start_gateway() -> subprocess.Popen:

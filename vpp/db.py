@@ -371,6 +371,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         GRANT SELECT, INSERT, UPDATE ON alerts, alert_events, events TO vpp_flow;
         GRANT SELECT ON alert_silences TO vpp_flow;
         GRANT USAGE ON SEQUENCE alert_events_id_seq TO vpp_flow;
+        -- the device gateway: the registry and certificates it checks (marking superseded ones), its sessions, acks
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vpp_gateway') THEN CREATE ROLE vpp_gateway NOLOGIN; END IF;
+        END $$;
+        GRANT USAGE ON SCHEMA public TO vpp_gateway;
+        GRANT SELECT ON assets, device_setpoints TO vpp_gateway;
+        GRANT SELECT, UPDATE ON device_certificates TO vpp_gateway;
+        GRANT SELECT, INSERT, UPDATE ON gateway_sessions, device_command_acks TO vpp_gateway;
+        GRANT USAGE ON SEQUENCE gateway_sessions_id_seq TO vpp_gateway;
         """,
     ),
 )

@@ -193,7 +193,8 @@ def test_the_all_in_one_overlay_assembles_the_base_and_every_flow() -> None:
     assert ("ConfigMap", "vpp-config") in rendered
     assert ("Deployment", "schema-registry") in rendered
     for service in SERVICE_OVERLAYS:
-        assert ("Deployment", service) in rendered, f"{ALL_IN_ONE} misses overlay {service}"
+        for doc in _objects(service, "Deployment"):
+            assert ("Deployment", doc["metadata"]["name"]) in rendered, f"{ALL_IN_ONE} misses overlay {service}"
     for flow in FLOW_OVERLAYS:
         for kind in ("StatefulSet", "Service"):
             for doc in _objects(flow, kind):
@@ -401,6 +402,7 @@ def test_secrets_are_mounted_files_never_values_or_arguments() -> None:
     assert readers.pop("vpp-migrate") == ("vpp-postgres-owner", "dsn")
     # the console manages users, tokens and the audit log: a role of its own (not the flows')
     assert readers.pop("operator-console") == ("vpp-postgres-console", "dsn")
+    assert readers.pop("gateway") == ("vpp-postgres-gateway", "dsn")
     assert readers and set(readers.values()) == {("vpp-postgres-flow", "dsn")}, readers
 
 
@@ -589,7 +591,7 @@ def test_the_gateway_mounts_its_certificate_and_the_ca_certificate_but_never_the
     assert files == {"server.pem": ("vpp-gateway-tls", "tls.crt"), "server.key": ("vpp-gateway-tls", "tls.key"),
                      "ca.pem": ("vpp-platform-ca", "ca.crt")}
     assert gateway["command"] == ["vpp", "gateway"]
-    assert _env(gateway)["VPP_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "vpp-postgres", "key": "dsn"}
+    assert _secret_file(deployment, gateway, "VPP_POSTGRES_DSN_FILE") == ("vpp-postgres-gateway", "dsn")
 
 
 @needs_kubectl
