@@ -11,7 +11,6 @@ prints a closing summary.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -22,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.demo_services import flow_role_env, start_console, start_gateway, start_market
 from cli.common import add_common, load_settings
-from vpp.errors import UserError
 
 __all__ = ["add_commands", "DEMO_FLOWS"]
 
@@ -241,18 +240,6 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def _start_market(procs: _Processes, argv: list[str], logs: Path) -> str:
-    """Start the market simulator; its first stdout line is JSON with its URL."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(logs / "market.log", "ab"),
-                            stdin=subprocess.DEVNULL, start_new_session=True, text=True)
-    procs.procs["market"] = proc
-    line = proc.stdout.readline()
-    try:
-        return json.loads(line)["url"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"the market simulator did not start (see {logs / 'market.log'}): {line!r}") from exc
-
-
 def _send_demo_dispatch(settings, dispatch: _DemoDispatch) -> None:
     from cli.dispatch import command_record
     from sinks.dispatch_commands import send_command
@@ -273,61 +260,6 @@ def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
     if directory.exists():
         shutil.rmtree(directory)
         log(f"recovery stores reset ({directory}): the local broker starts empty, so the last run's offsets are void")
-
-
-def _start_console(procs: _Processes, argv: list[str], logs: Path, settings, console,
-                   env: dict[str, str] | None = None) -> None:
-    """The operators' console beside the flows; its URL and the demo login (the password stays in a file)."""
-    try:
-        from cli.serve import ensure_demo_user, wait_for_api
-    except ModuleNotFoundError:
-        return
-    password_file = ensure_demo_user(settings)
-    procs.start("console", argv, logs / "console.log", env=env)  # env: the demo market's URL
-    url = wait_for_api(settings.state_dir, procs.procs["console"].pid)
-    if url is None:
-        console.print(f"the console did not start: see {logs / 'console.log'}")
-        return
-    console.print(f"[bold]console[/]: {url}/  log in as [bold]demo[/], password in {password_file}")
-
-
-def _flow_role_env(state_dir: Path, settings) -> dict[str, str]:
-    """The flows run as the PostgreSQL role flows get in production (vpp_flow: rows, no DDL), when the demo uses
-    the local stack's database; the DSN names the stack's password file and holds no secret."""
-    import json
-
-    try:
-        state = json.loads((state_dir / "stack.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    flow_dsn = state.get("postgres_flow")
-    return {"VPP_POSTGRES_DSN": flow_dsn} if flow_dsn and settings.postgres_dsn == state.get("postgres") else {}
-
-
-def _start_gateway(procs: _Processes, vpp: list[str], common: list[str], logs: Path, state_dir: Path, settings, args,
-                   log: Callable[[str], None]) -> tuple[str, Path]:
-    """Register the fleet, give every device a certificate and start ``vpp gateway``: its URL and the certificates."""
-    from devtools.simulator.kafka_io import register_fleet
-    from devtools.simulator.tree import build_fleet
-
-    register_fleet(settings.postgres_dsn, build_fleet(args.devices, 5, 4, args.seed))  # vpp simulate's default shape
-    certs = state_dir / "device-certs"
-    for step in (["pki", "init"], ["pki", "issue", "--all", "--out", str(certs)]):
-        subprocess.run(vpp + step + common, check=True, capture_output=True, timeout=300)
-    procs.start("gateway", vpp + ["gateway"] + common, logs / "gateway.log")
-    state, deadline = state_dir / "gateway.json", time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            found = json.loads(state.read_text())
-            if found.get("pid") == procs.procs["gateway"].pid:
-                log(f"device gateway at {found['url']}; every device connects with its own certificate ({certs})")
-                return found["url"], certs
-        except (OSError, ValueError):
-            pass
-        if procs.procs["gateway"].poll() is not None:
-            break
-        time.sleep(0.2)
-    raise UserError(f"the device gateway did not start (see {logs / 'gateway.log'})")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -361,9 +293,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
         bidding_node = None
-        flow_env = _flow_role_env(state_dir, settings)
+        flow_env = flow_role_env(state_dir, settings)
         if args.market and "autobidder" in available_flows():
-            market_url = _start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
+            market_url = start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
             bidding_node = "us"  # the simulated fleet's root
             flow_env |= {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:
@@ -375,13 +307,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      # a little more garbage than the simulator's realistic default, so the DLQ shows in a short demo
                      "--fault-garbage", "0.003", "--fault-nan", "0.003"] + common
         if args.gateway:
-            url, certs = _start_gateway(procs, vpp, common, logs, state_dir, settings, args, console.print)
+            url, certs = start_gateway(procs, vpp, common, logs, state_dir, settings, args, console.print)
             sim += ["--via-gateway", url, "--certs", str(certs)]
         procs.start("simulator", sim, logs / "simulator.log")
         console.print(f"started {len(procs.procs)} processes (logs in {logs})")
         # the console is not a flow: it keeps the owner's DSN (users, tokens, its audit log), and gets the market's URL
         console_env = {k: v for k, v in flow_env.items() if k != "VPP_POSTGRES_DSN"}
-        _start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=console_env)
+        start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=console_env)
         deadline = started + args.duration if args.duration else None
         dispatch = None
         if "dispatch" in available_flows() and args.dispatch_after > 0:
