@@ -113,6 +113,9 @@ class Settings:
     # the time range the time-series store keeps: a point outside it is counted and logged as dropped, not sent
     # to a store that answers 204 and drops it (VictoriaMetrics: 2 days ahead, its retention behind)
     timeseries_max_future_s: float = 86_400.0
+    # canonicalize judges a reading's time also by the Kafka timestamp at which the platform received it; off only
+    # for a simulation that runs faster than real time through the gateway (whose clock is the real one)
+    platform_clock_check: bool = True
     timeseries_max_age_s: float = 100 * 365 * 86_400.0  # set it to the store's retention
     state_dir: str = ".vpp"
     # -- topics ------------------------------------------------------------

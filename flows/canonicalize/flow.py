@@ -109,18 +109,19 @@ class DedupBucket(StatefulBatchLogic):
         return pickle.dumps(self.states, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def canonicalize_batch(registry, metrics: FlowMetrics, msgs: list[KafkaSourceMessage]) -> list[Any]:
+def canonicalize_batch(registry, metrics: FlowMetrics, msgs: list[KafkaSourceMessage], *,
+                       platform_clock: bool = True) -> list[Any]:
     """Rejections, and ``(bucket, [canonical dicts])`` groups, in message order within each."""
     registry.refresh_if_due()
     assets = registry.assets
     # a KafkaSourceMessage has topic/partition/offset: it serves as its own SourcePosition
-    results = [canonicalize(m.value, m, assets) for m in msgs]
+    results = [canonicalize(m.value, m, assets, platform_clock=platform_clock) for m in msgs]
     unknown = [i for i, r in enumerate(results) if type(r) is Rejection and r.reason == "unknown_device"]
     if unknown and registry.refresh_if_due(missing=True):
         # a device registered a moment ago: look again before rejecting it
         for i in unknown:
             m = msgs[i]
-            results[i] = canonicalize(m.value, m, registry.assets)
+            results[i] = canonicalize(m.value, m, registry.assets, platform_clock=platform_clock)
     metrics.count_in(len(msgs))
     return grouped_results(results)
 
@@ -170,7 +171,7 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None) -> Dataflow
 
     flow = Dataflow("canonicalize")
     raw = ports.read(flow, "raw_in", ["telemetry.raw"])
-    results = op.flat_map_batch("canonicalize", raw, partial(canonicalize_batch, assets, metrics))
+    results = op.flat_map_batch("canonicalize", raw, partial(canonicalize_batch, assets, metrics, platform_clock=settings.platform_clock_check))
     accepted = op.flat_map_batch("accepted", results, accepted_only)
     rejected = op.flat_map_batch("rejected", results, rejected_only)
     horizon_ms = settings.dedup_horizon_s * 1000

@@ -169,8 +169,13 @@ def _seconds(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d} s" if abs(ms) < 10**15 else "more than 30000 years"
 
 
-def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, AssetInfo]) -> Canonical | Rejection:
-    """Check one raw message (spec order, first failure decides) and canonicalize it."""
+def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, AssetInfo], *,
+                 platform_clock: bool = True) -> Canonical | Rejection:
+    """Check one raw message (spec order, first failure decides) and canonicalize it.
+
+    ``platform_clock``: also judge the reading time against the Kafka timestamp at which the platform received the
+    message (off only for a simulation running faster than real time through the gateway, whose clock is real).
+    """
     device_id = None
     try:
         if type(raw) is not bytes:
@@ -225,7 +230,7 @@ def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, Asse
                 f"reading time is {_seconds(received_ms - ts)} before received_at {describe(received_text)} "
                 "(limit 24 h); old data is not replayed into the live topic",
             )
-        platform_ms = received_by_platform_ms(position)
+        platform_ms = received_by_platform_ms(position) if platform_clock else None
         if platform_ms is not None:
             # the envelope's received_at is the gateway's word: judge the reading by the platform's clock too
             # (the Kafka timestamp at which the broker took it), so a device and gateway clock far ahead or
