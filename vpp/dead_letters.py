@@ -21,11 +21,20 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-__all__ = ["RAW_KEEP_BYTES", "DETAIL_KEEP_CHARS", "dead_letter_record"]
+__all__ = ["RAW_KEEP_BYTES", "DETAIL_KEEP_CHARS", "dead_letter_record", "kafka_timestamp_ms"]
 
 #: Bytes of the original message a dead letter keeps (the DLQ topic's records stay far below the broker's limit).
 RAW_KEEP_BYTES = 64 * 1024
 DETAIL_KEEP_CHARS = 2_000
+
+
+def kafka_timestamp_ms(message: Any) -> int | None:
+    """The Kafka timestamp (epoch ms) of a message (a ``KafkaSourceMessage``'s ``(type, ms)``): when the platform
+    received it. None when the message has none (a position without a timestamp, or Kafka's -1)."""
+    stamp = getattr(message, "timestamp", None)
+    if type(stamp) is tuple:
+        stamp = stamp[1] if len(stamp) == 2 else None
+    return stamp if type(stamp) is int and stamp > 0 else None
 
 
 def dead_letter_record(reason: str, detail: str, raw: bytes | None, *, source_topic: str, source_partition: int,

@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterable, Iterator
 from bytewax.connectors.kafka import KafkaSourceMessage
 
 from sinks.messages import OutMessage
-from vpp.dead_letters import dead_letter_record
+from vpp.dead_letters import dead_letter_record, kafka_timestamp_ms
 from vpp.serde import Serde, SerdeError
 
 __all__ = ["ContractViolation", "decode_or_dead_letter", "decoded_messages", "dead_letter_of", "dead_letter_message",
-           "is_record", "records_only", "dead_letters_only", "source_timestamp"]
+           "is_record", "records_only", "dead_letters_only"]
 
 #: What a record's conversion (``convert``) raises when a decoded record breaks the topic's contract.
 _CONTRACT_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError)
@@ -37,24 +37,16 @@ class ContractViolation(ValueError):
     """A record that decodes but cannot be used; the message names the rule it breaks."""
 
 
-def source_timestamp(msg: KafkaSourceMessage) -> int | None:
-    """The Kafka timestamp (epoch ms) of a message, or None."""
-    stamp = msg.timestamp
-    if type(stamp) is tuple and len(stamp) == 2 and type(stamp[1]) is int and stamp[1] > 0:
-        return stamp[1]
-    return None
-
-
 def dead_letter_of(msg: KafkaSourceMessage, reason: str, why: str) -> dict[str, Any]:
     """A ``telemetry.dlq`` record for a message of one of our topics."""
     device_id = msg.key.decode("utf-8", "replace") if isinstance(msg.key, (bytes, bytearray)) else msg.key
     return dead_letter_record(reason, why, msg.value, source_topic=msg.topic, source_partition=msg.partition,
-                              source_offset=msg.offset, source_timestamp=source_timestamp(msg), device_id=device_id)
+                              source_offset=msg.offset, source_timestamp=kafka_timestamp_ms(msg), device_id=device_id)
 
 
 def dead_letter_message(serde: Serde, dlq_topic: str, msg: KafkaSourceMessage, reason: str, why: str) -> OutMessage:
     record = dead_letter_of(msg, reason, why)
-    return OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record), source_timestamp(msg))
+    return OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record), kafka_timestamp_ms(msg))
 
 
 def decoded_messages(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage], dead_letters: list[OutMessage],

@@ -47,7 +47,7 @@ from typing import Any, Mapping, NoReturn, Protocol
 import orjson
 
 from vpp.assets import Asset  # the registry's one Asset type; enrichment reads the AssetInfo fields of it
-from vpp.dead_letters import dead_letter_record
+from vpp.dead_letters import dead_letter_record, kafka_timestamp_ms
 from flows.canonicalize.dialects import (
     PARSERS,
     Measured,
@@ -73,7 +73,6 @@ __all__ = [
     "DIALECTS",
     "REASON_CODES",
     "FUTURE_LIMIT_MS",
-    "received_by_platform_ms",
     "STALE_LIMIT_MS",
     "DedupState",
     "dedup_step",
@@ -230,7 +229,7 @@ def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, Asse
                 f"reading time is {_seconds(received_ms - ts)} before received_at {describe(received_text)} "
                 "(limit 24 h); old data is not replayed into the live topic",
             )
-        platform_ms = received_by_platform_ms(position) if platform_clock else None
+        platform_ms = kafka_timestamp_ms(position) if platform_clock else None
         if platform_ms is not None:
             # the envelope's received_at is the gateway's word: judge the reading by the platform's clock too
             # (the Kafka timestamp at which the broker took it), so a device and gateway clock far ahead or
@@ -243,16 +242,8 @@ def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, Asse
                               "it (Kafka timestamp; limit 24 h); old data is not replayed into the live topic")
     except _Reject as reject:
         return Rejection(reject.reason, reject.detail, raw, position.topic, position.partition, position.offset,
-                         device_id, received_by_platform_ms(position))
+                         device_id, kafka_timestamp_ms(position))
     return _scrub(device_id, dialect, asset, measured)
-
-
-def received_by_platform_ms(position: Any) -> int | None:
-    """The Kafka timestamp (epoch ms) of a message (a ``KafkaSourceMessage``'s ``(type, ms)``), or None."""
-    stamp = getattr(position, "timestamp", None)
-    if type(stamp) is tuple:
-        stamp = stamp[1] if len(stamp) == 2 else None
-    return stamp if type(stamp) is int and stamp > 0 else None
 
 
 def _envelope_field_error(name: str, value: Any, wanted: str) -> NoReturn:

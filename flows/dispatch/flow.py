@@ -43,12 +43,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows._common.environment import flow_from_environment
-from flows._common.decode import dead_letters_only, decoded_messages, records_only, source_timestamp
+from flows._common.decode import dead_letters_only, decoded_messages, records_only
 from flows.dispatch.logic import node_covers, normalize_node_path, root_of
 from flows.dispatch.state import DeviceReading, DispatchState, Emitted
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
+from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
 
 __all__ = ["build_flow", "OUTPUT_TOPICS", "INPUT_TOPICS", "DispatchLogic", "flow"]
@@ -82,7 +83,7 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
             known = bool(node) and _registered_under(registry.assets, node)
             if node and not known and registry.refresh_if_due(missing=True):
                 known = _registered_under(registry.assets, node)  # a device registered a moment ago counts
-            event = ("command", (rec, known, source_timestamp(msg)))
+            event = ("command", (rec, known, kafka_timestamp_ms(msg)))
             root = root_of(node)
         else:
             asset = registry.assets.get(rec["device_id"])
