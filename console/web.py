@@ -43,6 +43,16 @@ def _to_login(request: Request) -> RedirectResponse:
     return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
 
 
+async def _signed_in_page(request: Request, name: str, *, needed: str | None = None, **context) -> Response:
+    """The page ``name`` for the session's user; to ``/login`` without a session; 403 below the ``needed`` role."""
+    principal = await _session(request)
+    if principal is None:
+        return _to_login(request)
+    if needed is not None and not role_at_least(principal.role, needed):
+        return _page(request, principal, "forbidden", status_code=403, needed=needed)
+    return _page(request, principal, name, **context)
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - the usual name
     return templates.TemplateResponse(request, "login.html", {"error": None, "next": _safe_next(next)})
@@ -85,49 +95,29 @@ async def logout(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def tree_page(request: Request, path: str = "") -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    return _page(request, principal, "tree", path=path.strip("/")[:512])
+    return await _signed_in_page(request, "tree", path=path.strip("/")[:512])
 
 
 @router.get("/nodes/{path:path}", response_class=HTMLResponse)
 async def node_page(request: Request, path: str) -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    return _page(request, principal, "node", path=path.strip("/")[:512])
+    return await _signed_in_page(request, "node", path=path.strip("/")[:512])
 
 
 @router.get("/dispatch", response_class=HTMLResponse)
 async def dispatch_page(request: Request, command: str = "") -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    return _page(request, principal, "dispatch", command=command[:200])
+    return await _signed_in_page(request, "dispatch", command=command[:200])
 
 
 @router.get("/alerts", response_class=HTMLResponse)
 async def alerts_page(request: Request) -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    return _page(request, principal, "alerts")
+    return await _signed_in_page(request, "alerts")
 
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page(request: Request) -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    if not role_at_least(principal.role, "admin"):
-        return _page(request, principal, "forbidden", status_code=403, needed="admin")
-    return _page(request, principal, "audit")
+    return await _signed_in_page(request, "audit", needed="admin")
 
 
 @router.get("/market", response_class=HTMLResponse)
 async def market_page(request: Request) -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _to_login(request)
-    return _page(request, principal, "market")
+    return await _signed_in_page(request, "market")

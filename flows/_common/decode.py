@@ -8,25 +8,29 @@ and the flow goes on with the next message. Only an unreachable schema registry
 (``vpp.serde.RegistryUnavailable``) escapes: that is a dependency, not a message, and the flow stops and
 resumes from its snapshot.
 
-Two shapes of the same loop:
+Two shapes of the same loop, and a dataflow step over the first:
 
 - ``decode_or_dead_letter`` returns the batch as records and dead-letter ``OutMessage`` s in one list (split
   them with ``records_only`` / ``dead_letters_only``);
 - ``decoded_messages`` yields ``(message, record)`` pairs for flows that need the message's position too,
-  and appends dead letters to a list the caller passes.
+  and appends dead letters to a list the caller passes;
+- ``read_decoded`` reads topics into a dataflow and gives two streams: the records and the dead letters.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
+import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
 
 from sinks.messages import OutMessage
 from vpp.dead_letters import dead_letter_record, kafka_timestamp_ms
 from vpp.serde import Serde, SerdeError
 
-__all__ = ["ContractViolation", "decode_or_dead_letter", "decoded_messages", "dead_letter_of", "dead_letter_message",
+__all__ = ["ContractViolation", "decode_or_dead_letter", "decoded_messages", "read_decoded", "dead_letter_of", "dead_letter_message",
            "is_record", "records_only", "dead_letters_only"]
 
 #: What a record's conversion (``convert``) raises when a decoded record breaks the topic's contract.
@@ -94,3 +98,10 @@ def records_only(items: list[Any]) -> list[Any]:
 def dead_letters_only(items: list[Any]) -> list[OutMessage]:
     """The dead letters of a batch from ``decode_or_dead_letter``."""
     return [i for i in items if type(i) is OutMessage]
+
+
+def read_decoded(ports, flow: Dataflow, step_id: str, topics: list[str]) -> tuple[Stream, Stream]:
+    """``ports.read`` of ``topics`` decoded: (the records, the dead letters for ``telemetry.dlq``)."""
+    msgs = ports.read(flow, step_id, topics)
+    items = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, ports.topic("telemetry.dlq")))
+    return op.flat_map_batch("records", items, records_only), op.flat_map_batch("dead_letters", items, dead_letters_only)

@@ -60,6 +60,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from flows._common.buckets import BucketOf
 from flows._common.environment import flow_from_environment
 from flows.aggregate.avro import NodeAggregateEncoder, encode_leaves, encode_nodes
 from flows.aggregate.devices import BucketState, close_through, ingest
@@ -74,7 +75,6 @@ from flows.aggregate.logic import (
     shard_add,
     shard_close_ready,
     shard_flush,
-    stable_index,
     watermark_ms,
 )
 from flows._common.decode import dead_letters_only, decoded_messages, records_only
@@ -94,16 +94,8 @@ NODE_SHARDS = 16
 BUCKET_KEYS = tuple(f"devices-{i:02d}" for i in range(AGGREGATE_BUCKETS))
 SHARD_KEYS = tuple(f"nodes-{i:02d}" for i in range(NODE_SHARDS))
 
-_bucket_of: dict[str, int] = {}
-
-
-def device_bucket(device_id: str) -> int:
-    b = _bucket_of.get(device_id)
-    if b is None:
-        if len(_bucket_of) > 1_000_000:  # bounded: ids seen, not state
-            _bucket_of.clear()
-        b = _bucket_of[device_id] = stable_index(device_id, AGGREGATE_BUCKETS)
-    return b
+#: a device's bucket, 0 .. AGGREGATE_BUCKETS - 1
+device_bucket = BucketOf(AGGREGATE_BUCKETS)
 
 
 # -- step 1: decode, group by bucket, watermark candidates ----------------------------------------------
@@ -114,12 +106,9 @@ def group_by_bucket(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs:
     groups: list[list[tuple]] = [[] for _ in range(AGGREGATE_BUCKETS)]
     event_times: dict[Any, list[int]] = {}
     out: list[Any] = []
-    bucket_of = _bucket_of
+    bucket_of = device_bucket
     for msg, r in decoded_messages(serde, dlq_topic, msgs, out, reading_of, metrics):
-        b = bucket_of.get(r[DEVICE_ID])
-        if b is None:
-            b = device_bucket(r[DEVICE_ID])
-        groups[b].append(r)
+        groups[bucket_of[r[DEVICE_ID]]].append(r)
         times = event_times.get(msg.partition)
         if times is None:
             event_times[msg.partition] = [r[TS]]

@@ -49,13 +49,14 @@ Readings of the spec where it leaves room:
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import add, itemgetter
 from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
+
+from flows._common.buckets import stable_index
 
 __all__ = [
     "WindowParams",
@@ -293,8 +294,3 @@ def watermark_ms(partition_max: Mapping[Any, int], lateness_ms: int, *, expected
     if partition_max:
         return max(partition_max.values()) - lateness_ms + idle_advance_ms
     return None
-
-
-def stable_index(text: str, n: int) -> int:
-    """A stable hash of ``text`` into ``range(n)`` (crc32: the same on every process and run)."""
-    return zlib.crc32(text.encode()) % n

@@ -15,7 +15,6 @@ PostgreSQL upserts, aggregation ignores a (device_id, ts) it has counted.
 from __future__ import annotations
 
 import pickle
-import zlib
 from functools import partial
 from operator import itemgetter
 from typing import Any, Iterable
@@ -25,6 +24,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from flows._common.buckets import BucketOf
 from flows._common.environment import flow_from_environment
 from flows.canonicalize.logic import DedupState, Rejection, canonicalize, dedup_step
 from sinks.messages import OutMessage, out_messages
@@ -42,16 +42,8 @@ OUTPUT_TOPICS = ("telemetry.canonical", "telemetry.dlq")
 DEDUP_BUCKETS = 64
 
 
-_bucket_of: dict[str, str] = {}
-
-
-def dedup_bucket(device_id: str) -> str:
-    bucket = _bucket_of.get(device_id)
-    if bucket is None:
-        if len(_bucket_of) > 1_000_000:  # bounded: ids seen, not state
-            _bucket_of.clear()
-        bucket = _bucket_of[device_id] = f"dedup-{zlib.crc32(device_id.encode()) % DEDUP_BUCKETS:02d}"
-    return bucket
+#: a device's dedup bucket key, ``dedup-NN``
+dedup_bucket = BucketOf(DEDUP_BUCKETS, "dedup-{:02d}".format)
 
 
 def grouped_results(results: list[Any]) -> list[Any]:
@@ -65,7 +57,7 @@ def grouped_results(results: list[Any]) -> list[Any]:
         if type(r) is Rejection:
             out.append(r)
         else:
-            bucket = dedup_bucket(r["device_id"])
+            bucket = dedup_bucket[r["device_id"]]
             group = groups.get(bucket)
             if group is None:
                 group = groups[bucket] = []

@@ -21,7 +21,7 @@ from bytewax.dataflow import Dataflow
 
 from flows._common.environment import flow_from_environment
 from flows._common.encode import encode_results
-from flows._common.decode import dead_letters_only, decode_or_dead_letter, records_only
+from flows._common.decode import read_decoded
 from sinks.ports import KafkaPorts, Ports
 
 __all__ = ["build_flow", "persistence_forecast", "answer_forecast", "INPUT_TOPICS", "OUTPUT_TOPICS", "flow"]
@@ -88,12 +88,9 @@ def load_model(settings):
 def build_flow(settings, *, ports: Ports | None = None, model: Any = _AUTO, now: Callable[[], float] = time.time) -> Dataflow:
     ports = ports or KafkaPorts(settings)
     model = load_model(settings) if model is _AUTO else model
-    out_topic, dlq_topic = ports.topic("autobidder.forecast.results"), ports.topic("telemetry.dlq")
+    out_topic = ports.topic("autobidder.forecast.results")
     flow = Dataflow("forecast_worker")
-    msgs = ports.read(flow, "forecast_in", INPUT_TOPICS)
-    items = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, dlq_topic))
-    requests = op.flat_map_batch("requests", items, records_only)
-    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
+    requests, dead = read_decoded(ports, flow, "forecast_in", INPUT_TOPICS)
     results = op.map("forecast", requests, partial(answer_forecast, model, now))
     encoded = op.flat_map_batch("encode", results, partial(encode_results, ports.serde, out_topic))
     ports.write("forecast_out", op.merge("with_dead_letters", encoded, dead))

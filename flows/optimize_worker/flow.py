@@ -18,7 +18,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows._common.environment import flow_from_environment
-from flows._common.decode import dead_letters_only, decode_or_dead_letter, records_only
+from flows._common.decode import read_decoded
 from flows._common.encode import encode_results
 from sinks.ports import KafkaPorts, Ports
 
@@ -68,12 +68,9 @@ def solver_options(settings) -> tuple[str, float | None]:
 def build_flow(settings, *, ports: Ports | None = None, now: Callable[[], float] = time.time) -> Dataflow:
     solver, time_limit_s = solver_options(settings)
     ports = ports or KafkaPorts(settings)
-    out_topic, dlq_topic = ports.topic("autobidder.optimize.results"), ports.topic("telemetry.dlq")
+    out_topic = ports.topic("autobidder.optimize.results")
     flow = Dataflow("optimize_worker")
-    msgs = ports.read(flow, "optimize_in", INPUT_TOPICS)
-    items = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, dlq_topic))
-    requests = op.flat_map_batch("requests", items, records_only)
-    dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
+    requests, dead = read_decoded(ports, flow, "optimize_in", INPUT_TOPICS)
     results = op.map("optimize", requests, partial(answer_optimize, solver, time_limit_s, now))
     encoded = op.flat_map_batch("encode", results, partial(encode_results, ports.serde, out_topic))
     ports.write("optimize_out", op.merge("with_dead_letters", encoded, dead))

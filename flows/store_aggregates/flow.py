@@ -10,13 +10,12 @@ A message that cannot be decoded goes to ``telemetry.dlq``.
 
 from __future__ import annotations
 
-from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows._common.environment import flow_from_environment
-from flows._common.decode import decode_or_dead_letter, is_record
+from flows._common.decode import read_decoded
 from sinks.node_state import NodeStateSink
 from sinks.ports import KafkaPorts, Ports
 from sinks.timeseries import TimeseriesSink, aggregate_lines
@@ -27,12 +26,10 @@ __all__ = ["build_flow"]
 def build_flow(settings, *, ports: Ports | None = None, timeseries_sink=None, node_state_sink=None) -> Dataflow:
     ports = ports or KafkaPorts(settings)
     flow = Dataflow("store_aggregates")
-    msgs = ports.read(flow, "aggregates_in", ["fleet.aggregates"])
-    decoded = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, ports.topic("telemetry.dlq")))
-    split = op.branch("decoded", decoded, is_record)
-    op.output("timeseries_out", split.trues, timeseries_sink or TimeseriesSink(settings, aggregate_lines))
-    op.output("node_state_out", split.trues, node_state_sink or NodeStateSink(settings.postgres_dsn))
-    ports.write("dlq_out", split.falses)
+    aggregates, dead = read_decoded(ports, flow, "aggregates_in", ["fleet.aggregates"])
+    op.output("timeseries_out", aggregates, timeseries_sink or TimeseriesSink(settings, aggregate_lines))
+    op.output("node_state_out", aggregates, node_state_sink or NodeStateSink(settings.postgres_dsn))
+    ports.write("dlq_out", dead)
     return flow
 
 

@@ -6,13 +6,12 @@ Idempotent: a reading written twice is the same point (see sinks/timeseries.py).
 
 from __future__ import annotations
 
-from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows._common.environment import flow_from_environment
-from flows._common.decode import decode_or_dead_letter, is_record
+from flows._common.decode import read_decoded
 from sinks.ports import KafkaPorts, Ports
 from sinks.timeseries import TimeseriesSink, telemetry_lines
 
@@ -22,11 +21,9 @@ __all__ = ["build_flow"]
 def build_flow(settings, *, ports: Ports | None = None, sink=None) -> Dataflow:
     ports = ports or KafkaPorts(settings)
     flow = Dataflow("store_telemetry")
-    msgs = ports.read(flow, "canonical_in", ["telemetry.canonical"])
-    decoded = op.flat_map_batch("decode", msgs, partial(decode_or_dead_letter, ports.serde, ports.topic("telemetry.dlq")))
-    split = op.branch("decoded", decoded, is_record)
-    op.output("timeseries_out", split.trues, sink or TimeseriesSink(settings, telemetry_lines))
-    ports.write("dlq_out", split.falses)
+    readings, dead = read_decoded(ports, flow, "canonical_in", ["telemetry.canonical"])
+    op.output("timeseries_out", readings, sink or TimeseriesSink(settings, telemetry_lines))
+    ports.write("dlq_out", dead)
     return flow
 
 

@@ -14,7 +14,7 @@ def test_canonicalize_counts_in_out_rejected_and_duplicates(tmp_path):
     # a process of its own: OpenTelemetry providers are process-global and set once
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(REPO / 'tests' / 'flows' / 'canonicalize')!r})
+        sys.path[:0] = [{str(REPO / 'tests' / 'flows' / 'canonicalize')!r}, {str(REPO / 'tests' / 'support')!r}]
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from vpp.observability import setup_observability
         reader = InMemoryMetricReader()

@@ -27,14 +27,13 @@ import signal
 import time
 from collections import Counter
 
-import orjson
 import psycopg
 import pytest
 from confluent_kafka import Producer
 from real_services import VppProcesses, export_series, vpp_env, wait_for
 
-from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, live_span, missing_live, unprefixed)
-from sinks.dumps import read_dump
+from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, dump_values, live_span, missing_live, read_jsonl,
+                            replay_canonicalize, unprefixed)
 from poison import POISON_REASONS, canonical_reading, poison_values
 from vpp.serde import Serde
 from vpp.kafka_security import client_config
@@ -45,15 +44,6 @@ FLOWS = ["canonicalize", "aggregate", "dispatch", "store-telemetry", "store-dlq"
 FAULTS = ["--fault-duplicate", "0.02", "--fault-garbage", "0.01", "--fault-nan", "0.01", "--fault-out-of-order", "0.02",
           "--fault-not-implemented", "0.02", "--fault-clock-skew", "0.02", "--fault-late", "0.002"]
 CANONICAL_CONSUMERS = 3  # aggregate, dispatch, store-telemetry
-
-
-def read_jsonl(path) -> list[dict]:
-    with open(path, "rb") as fh:
-        return [orjson.loads(line)["value"] for line in fh if line.strip()]
-
-
-def dump_values(path) -> list[dict]:
-    return [orjson.loads(r.payload) for r in read_dump(path) if r.payload is not None]
 
 
 def last_copies(records, key) -> dict:
@@ -115,17 +105,9 @@ def test_killed_flows_and_poison_leave_every_store_as_an_uninterrupted_replay(is
             poison = inject_poison(settings, serde)
         print(f"kills {kills}; poison {poison}")
 
-        def dump(topic: str):
-            path = tmp_path / f"{topic}.dump.jsonl"
-            procs.run("dump", topic, "--out", str(path))
-            return path
-
-        # the uninterrupted replay of the same input
-        raw = dump("telemetry.raw")
-        procs.run("replay", "canonicalize", "--input", str(raw), "--assets", str(assets_csv), "--out",
-                  str(tmp_path / "r-canon"))
-        want_canon = read_jsonl(tmp_path / "r-canon" / "telemetry.canonical.jsonl")
-        want_dlq = [unprefixed(d) for d in read_jsonl(tmp_path / "r-canon" / "telemetry.dlq.jsonl")]
+        raw = procs.dump("telemetry.raw", tmp_path)
+        want_canon, replay_dlq = replay_canonicalize(procs, raw, assets_csv, tmp_path / "r-canon")
+        want_dlq = [unprefixed(d) for d in replay_dlq]
         want_points = {canonical_key(r) for r in want_canon}
         devices = {r["device_id"] for r in want_canon}
         lo, hi = min(r["ts"] for r in want_canon), max(r["ts"] for r in want_canon)
@@ -161,12 +143,12 @@ def test_killed_flows_and_poison_leave_every_store_as_an_uninterrupted_replay(is
         assert got["poison_rows"] == want_poison_rows
 
         # every poison message is a dead letter from each consumer of telemetry.canonical
-        letters = [d for d in dump_values(dump("telemetry.dlq")) if d["source_topic"] == canonical_topic]
+        letters = [d for d in dump_values(procs.dump("telemetry.dlq", tmp_path)) if d["source_topic"] == canonical_topic]
         per_poison = Counter((d["source_partition"], d["source_offset"], d["reason"]) for d in letters)
         assert all(per_poison[p] >= CANONICAL_CONSUMERS for p in want_poison_rows), per_poison
 
         # fleet.aggregates against the aggregate replay of the dumped canonical topic
-        canon_dump = dump("telemetry.canonical")
+        canon_dump = procs.dump("telemetry.canonical", tmp_path)
         procs.run("replay", "aggregate", "--input", str(canon_dump), "--assets", str(assets_csv), "--out",
                   str(tmp_path / "r-agg"))
         want_agg = last_copies(read_jsonl(tmp_path / "r-agg" / "fleet.aggregates.jsonl"), lambda r: tuple(r[k] for k in AGG_KEY))
@@ -174,7 +156,7 @@ def test_killed_flows_and_poison_leave_every_store_as_an_uninterrupted_replay(is
 
         def aggregates_closed() -> bool:
             procs.check_running()
-            records = dump_values(dump("fleet.aggregates"))
+            records = dump_values(procs.dump("fleet.aggregates", tmp_path))
             got["agg"] = last_copies(records, lambda r: tuple(r[k] for k in AGG_KEY))
             got["agg_copies"] = len(records) - len(got["agg"])
             return live_span(got["agg"])[1] > input_end and not missing_live(got["agg"], want_agg)

@@ -17,27 +17,17 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 
-import orjson
 import pytest
 from real_services import VppProcesses, vpp_env, wait_for
 
-from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, diff_keyed, dlq_key, keyed, live_span, missing_live,
-                            unprefixed)
+from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, diff_keyed, dlq_key, dump_values, keyed, live_span,
+                            missing_live, read_jsonl, replay_canonicalize, unprefixed)
 from sinks.dumps import dump_line, read_dump
 from sinks.kafka_tools import TopicCounter
 
 DURATION_S = 75
 FAULTS = ["--fault-garbage", "0.01", "--fault-nan", "0.01", "--fault-duplicate", "0.01", "--fault-not-implemented",
           "0.02", "--fault-out-of-order", "0.01", "--fault-clock-skew", "0", "--fault-late", "0", "--fault-offline", "0"]
-
-
-def read_jsonl(path) -> list[dict]:
-    with open(path, "rb") as fh:
-        return [orjson.loads(line)["value"] for line in fh if line.strip()]
-
-
-def dump_values(path) -> list[dict]:
-    return [orjson.loads(r.payload) for r in read_dump(path) if r.payload is not None]
 
 
 def merge_by_timestamp(dumps, out):
@@ -89,21 +79,15 @@ def test_each_flow_replayed_over_its_dumped_inputs_gives_what_it_gave_live(isola
         assert sim.returncode == 0, (tmp_path / "procs.log").read_text()[-3000:]
         procs.procs.remove(sim)  # done: the flows go on
 
-        def dump(topic: str):
-            path = tmp_path / f"{topic}.dump.jsonl"
-            procs.run("dump", topic, "--out", str(path))
-            return path
-
-        raw = dump("telemetry.raw")
-        procs.run("replay", "canonicalize", "--input", str(raw), "--assets", str(assets_csv), "--out",
-                  str(tmp_path / "r-canon"))
-        want_canon = keyed(read_jsonl(tmp_path / "r-canon" / "telemetry.canonical.jsonl"), canonical_key)
-        want_dlq = keyed(map(unprefixed, read_jsonl(tmp_path / "r-canon" / "telemetry.dlq.jsonl")), dlq_key)
+        raw = procs.dump("telemetry.raw", tmp_path)
+        replay_canon, replay_dlq = replay_canonicalize(procs, raw, assets_csv, tmp_path / "r-canon")
+        want_canon = keyed(replay_canon, canonical_key)
+        want_dlq = keyed(map(unprefixed, replay_dlq), dlq_key)
         raw_topic = settings.topic("telemetry.raw")
 
         def live_canonicalize():
-            canon = dump_values(dump("telemetry.canonical"))
-            dlq = [unprefixed(d) for d in dump_values(dump("telemetry.dlq")) if d["source_topic"] == raw_topic]
+            canon = dump_values(procs.dump("telemetry.canonical", tmp_path))
+            dlq = [unprefixed(d) for d in dump_values(procs.dump("telemetry.dlq", tmp_path)) if d["source_topic"] == raw_topic]
             return canon, dlq
 
         state = {}
@@ -126,17 +110,17 @@ def test_each_flow_replayed_over_its_dumped_inputs_gives_what_it_gave_live(isola
         input_end = max(r[1] for r in want_canon)  # the replay's last window holds it
 
         def aggregates_closed() -> bool:
-            state["agg"] = dump_values(dump("fleet.aggregates"))
+            state["agg"] = dump_values(procs.dump("fleet.aggregates", tmp_path))
             live = keyed(state["agg"], lambda r: tuple(r[k] for k in AGG_KEY))
             return live_span(live)[1] > input_end and not missing_live(live, want_agg)
 
         procs.wait_for(aggregates_closed, 120, "the live aggregate to close every window of the replay up to the last reading")
 
-        commands = dump("dispatch.commands")
+        commands = procs.dump("dispatch.commands", tmp_path)
         procs.run("replay", "dispatch", "--input", str(merge_by_timestamp([canon_dump, commands], tmp_path / "mixed.jsonl")),
                   "--assets", str(assets_csv), "--out", str(tmp_path / "r-dispatch"))
-        live_status = [s for s in dump_values(dump("dispatch.status")) if s["command_id"] == "replay-vs-live"]
-        live_setpoints = [s for s in dump_values(dump("device.commands")) if s["command_id"] == "replay-vs-live"]
+        live_status = [s for s in dump_values(procs.dump("dispatch.status", tmp_path)) if s["command_id"] == "replay-vs-live"]
+        live_setpoints = [s for s in dump_values(procs.dump("device.commands", tmp_path)) if s["command_id"] == "replay-vs-live"]
 
     device_paths = {a["device_id"]: a["region_path"] for a in assets}
     live_agg = keyed(state["agg"], lambda r: tuple(r[k] for k in AGG_KEY))

@@ -66,6 +66,12 @@ class VppProcesses:
         assert done.returncode == 0, f"vpp {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
         return done
 
+    def dump(self, topic: str, into: Path) -> Path:
+        """``vpp dump TOPIC`` into ``into/TOPIC.dump.jsonl`` (the test's prefixed topic); returns the path."""
+        path = into / f"{topic}.dump.jsonl"
+        self.run("dump", topic, "--out", str(path))
+        return path
+
     def check_running(self) -> None:
         """Fail early, with the log's tail, when a process died."""
         dead = [" ".join(p.args[3:5]) for p in self.procs if p.poll() is not None]

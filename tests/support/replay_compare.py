@@ -36,11 +36,33 @@ Rules (stated once, here):
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable
+
+import orjson
+
+from sinks.dumps import read_dump
 
 from sinks.dumps import base_topic
 
 AGG_KEY = ("node_path", "window_start")
+
+
+def read_jsonl(path) -> list[dict]:
+    """The values of a ``vpp replay --out`` file."""
+    with open(path, "rb") as fh:
+        return [orjson.loads(line)["value"] for line in fh if line.strip()]
+
+
+def dump_values(path) -> list[dict]:
+    """The values of a ``vpp dump`` file (tombstones left out)."""
+    return [orjson.loads(r.payload) for r in read_dump(path) if r.payload is not None]
+
+
+def replay_canonicalize(procs, raw_dump: Path, assets_csv: Path, out: Path) -> tuple[list[dict], list[dict]]:
+    """``vpp replay canonicalize`` of a dump of telemetry.raw: its canonical records and its dead letters."""
+    procs.run("replay", "canonicalize", "--input", str(raw_dump), "--assets", str(assets_csv), "--out", str(out))
+    return read_jsonl(out / "telemetry.canonical.jsonl"), read_jsonl(out / "telemetry.dlq.jsonl")
 
 
 def keyed(records: Iterable[dict], key) -> dict:

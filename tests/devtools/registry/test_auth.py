@@ -7,10 +7,6 @@ Against a registry served in-process with both identities over a fresh database,
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -19,6 +15,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from devtools.registry import RegistryServer
 from devtools.registry.auth import READ, WRITE, Identity
+from registry_command import registry_process, serving
 from vpp.serde import registry_client
 
 READER, WRITER = Identity("reader", "r-secret-1", READ), Identity("writer", "w-secret-2", WRITE)
@@ -104,23 +101,13 @@ def test_confluent_s_client_as_the_read_only_identity_reads_and_cannot_register(
 # -- the command ----------------------------------------------------------------------------------------
 
 
-def registry_process(tmp_path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VPP_")}
-    return subprocess.Popen([sys.executable, "-m", "devtools.registry", "--host", "127.0.0.1", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**clean, "PYTHONUNBUFFERED": "1", **env})
-
-
 def test_the_command_takes_its_dsn_and_passwords_from_the_environment_and_files_not_its_argv(registry_database, tmp_path):
     (tmp_path / "read").write_text("file-read-pw\n")
     (tmp_path / "write").write_text("file-write-pw\n")
     proc = registry_process(tmp_path, {"VPP_POSTGRES_DSN": registry_database,
                                        "VPP_SCHEMA_REGISTRY_PASSWORD_FILE": str(tmp_path / "read"),
                                        "VPP_SCHEMA_REGISTRY_ADMIN_PASSWORD_FILE": str(tmp_path / "write")})
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("schema registry listening on http://127.0.0.1:"), line + proc.stderr.read()
-        url = line.split()[-1]
+    with serving(proc) as url:
         argv = (open(f"/proc/{proc.pid}/cmdline", "rb").read()).decode()
         assert "pw" not in argv and "postgres" not in argv  # nothing secret for ps to show
         assert httpx.get(url + "/subjects", timeout=10).status_code == 401
@@ -128,12 +115,6 @@ def test_the_command_takes_its_dsn_and_passwords_from_the_environment_and_files_
         created = httpx.post(url + "/subjects/x-value/versions", auth=("vpp-admin", "file-write-pw"), timeout=10,
                              json={"schema": SCHEMA})
         assert created.status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_the_command_refuses_to_run_open_unless_told(tmp_path):

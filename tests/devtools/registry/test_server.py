@@ -7,11 +7,7 @@ pin the exact statuses and bodies Confluent's clients rely on.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,6 +20,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from registry_command import registry_process, serving
 
 READING_V1 = {
     "type": "record",
@@ -534,27 +531,9 @@ def test_a_connection_that_does_not_complete_its_request_head_in_time_is_closed(
 # -- the command line -------------------------------------------------------------------
 
 
-def test_cli_serves_until_sigterm(registry_database):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devtools.registry", "--host", "127.0.0.1", "--port", "0", "--dsn", registry_database,
-         "--no-auth"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("schema registry listening on http://127.0.0.1:"), line + proc.stderr.read()
-        url = line.rsplit(" ", 1)[-1].strip()
+def test_cli_serves_until_sigterm(registry_database, tmp_path):
+    with serving(registry_process(tmp_path, {}, "--dsn", registry_database, "--no-auth")) as url:
         assert http(f"{url}/subjects") == (200, "application/vnd.schemaregistry.v1+json", [])
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_kept_alive_connection_may_wait_longer_than_the_header_timeout_between_requests(registry_database):

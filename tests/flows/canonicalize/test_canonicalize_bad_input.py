@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.canonicalize.logic import Asset, Rejection, SourcePosition, canonicalize, dedup_step
+from documents import DELETE, edited
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 CANONICAL_SCHEMA = fastavro.parse_schema(json.loads((SCHEMAS / "canonical_reading.avsc").read_text()))
@@ -77,19 +78,6 @@ def paths(doc, prefix=()):
             yield from paths(value, prefix + (key,))
 
 
-def put(doc, path, value):
-    doc = copy.deepcopy(doc)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return doc
-
-
-_DELETE = object()
 _MARK = "\u2603mark\u2603"
 
 
@@ -135,8 +123,8 @@ def test_random_json_documents(value):
 @given(st.sampled_from(EXAMPLES), st.data())
 def test_any_field_replaced_by_any_json_value(example, data):
     where = data.draw(st.sampled_from([p for p in paths(example) if p]))
-    value = data.draw(st.one_of(json_values, st.just(_DELETE)))
-    check(json.dumps(put(example, where, value), allow_nan=True).encode())
+    value = data.draw(st.one_of(json_values, st.just(DELETE)))
+    check(json.dumps(edited(example, where, value), allow_nan=True).encode())
 
 
 @RELAXED
@@ -144,7 +132,7 @@ def test_any_field_replaced_by_any_json_value(example, data):
 def test_any_field_replaced_by_a_nonstandard_literal(example, data):
     where = data.draw(st.sampled_from([p for p in paths(example) if p]))
     literal = data.draw(st.sampled_from(RAW_LITERALS))
-    text = json.dumps(put(example, where, _MARK)).encode()
+    text = json.dumps(edited(example, where, _MARK)).encode()
     check(text.replace(json.dumps(_MARK).encode(), literal))
 
 
@@ -163,7 +151,7 @@ def test_invalid_utf8_and_truncation(example, data):
 def test_deep_nesting_anywhere(example, depth, data):
     where = data.draw(st.sampled_from([p for p in paths(example) if p]))
     opener, closer = data.draw(st.sampled_from([(b"[", b"]"), (b'{"k":', b"}")]))
-    text = json.dumps(put(example, where, _MARK)).encode()
+    text = json.dumps(edited(example, where, _MARK)).encode()
     nested = opener * depth + b"0" + closer * depth
     check(text.replace(json.dumps(_MARK).encode(), nested))
     check(text.replace(json.dumps(_MARK).encode(), opener * depth))

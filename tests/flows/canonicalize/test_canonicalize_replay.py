@@ -16,6 +16,7 @@ import pytest
 
 from vpp.config import Settings
 from cli.replay import replay
+from documents import DELETE, edited
 
 ASSETS_CSV = """device_id,site_id,region_path,timezone,capacity_wh,max_charge_w,max_discharge_w,reserve_pct
 pw-000123,site-0042,us/ca/pge/94110/site-0042,America/Los_Angeles,13500,5000,5000,20
@@ -40,20 +41,6 @@ def envelope(device_id, dialect, payload, received_at="2026-11-23T19:30:00.123Z"
     return json.dumps({"device_id": device_id, "dialect": dialect, "received_at": received_at, "payload": payload})
 
 
-def with_(base, path, value):
-    doc = json.loads(json.dumps(base))
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return doc
-
-
-_DELETE = object()
-
 # (row id, raw message text, expected canonical fields or reason code)
 ROWS = [
     ("tesla spec example", envelope("pw-000123", "tesla-gateway/1", TESLA),
@@ -66,11 +53,11 @@ ROWS = [
     ("sunspec spec example", envelope("ss-000001", "sunspec/802", SUNSPEC, "2026-11-24T16:55:00Z"),
      {"ts": 1795462493000, "soc_pct": 61.23, "battery_w": 2500.0, "solar_w": None, "load_w": None, "grid_w": 1520.0,
       "grid_connected": None, "capacity_wh": 13500.0, "flags": []}),
-    ("tesla islanded", envelope("pw-000123", "tesla-gateway/1", with_(TESLA, ["grid_status"], "SystemIslandedActive")),
+    ("tesla islanded", envelope("pw-000123", "tesla-gateway/1", edited(TESLA, ["grid_status"], "SystemIslandedActive")),
      {"grid_connected": False}),
-    ("soc slightly above 100 is clamped", envelope("sn-000001", "sonnen/2", with_(SONNEN, ["USOC"], 101.5)),
+    ("soc slightly above 100 is clamped", envelope("sn-000001", "sonnen/2", edited(SONNEN, ["USOC"], 101.5)),
      {"soc_pct": 100.0, "flags": ["soc_clamped"]}),
-    ("soc far outside is invalid", envelope("sn-000001", "sonnen/2", with_(SONNEN, ["USOC"], 140)),
+    ("soc far outside is invalid", envelope("sn-000001", "sonnen/2", edited(SONNEN, ["USOC"], 140)),
      {"soc_pct": None, "flags": ["soc_invalid"]}),
     ("NaN power is nulled", envelope("sn-000001", "sonnen/2", {**SONNEN, "Pac_total_W": "NAN"}).replace('"NAN"', "NaN"),
      {"battery_w": None, "flags": ["non_finite:battery_w"]}),
@@ -81,9 +68,9 @@ ROWS = [
     ("powers that do not balance", envelope("sn-000001", "sonnen/2", {**SONNEN, "Consumption_W": 3000}),
      {"flags": ["imbalance"]}),
     ("sunspec not-implemented register is null",
-     envelope("ss-000001", "sunspec/802", with_(SUNSPEC, ["models", "802", "SoC"], -32768), "2026-11-24T16:55:00Z"),
+     envelope("ss-000001", "sunspec/802", edited(SUNSPEC, ["models", "802", "SoC"], -32768), "2026-11-24T16:55:00Z"),
      {"soc_pct": None, "flags": []}),
-    ("sunspec without meter", envelope("ss-000001", "sunspec/802", with_(SUNSPEC, ["models", "203"], _DELETE),
+    ("sunspec without meter", envelope("ss-000001", "sunspec/802", edited(SUNSPEC, ["models", "203"], DELETE),
                                        "2026-11-24T16:55:00Z"), {"grid_w": None}),
     ("not JSON", "{not json", "malformed_json"),
     ("not an object", "[1, 2, 3]", "malformed_json"),
@@ -95,9 +82,9 @@ ROWS = [
     ("unknown device", envelope("xx-000001", "sonnen/2", SONNEN), "unknown_device"),
     ("string where a number belongs", envelope("sn-000001", "sonnen/2", {**SONNEN, "USOC": "71"}), "bad_field:payload.USOC"),
     ("sunspec register as boolean",
-     envelope("ss-000001", "sunspec/802", with_(SUNSPEC, ["models", "802", "SoC"], True), "2026-11-24T16:55:00Z"),
+     envelope("ss-000001", "sunspec/802", edited(SUNSPEC, ["models", "802", "SoC"], True), "2026-11-24T16:55:00Z"),
      "bad_field:payload.models.802.SoC"),
-    ("reading time missing", envelope("sn-000001", "sonnen/2", with_(SONNEN, ["Timestamp"], _DELETE)),
+    ("reading time missing", envelope("sn-000001", "sonnen/2", edited(SONNEN, ["Timestamp"], DELETE)),
      "missing_field:payload.Timestamp"),
     ("reading time unparseable", envelope("sn-000001", "sonnen/2", {**SONNEN, "Timestamp": "yesterday"}), "bad_timestamp"),
     ("reading from the future", envelope("sn-000001", "sonnen/2", {**SONNEN, "Timestamp": "2026-11-23 20:40:00"}),
