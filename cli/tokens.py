@@ -8,32 +8,21 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from cli.users import cli_actor
-from cli.common import add_common, load_settings, positive_int
-from vpp.errors import UserError
+from cli.users import audited, auth_store
+from cli.common import add_common, positive_int
 
 __all__ = ["add_commands"]
 
 
-def _store(args):
-    from sinks.auth_store import AuthStore
-
-    return AuthStore(load_settings(args).postgres_dsn)
-
-
 def _cmd_create(args: argparse.Namespace) -> int:
     from console.auth import new_token
-    from sinks.auth_store import AuthError
 
-    store = _store(args)
     token, digest = new_token()
     expires_in = timedelta(days=args.expires_days) if args.expires_days else None
-    try:
-        token_id, expires_at = store.create_token(args.name, digest, kind="api", expires_in=expires_in)
-    except AuthError as exc:
-        raise UserError(str(exc)) from None
-    store.audit(cli_actor(), "tokens.create", target=args.name, address="local", outcome="ok",
-                detail={"token_id": token_id, "expires_at": expires_at.isoformat() if expires_at else None})
+    token_id, expires_at = audited(
+        args, "tokens.create", args.name,
+        lambda store: store.create_token(args.name, digest, kind="api", expires_in=expires_in),
+        lambda created: {"token_id": created[0], "expires_at": created[1].isoformat() if created[1] else None})
     print(token)
     print(f"token {token_id} for {args.name}, expires {expires_at.isoformat() if expires_at else 'never'}; "
           "shown once: only its hash is stored", file=__import__("sys").stderr)
@@ -41,20 +30,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from sinks.auth_store import AuthError
-
-    store = _store(args)
-    try:
-        store.revoke_token(args.token_id)
-    except AuthError as exc:
-        raise UserError(str(exc)) from None
-    store.audit(cli_actor(), "tokens.revoke", target=str(args.token_id), address="local", outcome="ok")
+    audited(args, "tokens.revoke", str(args.token_id), lambda store: store.revoke_token(args.token_id))
     print(f"token {args.token_id} revoked")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    for t in _store(args).list_tokens(args.name):
+    for t in auth_store(args).list_tokens(args.name):
         state = "revoked" if t["revoked_at"] else "live"
         print(f"{t['token_id']:>6} {t['user_name']:<24} {t['kind']:<8} {state:<8} "
               f"expires {t['expires_at'].isoformat() if t['expires_at'] else 'never'}")

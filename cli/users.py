@@ -10,11 +10,14 @@ import argparse
 import getpass
 import json
 import sys
+from typing import Any, Callable, TypeVar
 
 from cli.common import add_common, load_settings
 from vpp.errors import UserError
 
-__all__ = ["add_commands", "read_password", "cli_actor"]
+T = TypeVar("T")
+
+__all__ = ["add_commands", "read_password", "cli_actor", "audited", "auth_store"]
 
 
 def cli_actor() -> str:
@@ -39,33 +42,45 @@ def read_password(stream=None) -> str:
     return line.rstrip("\r\n")
 
 
-def _store(args):
+def auth_store(args):
+    """The auth store on the settings' database."""
     from sinks.auth_store import AuthStore
 
     return AuthStore(load_settings(args).postgres_dsn)
 
 
+def audited(args: argparse.Namespace, action: str, target: str, change: Callable[[Any], T],
+            detail: Callable[[T], dict] | None = None) -> T:
+    """``change(store)`` on the auth store, written to the audit log as ``action`` on ``target``: its
+    ``detail(result)`` when done, the reason when refused (then a ``UserError``)."""
+    from sinks.auth_store import AuthError
+
+    store = auth_store(args)
+    try:
+        result = change(store)
+    except AuthError as exc:
+        store.audit(cli_actor(), action, target=target, address="local", outcome=f"refused: {exc}")
+        raise UserError(str(exc)) from None
+    store.audit(cli_actor(), action, target=target, address="local", outcome="ok",
+                detail=detail(result) if detail else None)
+    return result
+
+
 def _cmd_add(args: argparse.Namespace) -> int:
     from console.auth import password_problem
-    from sinks.auth_store import AuthError
 
     password = read_password()
     problem = password_problem(password)
     if problem:
         raise UserError(problem)
-    store = _store(args)
-    try:
-        store.add_user(args.name, args.role, password)
-    except AuthError as exc:
-        store.audit(cli_actor(), "users.add", target=args.name, address="local", outcome=f"refused: {exc}")
-        raise UserError(str(exc)) from None
-    store.audit(cli_actor(), "users.add", target=args.name, address="local", outcome="ok", detail={"role": args.role})
+    audited(args, "users.add", args.name, lambda store: store.add_user(args.name, args.role, password),
+            lambda _: {"role": args.role})
     print(f"user {args.name} added with role {args.role}")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    users = _store(args).list_users()
+    users = auth_store(args).list_users()
     if args.json:
         print(json.dumps([{**u, "created_at": u["created_at"].isoformat()} for u in users], indent=2))
         return 0
@@ -77,14 +92,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_disable(args: argparse.Namespace) -> int:
-    from sinks.auth_store import AuthError
-
-    store = _store(args)
-    try:
-        store.disable_user(args.name)
-    except AuthError as exc:
-        raise UserError(str(exc)) from None
-    store.audit(cli_actor(), "users.disable", target=args.name, address="local", outcome="ok")
+    audited(args, "users.disable", args.name, lambda store: store.disable_user(args.name))
     print(f"user {args.name} disabled; their tokens are revoked")
     return 0
 

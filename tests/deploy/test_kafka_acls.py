@@ -1,6 +1,6 @@
 """The Kafka ACLs written down in deploy/README.md are the topics each flow really reads and writes.
 
-Derived from each flow's code: the topics of its ``ports.read`` calls and its ``OUTPUT_TOPICS`` (a flow
+Derived from each flow's code: the topics of its ``ports.read`` (or ``read_decoded``) calls and its ``OUTPUT_TOPICS`` (a flow
 without them writes only dead letters). A flow that starts reading or writing another topic fails this
 test until its row (and the broker's ACLs) say so.
 """
@@ -36,8 +36,9 @@ def _from_code(flow: str) -> tuple[set[str], set[str]]:
     read: set[str] = set()
     for call in (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)):
         func = call.func
-        if isinstance(func, ast.Attribute) and func.attr == "read" and getattr(func.value, "id", "") == "ports":
-            topics = call.args[2]
+        ports_read = isinstance(func, ast.Attribute) and func.attr == "read" and getattr(func.value, "id", "") == "ports"
+        if ports_read or getattr(func, "id", "") == "read_decoded":  # read_decoded(ports, flow, step_id, topics)
+            topics = call.args[2 if ports_read else 3]
             read |= set(module.INPUT_TOPICS) if isinstance(topics, ast.Name) else set(ast.literal_eval(topics))
     written = set(getattr(module, "OUTPUT_TOPICS", ("telemetry.dlq",) if "ports.write(" in source else ()))
     return read, written

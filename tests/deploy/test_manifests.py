@@ -106,6 +106,14 @@ def _containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield from spec["containers"]
 
 
+def _workload_containers(overlay: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(workload, container)`` for every container (init containers too) of every workload of ``overlay``."""
+    for kind in WORKLOADS:
+        for workload in _objects(overlay, kind):
+            for container in _containers(workload):
+                yield workload, container
+
+
 def _container(workload: dict[str, Any], name: str, *, init: bool = False) -> dict[str, Any]:
     group = _pod_spec(workload).get("initContainers" if init else "containers", [])
     found = [c for c in group if c["name"] == name]
@@ -211,10 +219,8 @@ def test_every_object_is_in_the_vpp_namespace() -> None:
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_runs_the_project_image(overlay: str) -> None:
-    for kind in WORKLOADS:
-        for workload in _objects(overlay, kind):
-            for container in _containers(workload):
-                assert container["image"] == IMAGE, f"{workload['metadata']['name']}/{container['name']}"
+    for workload, container in _workload_containers(overlay):
+        assert container["image"] == IMAGE, f"{workload['metadata']['name']}/{container['name']}"
 
 
 # -- bytewax StatefulSets -----------------------------------------------------------
@@ -345,13 +351,11 @@ def test_every_workload_runs_as_non_root_with_a_read_only_root(overlay: str) -> 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_has_resource_requests_and_limits(overlay: str) -> None:
-    for kind in WORKLOADS:
-        for workload in _objects(overlay, kind):
-            for container in _containers(workload):
-                where = f"{workload['metadata']['name']}/{container['name']}"
-                resources = container.get("resources", {})
-                assert {"cpu", "memory"} <= resources.get("requests", {}).keys(), where
-                assert {"cpu", "memory"} <= resources.get("limits", {}).keys(), where
+    for workload, container in _workload_containers(overlay):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        resources = container.get("resources", {})
+        assert {"cpu", "memory"} <= resources.get("requests", {}).keys(), where
+        assert {"cpu", "memory"} <= resources.get("limits", {}).keys(), where
 
 
 # -- settings ---------------------------------------------------------------------------
@@ -362,10 +366,8 @@ def test_deploy_sets_only_settings_variables() -> None:
     names = set()
     for config in _objects(ALL_IN_ONE, "ConfigMap"):
         names |= {k for k in config.get("data", {}) if k.startswith("VPP_")}
-    for kind in WORKLOADS:
-        for workload in _objects(ALL_IN_ONE, kind):
-            for container in _containers(workload):
-                names |= {e for e in _env(container) if e.startswith("VPP_")}
+    for workload, container in _workload_containers(ALL_IN_ONE):
+        names |= {e for e in _env(container) if e.startswith("VPP_")}
     unknown = sorted(names - SETTINGS_VARIABLES)
     assert not unknown, f"not fields of vpp.config.Settings: {unknown}"
 
@@ -388,15 +390,13 @@ def test_secrets_are_mounted_files_never_values_or_arguments() -> None:
     secret_variables = {f"VPP_{name.upper()}" for name in SECRET_FIELDS}
     assert not secret_variables & config["data"].keys(), "a secret in the ConfigMap"
     readers = {}
-    for kind in WORKLOADS:
-        for workload in _objects(ALL_IN_ONE, kind):
-            for container in _containers(workload):
-                env = _env(container)
-                assert not secret_variables & env.keys(), f"{container['name']}: a secret as a variable, not a file"
-                words = " ".join(container.get("command", []) + container.get("args", []))
-                assert "VPP_POSTGRES_DSN" not in words and "--dsn" not in words, f"{container['name']}: a DSN argument"
-                if "VPP_POSTGRES_DSN_FILE" in env:
-                    readers[workload["metadata"]["name"]] = _secret_file(workload, container, "VPP_POSTGRES_DSN_FILE")
+    for workload, container in _workload_containers(ALL_IN_ONE):
+        env = _env(container)
+        assert not secret_variables & env.keys(), f"{container['name']}: a secret as a variable, not a file"
+        words = " ".join(container.get("command", []) + container.get("args", []))
+        assert "VPP_POSTGRES_DSN" not in words and "--dsn" not in words, f"{container['name']}: a DSN argument"
+        if "VPP_POSTGRES_DSN_FILE" in env:
+            readers[workload["metadata"]["name"]] = _secret_file(workload, container, "VPP_POSTGRES_DSN_FILE")
     # each component its own PostgreSQL role: the registry's DSN is not the flows', and only migrations own
     assert readers.pop("schema-registry") == ("vpp-postgres-registry", "dsn")
     assert readers.pop("vpp-migrate") == ("vpp-postgres-owner", "dsn")

@@ -9,13 +9,13 @@ DELETE = object()
 
 
 def edited(doc, path, value):
-    """A deep copy of ``doc`` with the value at ``path`` (keys / indexes) set to ``value``, or removed (``DELETE``)."""
+    """A deep copy of ``doc`` with the value at ``path`` (keys / indexes) set to ``value``, or removed (``DELETE``; nothing when absent)."""
     doc = copy.deepcopy(doc)
     node = doc
     for key in path[:-1]:
         node = node[key]
     if value is DELETE:
-        del node[path[-1]]
+        node.pop(path[-1], None)
     else:
         node[path[-1]] = value
     return doc

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -14,6 +12,7 @@ from devtools.market.api import MarketClock, MarketService
 from devtools.market.book import JournalError, OrderBook
 from devtools.market.clearing import awarded_w
 from devtools.market.prices import price_series
+from raw_http import send_until_closed
 
 T0 = 1_780_000_200_000  # a 5-minute boundary
 STEP = 300_000
@@ -86,12 +85,7 @@ def test_malformed_requests_get_a_clear_error(raw, status, message):
 
 def raw_answer(url: str, request: bytes) -> tuple[int, bytes]:
     """Send ``request`` as-is; the status and everything the server sent until it closed the connection."""
-    where = urlsplit(url)
-    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+    received = send_until_closed(url, request)
     return int(received.split(b" ", 2)[1]), received
 
 

@@ -21,6 +21,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 from registry_command import registry_process, serving
+from raw_http import send_until_closed
 
 READING_V1 = {
     "type": "record",
@@ -393,13 +394,7 @@ def raw_exchange(url: str, request: bytes, *, responses: int = 1) -> list[tuple[
 
 def closes_after(url: str, request: bytes) -> bool:
     """Whether the server closes the connection after its one answer to ``request``."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-        return received.startswith(b"HTTP/1.1 ")  # recv returned b"": closed, not timed out
+    return send_until_closed(url, request).startswith(b"HTTP/1.1 ")  # the read ended with b"": closed, not timed out
 
 
 def post(subject: str, headers: str, body: bytes) -> bytes:

@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flows.canonicalize.dialects import iso_ms, parse_iso
+from dialect_examples import SONNEN, SUNSPEC, TESLA
+from documents import DELETE, edited
 from flows.canonicalize.logic import (
     DEDUP_HORIZON_MS_DEFAULT,
     Asset,
@@ -39,25 +41,10 @@ ASSETS = {
     "bad-tz": Asset("bad-tz", "site-0001", "xx/site-0001", "Mars/Olympus_Mons", capacity_wh=None),
 }
 
-T_TIME = "2026-11-23T11:29:59.598548052-08:00"
-TESLA = {"aggregates": {
-    "site": {"last_communication_time": T_TIME, "instant_power": 160.2},
-    "battery": {"last_communication_time": T_TIME, "instant_power": -2400.0},
-    "load": {"last_communication_time": T_TIME, "instant_power": 860.2},
-    "solar": {"last_communication_time": T_TIME, "instant_power": 3100.0}},
-    "soe": {"percentage": 69.1},
-    "grid_status": "SystemGridConnected"}
-SONNEN = {"Timestamp": "2026-11-23 20:30:00", "USOC": 71, "RSOC": 73,
-          "Pac_total_W": 1398, "Production_W": 0, "Consumption_W": 1410,
-          "GridFeedIn_W": -12, "SystemStatus": "OnGrid"}
-SUNSPEC = {"timestamp": 1795462493,
-           "models": {"802": {"SoC": 6123, "SoC_SF": -2, "W": -25, "W_SF": 2, "WHRtg": 135, "WHRtg_SF": 2},
-                      "203": {"W": 152, "W_SF": 1}}}
 RECEIVED = {"tesla-gateway/1": "2026-11-23T19:30:00.123Z", "sonnen/2": "2026-11-23T19:30:00.500Z",
             "sunspec/802": "2026-11-23T19:35:00Z"}
 DEVICE = {"tesla-gateway/1": "pw-000123", "sonnen/2": "sb-000001", "sunspec/802": "ss-000001"}
 EXAMPLE = {"tesla-gateway/1": TESLA, "sonnen/2": SONNEN, "sunspec/802": SUNSPEC}
-_ABSENT = object()
 
 
 def utc_ms(text: str) -> int:
@@ -65,26 +52,12 @@ def utc_ms(text: str) -> int:
     return int(datetime.fromisoformat(text).astimezone(timezone.utc).timestamp() * 1000)
 
 
-def edit(doc: dict, path: str, value) -> dict:
-    """A deep copy of ``doc`` with the dotted ``path`` set to ``value`` (or removed when ``_ABSENT``)."""
-    doc = copy.deepcopy(doc)
-    *parents, last = path.split(".")
-    node = doc
-    for key in parents:
-        node = node[key]
-    if value is _ABSENT:
-        node.pop(last, None)
-    else:
-        node[last] = value
-    return doc
-
-
 def envelope(kind: str, /, **changes) -> dict:
     """The spec example of dialect ``kind`` with ``changes`` (``payload__USOC=...`` sets payload.USOC)."""
     env = {"device_id": DEVICE[kind], "dialect": kind, "received_at": RECEIVED[kind],
            "payload": copy.deepcopy(EXAMPLE[kind])}
     for path, value in changes.items():
-        env = edit(env, path.replace("__", "."), value)
+        env = edited(env, path.split("__"), value)
     return env
 
 
@@ -185,7 +158,7 @@ REJECTIONS = [
     (b"[" * 10_000 + b"]" * 10_000, "malformed_json"),
     (None, "malformed_json"),  # a Kafka tombstone
     # envelope fields, in order
-    (envelope("sonnen/2", device_id=_ABSENT), "missing_field:device_id"),
+    (envelope("sonnen/2", device_id=DELETE), "missing_field:device_id"),
     (envelope("sonnen/2", device_id=None), "missing_field:device_id"),
     (envelope("sonnen/2", device_id=5), "bad_field:device_id"),
     (envelope("sonnen/2", device_id=True), "bad_field:device_id"),
@@ -194,14 +167,14 @@ REJECTIONS = [
     (envelope("sonnen/2", device_id="sb 000001"), "bad_field:device_id"),
     (envelope("sonnen/2", device_id="sb-000001\n"), "bad_field:device_id"),
     (envelope("sonnen/2", device_id=["sb-000001"]), "bad_field:device_id"),
-    (envelope("sonnen/2", dialect=_ABSENT), "missing_field:dialect"),
+    (envelope("sonnen/2", dialect=DELETE), "missing_field:dialect"),
     (envelope("sonnen/2", dialect=2), "bad_field:dialect"),
-    (envelope("sonnen/2", received_at=_ABSENT), "missing_field:received_at"),
+    (envelope("sonnen/2", received_at=DELETE), "missing_field:received_at"),
     (envelope("sonnen/2", received_at=None), "missing_field:received_at"),
     (envelope("sonnen/2", received_at=1795462200), "bad_field:received_at"),
     (envelope("sonnen/2", received_at="yesterday"), "bad_field:received_at"),
     (envelope("sonnen/2", received_at="2026-02-30T00:00:00Z"), "bad_field:received_at"),
-    (envelope("sonnen/2", payload=_ABSENT), "missing_field:payload"),
+    (envelope("sonnen/2", payload=DELETE), "missing_field:payload"),
     (envelope("sonnen/2", payload=[]), "bad_field:payload"),
     (envelope("sonnen/2", payload="{}"), "bad_field:payload"),
     (envelope("sonnen/2", dialect="sonnen/3"), "unknown_dialect"),
@@ -219,7 +192,7 @@ REJECTIONS = [
     (envelope("tesla-gateway/1", payload__soe=[69.1]), "bad_field:payload.soe"),
     (envelope("tesla-gateway/1", payload__soe__percentage="69.1"), "bad_field:payload.soe.percentage"),
     (envelope("tesla-gateway/1", payload__grid_status=1), "bad_field:payload.grid_status"),
-    (envelope("tesla-gateway/1", payload__aggregates__battery__last_communication_time=_ABSENT),
+    (envelope("tesla-gateway/1", payload__aggregates__battery__last_communication_time=DELETE),
      "missing_field:payload.aggregates.battery.last_communication_time"),
     (envelope("tesla-gateway/1", payload__aggregates__battery__last_communication_time=None),
      "missing_field:payload.aggregates.battery.last_communication_time"),
@@ -241,7 +214,7 @@ REJECTIONS = [
     (envelope("sonnen/2", payload__Consumption_W=[1410]), "bad_field:payload.Consumption_W"),
     (envelope("sonnen/2", payload__GridFeedIn_W={}), "bad_field:payload.GridFeedIn_W"),
     (envelope("sonnen/2", payload__SystemStatus=1), "bad_field:payload.SystemStatus"),
-    (envelope("sonnen/2", payload__Timestamp=_ABSENT), "missing_field:payload.Timestamp"),
+    (envelope("sonnen/2", payload__Timestamp=DELETE), "missing_field:payload.Timestamp"),
     (envelope("sonnen/2", payload__Timestamp=None), "missing_field:payload.Timestamp"),
     (envelope("sonnen/2", payload__Timestamp=1795462200), "bad_field:payload.Timestamp"),
     (envelope("sonnen/2", payload__Timestamp="23.11.2026 20:30:00"), "bad_timestamp"),
@@ -256,7 +229,7 @@ REJECTIONS = [
     (envelope("sunspec/802", payload__models__802__W_SF=1.5), "bad_field:payload.models.802.W_SF"),
     (envelope("sunspec/802", payload__models__802__WHRtg_SF=11), "bad_field:payload.models.802.WHRtg_SF"),
     (envelope("sunspec/802", payload__models__203__W="152"), "bad_field:payload.models.203.W"),
-    (envelope("sunspec/802", payload__timestamp=_ABSENT), "missing_field:payload.timestamp"),
+    (envelope("sunspec/802", payload__timestamp=DELETE), "missing_field:payload.timestamp"),
     (envelope("sunspec/802", payload__timestamp="1795462493"), "bad_field:payload.timestamp"),
     (envelope("sunspec/802", payload__timestamp=True), "bad_field:payload.timestamp"),
     (NAN_PAYLOAD_TIME, "bad_timestamp"),
@@ -308,9 +281,9 @@ def test_rejection_names_the_device_once_its_id_is_valid(doc, device_id):
 ORDER = [
     pytest.param(envelope("sonnen/2", device_id=7, dialect="nope"), "bad_field:device_id", id="device-before-dialect"),
     pytest.param(envelope("sonnen/2", device_id=None, payload=None), "missing_field:device_id", id="device-first"),
-    pytest.param(envelope("sonnen/2", dialect=[], received_at=_ABSENT), "bad_field:dialect", id="dialect-type-2nd"),
+    pytest.param(envelope("sonnen/2", dialect=[], received_at=DELETE), "bad_field:dialect", id="dialect-type-2nd"),
     pytest.param(envelope("sonnen/2", received_at="soon", payload=[]), "bad_field:received_at", id="received-3rd"),
-    pytest.param(envelope("sonnen/2", dialect="nope", payload=_ABSENT), "missing_field:payload",
+    pytest.param(envelope("sonnen/2", dialect="nope", payload=DELETE), "missing_field:payload",
                  id="payload-before-dialect-value"),
     pytest.param(envelope("sonnen/2", dialect="nope", device_id="sb-999999"), "unknown_dialect",
                  id="dialect-before-device"),
@@ -419,7 +392,7 @@ NULLS = [
                  {"soc_pct": None, "battery_w": None, "solar_w": None, "load_w": None, "grid_w": None,
                   "grid_connected": None}, id="only-the-reading-time"),
     pytest.param(sonnen_with(RSOC="ignored"), {"soc_pct": 71.0}, id="rsoc-ignored"),
-    pytest.param(envelope("tesla-gateway/1", payload__aggregates__solar=_ABSENT), {"solar_w": None},
+    pytest.param(envelope("tesla-gateway/1", payload__aggregates__solar=DELETE), {"solar_w": None},
                  id="tesla-absent-meter"),
     pytest.param(envelope("tesla-gateway/1", payload__soe=None), {"soc_pct": None}, id="tesla-null-soe"),
     pytest.param(envelope("tesla-gateway/1", payload__aggregates__site__last_communication_time="junk"),
@@ -430,12 +403,12 @@ NULLS = [
                  id="sunspec-not-implemented-uint16"),
     pytest.param(envelope("sunspec/802", payload__models__802__W_SF=-32768), {"battery_w": None},
                  id="sunspec-scale-factor-not-implemented"),
-    pytest.param(envelope("sunspec/802", payload__models__802__SoC_SF=_ABSENT), {"soc_pct": None},
+    pytest.param(envelope("sunspec/802", payload__models__802__SoC_SF=DELETE), {"soc_pct": None},
                  id="sunspec-scale-factor-missing"),
     pytest.param(envelope("sunspec/802", payload__models__802__WHRtg=65535), {"capacity_wh": 9800.0},
                  id="sunspec-capacity-falls-back-to-registry"),
-    pytest.param(envelope("sunspec/802", payload__models__203=_ABSENT), {"grid_w": None}, id="sunspec-no-meter"),
-    pytest.param(envelope("sunspec/802", payload__models=_ABSENT), {"soc_pct": None, "battery_w": None},
+    pytest.param(envelope("sunspec/802", payload__models__203=DELETE), {"grid_w": None}, id="sunspec-no-meter"),
+    pytest.param(envelope("sunspec/802", payload__models=DELETE), {"soc_pct": None, "battery_w": None},
                  id="sunspec-no-models"),
 ]
 

@@ -16,6 +16,7 @@ import pytest
 
 from vpp.config import Settings
 from cli.replay import replay
+from dialect_examples import SONNEN, SUNSPEC, TESLA
 from documents import DELETE, edited
 
 ASSETS_CSV = """device_id,site_id,region_path,timezone,capacity_wh,max_charge_w,max_discharge_w,reserve_pct
@@ -23,19 +24,6 @@ pw-000123,site-0042,us/ca/pge/94110/site-0042,America/Los_Angeles,13500,5000,500
 sn-000001,site-0043,de/by/ew/80331/site-0043,Europe/Berlin,10000,3300,3300,10
 ss-000001,site-0044,us/ca/pge/94110/site-0044,America/Los_Angeles,20000,5000,5000,10
 """
-
-T_AT = "2026-11-23T11:29:59.598548052-08:00"
-TESLA = {"aggregates": {
-    "site": {"last_communication_time": T_AT, "instant_power": 160.2},
-    "battery": {"last_communication_time": T_AT, "instant_power": -2400.0},
-    "load": {"last_communication_time": T_AT, "instant_power": 860.2},
-    "solar": {"last_communication_time": T_AT, "instant_power": 3100.0}},
-    "soe": {"percentage": 69.1}, "grid_status": "SystemGridConnected"}
-SONNEN = {"Timestamp": "2026-11-23 20:30:00", "USOC": 71, "RSOC": 73, "Pac_total_W": 1398, "Production_W": 0,
-          "Consumption_W": 1410, "GridFeedIn_W": -12, "SystemStatus": "OnGrid"}
-SUNSPEC = {"timestamp": 1795462493, "models": {"802": {"SoC": 6123, "SoC_SF": -2, "W": -25, "W_SF": 2, "WHRtg": 135,
-                                                         "WHRtg_SF": 2}, "203": {"W": 152, "W_SF": 1}}}
-
 
 def envelope(device_id, dialect, payload, received_at="2026-11-23T19:30:00.123Z"):
     return json.dumps({"device_id": device_id, "dialect": dialect, "received_at": received_at, "payload": payload})
