@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from sinks.postgres import PostgresBatchSink
 
 __all__ = ["AutobidderStore", "store_rows", "FACT_UPSERT", "WORKFLOW_UPSERT", "workflow_facts"]
 
@@ -55,35 +55,21 @@ def store_rows(items: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[list[tup
     return list(facts.values()), list(workflows.values())
 
 
-class _StorePartition(StatelessSinkPartition[tuple[str, Mapping[str, Any]]]):
-    def __init__(self, dsn: str):
-        import psycopg
+def write_autobidder(cur, items: list[tuple[str, Mapping[str, Any]]]) -> None:
+    from psycopg.types.json import Jsonb
 
-        self._conn = psycopg.connect(dsn, autocommit=False)
-
-    def write_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
-        from psycopg.types.json import Jsonb
-
-        facts, workflows = store_rows(items)
-        with self._conn.cursor() as cur:
-            if facts:
-                cur.executemany(FACT_UPSERT, [(*row[:3], Jsonb(row[3]), row[4]) for row in facts])
-            if workflows:
-                cur.executemany(WORKFLOW_UPSERT, workflows)
-        self._conn.commit()
-
-    def close(self) -> None:
-        self._conn.close()
+    facts, workflows = store_rows(items)
+    if facts:
+        cur.executemany(FACT_UPSERT, [(*row[:3], Jsonb(row[3]), row[4]) for row in facts])
+    if workflows:
+        cur.executemany(WORKFLOW_UPSERT, workflows)
 
 
-class AutobidderStore(DynamicSink[tuple[str, Mapping[str, Any]]]):
-    """``("fact" | "workflow", record)`` items into PostgreSQL (one connection per worker)."""
+class AutobidderStore(PostgresBatchSink[tuple[str, Mapping[str, Any]]]):
+    """``("fact" | "workflow", record)`` items into PostgreSQL."""
 
     def __init__(self, dsn: str):
-        self._dsn = dsn
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self._dsn)
+        super().__init__(dsn, write_autobidder)
 
 
 def workflow_facts(dsn: str, node_path: str, interval_start_ms: int | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from sinks.postgres import PostgresBatchSink
 
 __all__ = ["CommandControlSink", "control_rows", "UPSERTS", "show_command", "recent_commands"]
 
@@ -90,32 +90,18 @@ def control_rows(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, li
     return {kind: [list(col) for col in zip(*rows.values())] for kind, rows in keyed.items() if rows}
 
 
-class _Partition(StatelessSinkPartition[tuple[str, Mapping[str, Any]]]):
-    def __init__(self, dsn: str):
-        import psycopg
-
-        self._conn = psycopg.connect(dsn, autocommit=False)
-
-    def write_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
-        columns = control_rows(items)
-        with self._conn.cursor() as cur:
-            for kind in ("command", "status", "setpoint"):
-                if kind in columns:
-                    cur.execute(UPSERTS[kind], columns[kind])
-        self._conn.commit()
-
-    def close(self) -> None:
-        self._conn.close()
+def write_control(cur, items: list[tuple[str, Mapping[str, Any]]]) -> None:
+    columns = control_rows(items)
+    for kind in ("command", "status", "setpoint"):
+        if kind in columns:
+            cur.execute(UPSERTS[kind], columns[kind])
 
 
-class CommandControlSink(DynamicSink[tuple[str, Mapping[str, Any]]]):
+class CommandControlSink(PostgresBatchSink[tuple[str, Mapping[str, Any]]]):
     """``(kind, record)`` items (kind: command, setpoint, status) upserted into PostgreSQL."""
 
     def __init__(self, dsn: str):
-        self._dsn = dsn
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._dsn)
+        super().__init__(dsn, write_control)
 
 
 def show_command(dsn: str, command_id: str) -> dict[str, Any] | None:

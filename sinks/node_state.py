@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from sinks.postgres import PostgresBatchSink
 
 __all__ = ["NODE_STATE_COLUMNS", "NODE_STATE_UPSERT", "node_state_rows", "NodeStateSink", "read_node_state"]
 
@@ -55,30 +55,15 @@ def node_state_rows(records: Iterable[Mapping[str, Any]]) -> list[tuple]:
             for r in sorted(newest.values(), key=lambda r: r["node_path"])]  # a fixed order: no deadlocks
 
 
-class _NodeStatePartition(StatelessSinkPartition[Mapping[str, Any]]):
-    def __init__(self, dsn: str):
-        import psycopg
-
-        self._conn = psycopg.connect(dsn, autocommit=False)
-
-    def write_batch(self, items: list[Mapping[str, Any]]) -> None:
-        rows = node_state_rows(items)
-        with self._conn.cursor() as cur:
-            cur.executemany(NODE_STATE_UPSERT, rows)
-        self._conn.commit()
-
-    def close(self) -> None:
-        self._conn.close()
+def write_node_states(cur, records: list[Mapping[str, Any]]) -> None:
+    cur.executemany(NODE_STATE_UPSERT, node_state_rows(records))
 
 
-class NodeStateSink(DynamicSink[Mapping[str, Any]]):
-    """Decoded ``fleet.aggregates`` records into ``node_state`` (one connection per worker)."""
+class NodeStateSink(PostgresBatchSink[Mapping[str, Any]]):
+    """Decoded ``fleet.aggregates`` records into ``node_state``."""
 
     def __init__(self, dsn: str):
-        self._dsn = dsn
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _NodeStatePartition:
-        return _NodeStatePartition(self._dsn)
+        super().__init__(dsn, write_node_states)
 
 
 def read_node_state(dsn: str, root: str | None = None, *, levels: int | None = None) -> list[dict[str, Any]]:
