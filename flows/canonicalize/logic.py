@@ -252,6 +252,18 @@ def _envelope_field_error(name: str, value: Any, wanted: str) -> NoReturn:
     raise _Reject("bad_field:" + name, f"envelope field {name} must be {wanted}, got {describe(value)}")
 
 
+def _non_negative(watts: float | None, name: str, flags: list[str]) -> float | None:
+    """A power that cannot be negative (solar, load): None when not finite, 0 when negative; flagged."""
+    if watts is not None:
+        if not isfinite(watts):
+            flags.append(f"non_finite:{name}_w")
+            return None
+        if watts < 0.0:
+            flags.append(f"{name}_negative")
+            return 0.0
+    return watts
+
+
 def _scrub(device_id: str, dialect: str, asset: AssetInfo, m: Measured) -> Canonical:
     """Apply section 4's repairs, flagging each one, and build the canonical record."""
     flags: list[str] = []
@@ -282,23 +294,8 @@ def _scrub(device_id: str, dialect: str, asset: AssetInfo, m: Measured) -> Canon
                 battery = None
                 flags.append("power_outlier:battery_w")
 
-    solar = m.solar_w
-    if solar is not None:
-        if not isfinite(solar):
-            solar = None
-            flags.append("non_finite:solar_w")
-        elif solar < 0.0:
-            solar = 0.0
-            flags.append("solar_negative")
-
-    load = m.load_w
-    if load is not None:
-        if not isfinite(load):
-            load = None
-            flags.append("non_finite:load_w")
-        elif load < 0.0:
-            load = 0.0
-            flags.append("load_negative")
+    solar = _non_negative(m.solar_w, "solar", flags)
+    load = _non_negative(m.load_w, "load", flags)
 
     grid = m.grid_w
     if grid is not None and not isfinite(grid):
