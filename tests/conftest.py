@@ -17,11 +17,12 @@ from hypothesis import settings as hypothesis_settings
 
 from vpp.config import Settings
 
-# CI runs the same examples every time (a red CI is then a real, reproducible failure) and a loaded
-# machine does not turn slow examples into deadline errors; tests that set their own settings keep them.
+# No deadlines: a loaded machine must not turn slow examples into failures (speed lives in bench/). CI runs
+# the same examples every time (a red CI is then a real, reproducible failure). Tests that set their own
+# settings keep them.
+hypothesis_settings.register_profile("vpp", deadline=None)
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    hypothesis_settings.load_profile("ci")
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "vpp")
 
 REPO = Path(__file__).resolve().parents[1]
 

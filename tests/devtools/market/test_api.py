@@ -13,6 +13,7 @@ from devtools.market.book import JournalError, OrderBook
 from devtools.market.clearing import awarded_w
 from devtools.market.prices import price_series
 from raw_http import send_until_closed
+from held_clock import HeldWall
 
 T0 = 1_780_000_200_000  # a 5-minute boundary
 STEP = 300_000
@@ -36,9 +37,9 @@ def bid(interval_start_ms: int, bid_id: str = "bid-1", **overrides) -> dict:
     return body
 
 
-def market(start_ms: int = T0, speed: float = 1.0, journal=None, deliver=None) -> MarketService:
+def market(start_ms: int = T0, speed: float = 1.0, journal=None, deliver=None, wall=time.monotonic) -> MarketService:
     book = OrderBook("SP15", gate_closure_ms=STEP, journal=journal)
-    return MarketService(book, MarketClock(start_ms, speed), seed=3, deliver=deliver, log=lambda _: None)
+    return MarketService(book, MarketClock(start_ms, speed, wall), seed=3, deliver=deliver, log=lambda _: None)
 
 
 def test_same_bid_twice_is_one_bid_and_other_content_under_its_id_is_a_conflict():
@@ -123,9 +124,11 @@ def test_a_bid_for_an_interval_beyond_any_date_is_refused_and_not_kept():
 
 
 def test_an_interval_is_cleared_at_its_price_and_the_award_shows_on_the_bid():
-    delivered = []
-    with market(start_ms=T0 - 2 * STEP + 1000, speed=600, deliver=lambda p, a, _bids: delivered.append((p, a))) as m:
+    delivered, wall = [], HeldWall()
+    with market(start_ms=T0 - 2 * STEP + 1000, speed=600, deliver=lambda p, a, _bids: delivered.append((p, a)),
+                wall=wall) as m:
         assert call(m.url + "/bids", "POST", bid(T0))[0] == 201
+        wall.release()
         deadline = time.monotonic() + 10
         while call(m.url + "/bids/bid-1")[1]["status"] != "cleared":
             assert time.monotonic() < deadline, "the interval was never cleared"

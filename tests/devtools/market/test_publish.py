@@ -12,6 +12,7 @@ from devtools.market.api import KafkaDelivery, MarketClock, MarketService
 from devtools.market.book import OrderBook
 from devtools.market.clearing import awarded_w
 from devtools.market.prices import price_series
+from held_clock import HeldWall
 from vpp.serde import Serde
 from vpp.kafka_security import client_config
 
@@ -26,14 +27,15 @@ def post(url: str, body: dict) -> int:
 
 def test_bids_prices_and_awards_reach_their_topics(isolated_settings):
     settings = isolated_settings
-    book = OrderBook("SP15", gate_closure_ms=STEP)
-    service = MarketService(book, MarketClock(T0 - 2 * STEP + 1000, 600), seed=4,
+    book, wall = OrderBook("SP15", gate_closure_ms=STEP), HeldWall()
+    service = MarketService(book, MarketClock(T0 - 2 * STEP + 1000, 600, wall), seed=4,
                             deliver=KafkaDelivery(settings), log=lambda _: None)
     with service:
         assert post(service.url + "/bids", {
             "bid_id": "bid-A", "node_path": "us/ca/sf", "pricing_node": "SP15", "interval_start": "2026-05-28T20:30:00Z",
             "pairs": [{"price_usd_per_mwh": p, "quantity_w": q} for p, q in PAIRS],
         }) == 201
+        wall.release()
         deadline = time.monotonic() + 20
         while not book.is_cleared(T0 + STEP):
             assert time.monotonic() < deadline, "intervals were not cleared"
