@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-__all__ = ["AlertNotFound", "list_alerts", "alert_with_history", "ack_alert", "silence_alert", "silence_identity"]
+__all__ = ["AlertNotFound", "list_alerts", "alert_with_history", "ack_alert", "silence_alert", "silence_identity",
+           "alert_transitions"]
 
 _COLUMNS = ("alert_id, rule, subject, node_path, state, severity, value, threshold, started_at, fired_at, ended_at, "
             "changed_at, summary, acked_by, acked_at, silenced_until, COALESCE(silenced_until > now(), false) AS silenced")
@@ -83,3 +84,14 @@ def silence_identity(dsn: str, rule: str, subject: str, duration: timedelta, by:
             conn.execute("INSERT INTO alert_events (alert_id, kind, at, actor, detail) VALUES (%s, 'silence', now(), %s, %s)",
                          (alert_id, by, f"until {until.isoformat()} ({rule} {subject})"))
     return until, ids
+
+
+def alert_transitions(dsn: str, since: datetime, states: tuple[str, ...] = ("firing", "resolved"),
+                      limit: int = 500) -> list[dict[str, Any]]:
+    """The transitions to ``states`` stored since ``since``, oldest first: ``at`` (event time), ``state``, the
+    alert's ``rule``, ``subject``, ``node_path`` and ``summary``."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT e.at, e.kind AS state, a.rule, a.subject, a.node_path, e.detail AS summary "
+            "FROM alert_events e JOIN alerts a USING (alert_id) WHERE e.kind = ANY(%s) AND e.recorded_at >= %s "
+            "ORDER BY e.id LIMIT %s", (list(states), since, limit)).fetchall()

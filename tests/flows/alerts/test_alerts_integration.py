@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from real_services import VPP, vpp_env, wait_for
+from real_services import VPP, VppProcesses, vpp_env, wait_for
 from sinks.kafka_tools import TopicCounter, read_topic
 from vpp.serde import Serde
 from vpp.kafka_security import client_config
@@ -130,3 +130,48 @@ def test_offline_and_outage_alerts_survive_a_kill_and_are_stored_once(isolated_s
         assert conn.execute("SELECT state FROM alerts WHERE rule = 'grid_outage'").fetchall() == [("firing",)]
         kinds = sorted(k for (k,) in conn.execute("SELECT kind FROM events"))
     assert kinds == ["alert_firing", "alert_firing", "alert_resolved", "command_accepted", "command_expired"]
+
+
+def aggregate(node: str, t0: int, start_s: int, battery_w: float, window_s: int = 10) -> dict:
+    return {"node_path": node, "depth": node.count("/") + 1, "window_start": t0 + start_s * S,
+            "window_end": t0 + (start_s + window_s) * S, "devices_known": 20, "devices_reporting": 20,
+            "estimated_devices": 0, "battery_w": battery_w, "solar_w": 0.0, "load_w": 0.0, "grid_w": 0.0,
+            "energy_available_wh": 100_000.0, "headroom_wh": 100_000.0, "discharge_available_w": 100_000.0,
+            "charge_available_w": 100_000.0, "capacity_wh": 200_000.0, "soc_pct": 50.0, "late": 0}
+
+
+@pytest.mark.timeout(300)
+def test_a_dispatch_that_cannot_be_met_fires_dispatch_shortfall_once_and_it_resolves_when_met(isolated_settings, tmp_path):
+    """us/ny is dispatched 20 kW; its devices deliver nothing for 10 windows (one alert, not ten), then 19.5 kW
+    (within max(5 %, 1 kW)): resolved after 2 windows."""
+    settings = isolated_settings
+    serde = Serde.from_settings(settings)
+    producer = Producer(client_config(settings))
+    t0 = (int(time.time()) // 60 - 60) * 60 * S
+
+    def publish(topic: str, key: str, records: list[dict]) -> None:
+        name = settings.topic(topic)
+        for r in records:
+            producer.produce(name, serde.encode(name, r), r[key])
+        producer.flush(30)
+
+    command = {**status(t0, "accepted", 100), "command_id": "cmd-ny", "node_path": "us/ny", "requested_w": 20_000.0,
+               "allocated_w": 20_000.0, "devices": 20}
+    seen = AlertsSeen(settings, serde)
+    events = TopicCounter(settings, [settings.topic("fleet.events")], from_beginning=True)
+    kinds: list[str] = []
+    with VppProcesses(vpp_env(settings), tmp_path / "flow.log") as procs:
+        procs.start("run", "alerts")
+        publish("dispatch.status", "command_id", [command])
+        # as live: the node's windows come after its command (the flow has taken it: its event is out)
+        procs.wait_for(lambda: "command_accepted" in kinds, 60, "the command to be taken",
+                       poll=lambda: kinds.extend(serde.decode(m.value())["kind"] for m in events.poll(0.5)))
+        publish("fleet.aggregates", "node_path", [aggregate("us/ny", t0, s, 0.0 if s < 200 else 19_500.0)
+                                                  for s in range(100, 300, 10)])
+        procs.wait_for(lambda: seen.has("dispatch_shortfall", "us/ny", "resolved"), 60, "dispatch_shortfall to resolve",
+                       poll=seen.poll)
+    seen.counter.close()
+    events.close()
+    shortfall = [(r["state"], (r["at"] - t0) // S, r["value"]) for r in seen.records if r["rule"] == "dispatch_shortfall"]
+    # the second window off its allocation fires (a 20 kW gap, 1 kW allowed); the second within resolves
+    assert sorted(set(shortfall)) == [("firing", 120, 20_000.0), ("resolved", 220, 500.0)], shortfall
