@@ -1,4 +1,4 @@
-"""Flow ``alerts``: telemetry.canonical + fleet.aggregates + telemetry.dlq + dispatch.status
+"""Flow ``alerts``: telemetry.canonical + fleet.aggregates + telemetry.dlq + dispatch.status + fleet.events
 -> ``fleet.alerts`` + ``fleet.events``.
 
 One input step reads the four topics (in replay they keep the dump's order). Each message is
@@ -7,7 +7,9 @@ decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to
 - readings, aggregates and dispatch statuses go to the **root of the fleet tree** they concern:
   grid_outage counts the devices under a node and inhibits device alerts under it, so a node and
   every device below it must share one state (the same reason the dispatch flow keys by root);
-- dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``).
+- dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``);
+- of fleet.events only ``device_removed`` (from the asset registry) matters: it goes to the root of the
+  device's node, whose state forgets the device and ends its open alerts.
 
 Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
 timestamp). Each reader (worker) keeps its partitions' latest event times; its watermark is the
@@ -60,7 +62,7 @@ from vpp.serde import SerdeError
 
 __all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY"]
 
-INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status"]
+INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status", "fleet.events"]
 OUTPUT_TOPICS = ("fleet.alerts", "fleet.events", "telemetry.dlq")
 DLQ_KEY = "#dlq"
 KAFKA_BATCH = 100  # messages per partition and poll
@@ -190,6 +192,11 @@ class Router:
                 if ts is None or ts <= 0:
                     continue  # no time to count it at
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
+            elif topic == "fleet.events":
+                if rec["kind"] != "device_removed" or not _root(rec["node_path"]):
+                    continue  # (this flow's own alert events among them)
+                groups.setdefault(_root(rec["node_path"]), []).append(("x", rec["at"], rec["subject"]))
+                continue  # a fact about the registry, not about time: the watermark does not move
             else:
                 continue
             if key:

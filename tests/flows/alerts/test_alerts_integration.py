@@ -175,3 +175,42 @@ def test_a_dispatch_that_cannot_be_met_fires_dispatch_shortfall_once_and_it_reso
     shortfall = [(r["state"], (r["at"] - t0) // S, r["value"]) for r in seen.records if r["rule"] == "dispatch_shortfall"]
     # the second window off its allocation fires (a 20 kW gap, 1 kW allowed); the second within resolves
     assert sorted(set(shortfall)) == [("firing", 120, 20_000.0), ("resolved", 220, 500.0)], shortfall
+
+
+@pytest.mark.timeout(300)
+def test_a_device_removed_from_the_registry_resolves_its_offline_alert_and_is_watched_no_more(isolated_settings, tmp_path):
+    """ny-2 falls silent: device_offline fires; the asset registry's ``device_removed`` on fleet.events (encoded
+    with the registered schema) resolves it, and it does not fire again as time goes on."""
+    settings = isolated_settings
+    serde = Serde.from_settings(settings)
+    producer = Producer(client_config(settings))
+    t0 = (int(time.time()) // 60 - 60) * 60 * S
+    site = "us/ny/con"
+
+    def publish(topic: str, key: str, records: list[dict]) -> None:
+        name = settings.topic(topic)
+        for r in records:  # one partition: the flow's time is the lowest partition's, and a silent device's would stay
+            producer.produce(name, serde.encode(name, r), r[key], partition=0)
+        producer.flush(30)
+
+    def readings(start_s: int, end_s: int) -> list[dict]:
+        return [reading(d, site, t0 + t * S, True) for t in range(start_s, end_s, 5) for d in ("ny-0", "ny-1", "ny-2")
+                if not (d == "ny-2" and t >= 100 or d == "ny-1" and t >= 400)]
+
+    removed = {"event_id": "e-removed-ny-2", "kind": "device_removed", "subject": "ny-2", "node_path": "us/ny/con",
+               "at": t0 + 300 * S, "detail": {"changed_by": "test", "reason": "decommissioned", "site_id": "con"}}
+    seen = AlertsSeen(settings, serde)
+    with VppProcesses(vpp_env(settings), tmp_path / "flow.log") as procs:
+        procs.start("run", "alerts")
+        publish("telemetry.canonical", "device_id", readings(0, 300))
+        procs.wait_for(lambda: seen.has("device_offline", "ny-2", "firing"), 60, "device_offline to fire", poll=seen.poll)
+        publish("fleet.events", "subject", [removed])
+        procs.wait_for(lambda: seen.has("device_offline", "ny-2", "resolved"), 60, "the removal to resolve it",
+                       poll=seen.poll)
+        publish("telemetry.canonical", "device_id", readings(300, 600))
+        # ny-1 falls silent at 400 s: once its alert fires, the flow's time is past 490 s
+        procs.wait_for(lambda: seen.has("device_offline", "ny-1", "firing"), 60, "ny-1's offline alert", poll=seen.poll)
+    seen.counter.close()
+    ny2 = sorted((r["state"], r["summary"]) for r in seen.records if r["subject"] == "ny-2")  # no restart: no copies
+    assert ny2 == [("firing", "device ny-2: no reading for 90 s (threshold 90 s)"),
+                   ("resolved", "device ny-2: removed from the registry")], ny2
