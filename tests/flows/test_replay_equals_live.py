@@ -22,8 +22,8 @@ import pytest
 from real_services import VppProcesses, vpp_env, wait_for
 
 from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, diff_keyed, dlq_key, keyed, live_span, missing_live,
-                            unprefixed)
-from sinks.dumps import dump_line, read_dump
+                            merge_by_timestamp, unprefixed)
+from sinks.dumps import read_dump
 from sinks.kafka_tools import TopicCounter
 
 DURATION_S = 75
@@ -38,15 +38,6 @@ def read_jsonl(path) -> list[dict]:
 
 def dump_values(path) -> list[dict]:
     return [orjson.loads(r.payload) for r in read_dump(path) if r.payload is not None]
-
-
-def merge_by_timestamp(dumps, out):
-    """One dump of several topics in Kafka-timestamp order (stable: each topic keeps its own order within a ms)."""
-    records = sorted((r for d in dumps for r in read_dump(d)), key=lambda r: r.ts or 0)
-    with open(out, "wb") as fh:
-        for r in records:
-            fh.write(dump_line(r.topic, r.partition, r.offset, r.ts, r.key, r.value))
-    return out
 
 
 def first_allocation(setpoints: list[dict]) -> dict[str, float]:
