@@ -53,12 +53,12 @@ from bytewax.operators import StatefulBatchLogic
 from flows._common.environment import flow_from_environment
 from flows.alerts.logic import Emitted, RuleConfig, command_event
 from flows.alerts.state import AlertState
-from flows._common.decode import dead_letter_message, dead_letters_only, records_only
+from flows._common.decode import dead_letter_message, dead_letters_only, decode_each, records_only
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
+from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
-from vpp.serde import SerdeError
 
 __all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY"]
 
@@ -161,18 +161,15 @@ class Router:
         mark.wall = self.wall_clock() if self.wall_clock is not None else None
         out: list[Any] = []
         groups: dict[str, list] = {}
-        decode = self.serde.decode
-        for msg in msgs:
+        for msg, rec, failure in decode_each(self.serde, msgs):
             topic = _base_topic(msg.topic)
-            try:
-                rec = decode(msg.value, msg.topic)
-            except SerdeError as exc:
-                if topic == "telemetry.dlq":
-                    ts = msg.timestamp[1] if msg.timestamp else None
-                    if ts is not None and ts > 0:
+            if failure is not None:
+                if topic == "telemetry.dlq":  # counted, not sent back to where it came from (that would loop)
+                    ts = kafka_timestamp_ms(msg)
+                    if ts is not None:
                         groups.setdefault(DLQ_KEY, []).append(("d", ts, "unknown"))
                     continue
-                out.append(dead_letter_message(self.serde, self.dlq_topic, msg, exc.reason, str(exc)))
+                out.append(dead_letter_message(self.serde, self.dlq_topic, msg, *failure))
                 continue
             if topic == "telemetry.canonical":
                 ev = ("r", rec["ts"], rec["device_id"], rec["region_path"], rec.get("soc_pct"), rec.get("grid_connected"))
@@ -188,8 +185,8 @@ class Router:
                 if event is not None:
                     out.append(event)  # a dict: not keyed, straight to fleet.events
             elif topic == "telemetry.dlq":
-                ts = msg.timestamp[1] if msg.timestamp else None
-                if ts is None or ts <= 0:
+                ts = kafka_timestamp_ms(msg)
+                if ts is None:
                     continue  # no time to count it at
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
             elif topic == "fleet.events":
