@@ -8,8 +8,8 @@ decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to
   grid_outage counts the devices under a node and inhibits device alerts under it, so a node and
   every device below it must share one state (the same reason the dispatch flow keys by root);
 - dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``);
-- of fleet.events only ``device_removed`` (from the asset registry) matters: it goes to the root of the
-  device's node, whose state forgets the device and ends its open alerts.
+- of fleet.events only ``device_removed`` and ``device_moved`` to another tree (from the asset registry)
+  matter: they go to the root the device was under, whose state forgets it and ends its open alerts.
 
 Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
 timestamp). Each reader (worker) keeps its partitions' latest event times; its watermark is the
@@ -60,7 +60,7 @@ from sinks.ports import KafkaPorts, Ports
 from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
 
-__all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY"]
+__all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY", "device_gone"]
 
 INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status", "fleet.events"]
 OUTPUT_TOPICS = ("fleet.alerts", "fleet.events", "telemetry.dlq")
@@ -190,9 +190,9 @@ class Router:
                     continue  # no time to count it at
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
             elif topic == "fleet.events":
-                if rec["kind"] != "device_removed" or not _root(rec["node_path"]):
-                    continue  # (this flow's own alert events among them)
-                groups.setdefault(_root(rec["node_path"]), []).append(("x", rec["at"], rec["subject"]))
+                gone = device_gone(rec)  # (this flow's own alert events among the others)
+                if gone is not None:
+                    groups.setdefault(gone[0], []).append(gone[1])
                 continue  # a fact about the registry, not about time: the watermark does not move
             else:
                 continue
@@ -207,6 +207,22 @@ class Router:
         out.extend(groups.items())
         self.metrics.count_in(len(msgs))
         return out
+
+
+def device_gone(event: dict[str, Any]) -> tuple[str, tuple] | None:
+    """``(key, ("x", at, device_id, why))`` when a ``fleet.events`` record takes a device out of a tree's state: a
+    ``device_removed``, or a ``device_moved`` to another tree (the old tree forgets it); None for any other."""
+    kind, device = event["kind"], event["subject"]
+    if kind == "device_removed":
+        root, why = _root(event["node_path"]), f"device {device}: removed from the registry"
+    elif kind == "device_moved":
+        root = _root((event.get("detail") or {}).get("from_node_path", ""))
+        why = f"device {device}: moved to {event['node_path']}"
+        if root == _root(event["node_path"]):
+            return None  # the same tree: its next reading carries the new path
+    else:
+        return None
+    return (root, ("x", event["at"], device, why)) if root else None
 
 
 def keyed_events(items: list[Any]) -> list[tuple[str, list]]:

@@ -16,7 +16,8 @@ that instant, so the result depends on the order of events, never on how they we
 Per-device rules (low_soc, islanded) are evaluated at each reading of the device, at its time;
 dispatch_shortfall at each window of a node with an active command.
 
-Devices leave the state: one removed from the registry (a ``device_removed`` event) at once, one silent for
+Devices leave the state: one removed from the registry (a ``device_removed`` event) or moved to another tree
+(``device_moved``: its readings go to that tree's state now) at once, one silent for
 ``forget_ms`` (7 days by default) at a tick. Its open alerts end with it: a firing one is ``resolved``, a
 pending one ``dropped``, each with a summary saying why; a reading that comes later starts it afresh.
 
@@ -46,7 +47,7 @@ DEVICE_RULES = ("device_offline", "low_soc", "islanded")  # the rules whose subj
 #: ("s", at, node_path, command_id, state, allocated_w)          a dispatch status
 #: ("d", ts, dialect)                                            a dead letter
 #: ("c", watermark, source[, wall_s])                           a reader's watermark: time advances
-#: ("x", at, device_id)                                          a device removed from the registry (device_removed)
+#: ("x", at, device_id, why)                                     a device leaves this tree (device_removed, _moved)
 Event = tuple
 
 _DLQ_BUCKET_MS = 10_000  # dead letters are counted in 10 s buckets: the windows slide in 10 s steps
@@ -105,7 +106,7 @@ class AlertState:
             elif kind == "s":
                 self._on_status(ev, out)
             elif kind == "x":
-                self._forget(ev[2], ev[1], f"device {ev[2]}: removed from the registry", out)
+                self._forget(ev[2], ev[1], ev[3], out)
             elif kind == "d":
                 bucket = ev[1] // _DLQ_BUCKET_MS
                 counts = self.dlq.setdefault(ev[2], {})

@@ -76,7 +76,7 @@ def test_device_offline_waits_one_offline_period_after_a_restart() -> None:
 def test_a_device_removed_from_the_registry_leaves_the_state_and_its_open_alerts_end() -> None:
     # d1 falls silent at 195 s (offline fires at 285 s), d2 has low SoC from 0 s (fires at 300 s), d3 from 300 s
     # (pending); all three are decommissioned at 400 s: firing alerts resolve, the pending one is dropped
-    removed = [("x", T0 + 400 * S, d) for d in ("d1", "d2", "d3")]
+    removed = [("x", T0 + 400 * S, d, f"device {d}: removed from the registry") for d in ("d1", "d2", "d3")]
     state = AlertState(CFG)
     out = state.step(clocked(in_time_order(background(1000), readings("d1", 0, 200), readings("d2", 0, 400, soc=5.0),
                                            readings("d3", 300, 400, soc=5.0), removed)))
