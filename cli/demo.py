@@ -265,8 +265,7 @@ def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.live import Live
 
     from cli.flows import available_flows
@@ -356,7 +355,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, n in summary.items():
         console.print(f"  {name:<22} {n:>10,}")
     console.print(f"  dead letters by reason: {dead or 'none'}")
-    console.print(f"  alerts fired and resolved: {len(transitions) or 'none'}")
+    console.print(f"  alert transitions (firing, resolved): {len(transitions) or 'none'}")
     for line in transition_lines(transitions):
         console.print("    " + "  ".join(line))
     return 0 if summary.get("telemetry.canonical", 0) > 0 else 1
