@@ -7,6 +7,10 @@ one grid_outage (on us/tx: us sees 25 %) and no device alert under it fires. ``v
 with a recovery store; it is killed (SIGKILL) while the offline alert fires and restarted on the
 rest: the restored state resolves it, every transition is on ``fleet.alerts`` (copies allowed:
 at-least-once), none is lost, none is raised twice, and the store keeps one row per transition.
+
+Also: a dispatch that cannot be met (dispatch.status and fleet.aggregates as the dispatch and aggregate
+flows write them) fires dispatch_shortfall once and resolves when met; a device removed from the registry
+(``device_removed`` on fleet.events) ends its alerts; and ``vpp replay alerts`` gives what the live run gave.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from cli.replay import dump_topic, replay
 from real_services import VPP, VppProcesses, vpp_env, wait_for
+from replay_compare import merge_by_timestamp
 from sinks.kafka_tools import TopicCounter, read_topic
 from vpp.serde import Serde
 from vpp.kafka_security import client_config
@@ -218,9 +224,6 @@ def test_a_device_removed_from_the_registry_resolves_its_offline_alert_and_a_rep
                    ("resolved", "device ny-2: removed from the registry")], ny2
 
     # `vpp replay alerts` over the dumped inputs (in the order they reached the flow) gives the same alerts
-    from cli.replay import dump_topic, replay
-    from replay_compare import merge_by_timestamp
-
     dumps = []
     for topic in ("telemetry.canonical", "fleet.events"):
         dump_topic(settings, topic, tmp_path / f"{topic}.dump.jsonl")
