@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cli.common import add_common, load_settings, positive_int
@@ -52,7 +52,7 @@ def _state_text(row: dict[str, Any]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from sinks.alert_admin import list_alerts
 
-    rows = list_alerts(load_settings(args).postgres_dsn, state=args.state, node=args.node, limit=args.limit)
+    rows = list_alerts(load_settings(args).postgres_dsn, args.state, node=args.node, limit=args.limit)
     if args.json:
         print(json.dumps([_jsonable(r) for r in rows], indent=2))
         return 0
@@ -100,8 +100,9 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if args.id is not None:
         if args.rule or args.subject:
             raise UserError("give an alert ID or --rule and --subject, not both")
+        until = datetime.now(timezone.utc) + args.duration
         try:
-            until = silence_alert(dsn, args.id, args.duration, args.by)
+            silence_alert(dsn, args.id, args.by, until)
         except AlertNotFound:
             raise UserError(f"no alert with id {args.id!r} (see: vpp alerts list)") from None
         print(f"alert {args.id} silenced until {until.isoformat()}")

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.demo_alerts import (DEMO_ALERT_SETTINGS, HOLD_S, AlertScenario, alerts_panel, choose_conditions,
+                             transition_lines, wait_for_assets)
 from cli.demo_services import flow_role_env, start_console, start_gateway, start_market
 from cli.common import add_common, load_settings
 
@@ -28,7 +30,7 @@ __all__ = ["add_commands", "DEMO_FLOWS"]
 
 #: Flows the demo runs, in start order (those not installed are skipped).
 DEMO_FLOWS = ("canonicalize", "store-telemetry", "store-dlq", "aggregate", "store-aggregates", "dispatch",
-              "forecast-worker", "optimize-worker", "autobidder")
+              "forecast-worker", "optimize-worker", "autobidder", "alerts", "store-alerts")
 
 
 @dataclass
@@ -263,7 +265,7 @@ def _reset_recovery(directory: Path, log: Callable[[str], None]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.live import Live
 
     from cli.flows import available_flows
@@ -290,10 +292,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     watcher = None
     started = time.monotonic()
     summary = {}
+    scenario = AlertScenario.in_state_dir(state_dir)
+    transitions: list = []
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
         bidding_node = None
-        flow_env = flow_role_env(state_dir, settings)
+        flow_env = flow_role_env(state_dir, settings) | DEMO_ALERT_SETTINGS
         if args.gateway and args.speed > 1:  # event time ahead of the gateway's (real) clock: not a skewed device
             flow_env["VPP_PLATFORM_CLOCK_CHECK"] = "false"
         if args.market and "autobidder" in available_flows():
@@ -307,7 +311,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sim = vpp + ["simulate", "--devices", str(args.devices), "--speed", str(args.speed), "--seed", str(args.seed),
                      "--assets-out", str(state_dir / "assets.csv"),
                      # a little more garbage than the simulator's realistic default, so the DLQ shows in a short demo
-                     "--fault-garbage", "0.003", "--fault-nan", "0.003"] + common
+                     "--fault-garbage", "0.003", "--fault-nan", "0.003"] + scenario.simulator_args() + common
         if args.gateway:
             url, certs = start_gateway(procs, vpp, common, logs, state_dir, settings, args, console.print)
             sim += ["--via-gateway", url, "--certs", str(certs)]
@@ -317,26 +321,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console_env = {k: v for k, v in flow_env.items() if k != "VPP_POSTGRES_DSN"}
         start_console(procs, vpp + ["serve"] + common, logs, settings, console, env=console_env)
         deadline = started + args.duration if args.duration else None
+        assets = wait_for_assets(state_dir / "assets.csv", started + 30)
         dispatch = None
-        if "dispatch" in available_flows() and args.dispatch_after > 0:
-            from vpp.assets import load_assets_csv
-
-            assets_csv = state_dir / "assets.csv"
-            while not assets_csv.exists() and time.monotonic() < started + 30:
-                time.sleep(0.2)
-            dispatch = choose_dispatch(load_assets_csv(assets_csv).values()) if assets_csv.exists() else None
+        if "dispatch" in available_flows() and args.dispatch_after > 0 and assets:
+            dispatch = choose_dispatch(assets)
+        if "alerts" in available_flows() and args.alerts_after > 0 and assets:
+            scenario.plan(choose_conditions(assets, avoid=dispatch and dispatch.node_path),
+                          time.monotonic() + args.alerts_after, args.speed)
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 watcher.poll()
                 if dispatch is not None and not dispatch.command_id and time.monotonic() > started + args.dispatch_after:
                     _send_demo_dispatch(settings, dispatch)
                 view, summary = _render(watcher, procs, started, dispatch, bidding_node)
+                if (line := scenario.step(time.monotonic())) is not None:
+                    console.print(line)
+                if scenario.conditions is not None:
+                    transitions = scenario.transitions(settings.postgres_dsn)
+                    view = Group(view, alerts_panel(transitions, scenario.conditions))
                 live.update(view)
                 time.sleep(0.8)
     except KeyboardInterrupt:
         console.print("stopping (Ctrl-C)")
     finally:
         dead = watcher.dead_letters() if watcher else {}
+        transitions = scenario.transitions(settings.postgres_dsn) if scenario.conditions else transitions
         if watcher:
             watcher.close()
         procs.stop()
@@ -346,6 +355,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, n in summary.items():
         console.print(f"  {name:<22} {n:>10,}")
     console.print(f"  dead letters by reason: {dead or 'none'}")
+    console.print(f"  alert transitions (firing, resolved): {len(transitions) or 'none'}")
+    for line in transition_lines(transitions):
+        console.print("    " + "  ".join(line))
     return 0 if summary.get("telemetry.canonical", 0) > 0 else 1
 
 
@@ -363,4 +375,7 @@ def add_commands(sub) -> None:
                    help="the simulator writes to the broker itself instead of connecting through the device gateway")
     p.add_argument("--dispatch-after", type=float, default=60.0,
                    help="seconds before the demo dispatches a mid-level node (0: never; default 60)")
+    p.add_argument("--alerts-after", type=float, default=20.0,
+                   help="seconds after the fleet registers before the demo takes devices offline and islands a region "
+                        f"for {HOLD_S:.0f} simulated s, to show alerts firing and resolving (0: never; default 20)")
     p.set_defaults(func=cmd_demo)

@@ -42,6 +42,12 @@ def _dispatch(settings, dump: Path, assets_csv: Path, out: Path) -> None:
     run_replay(settings, dump, assets_csv, out)
 
 
+def _alerts(settings, dump: Path, assets_csv: Path, out: Path) -> None:
+    from flows.alerts.replay import run_replay
+
+    run_replay(settings, dump, assets_csv, out)
+
+
 def run_pipeline_replay(settings, raw_dump: Path, assets_csv: Path, out: Path) -> None:
     """canonicalize -> aggregate over a raw dump, as two flows in sequence through an intermediate dump in ``out``.
 
@@ -71,6 +77,7 @@ REPLAYS: dict[str, Callable[..., None]] = {
     "aggregate": _aggregate,
     "pipeline": run_pipeline_replay,
     "dispatch": _dispatch,
+    "alerts": _alerts,
 }
 
 

@@ -106,7 +106,7 @@ class Broadcaster:
         import psycopg
         from psycopg.rows import dict_row
 
-        from sinks.alert_queries import alerts_changed_since
+        from sinks.alert_admin import alerts_changed_since
 
         first = not self._since
         events: list[tuple[str, dict[str, Any]]] = []

@@ -1,4 +1,5 @@
-"""What operators do with stored alerts: list, show with history, acknowledge, silence (``vpp alerts``).
+"""What operators do with stored alerts: list, show with history, acknowledge, silence (``vpp alerts`` and the
+console's API), and what the demo and the console's live stream read of them.
 
 An acknowledgement or a silence is recorded on the alert (``acked_by``, ``silenced_until``) and as a
 row of its history (``alert_events``, with who did it). A silence of an identity ``(rule, subject)``
@@ -14,7 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-__all__ = ["AlertNotFound", "list_alerts", "alert_with_history", "ack_alert", "silence_alert", "silence_identity"]
+__all__ = ["AlertNotFound", "list_alerts", "alert_with_history", "ack_alert", "silence_alert",
+           "silence_identity", "alert_transitions", "alerts_changed_since"]
 
 _COLUMNS = ("alert_id, rule, subject, node_path, state, severity, value, threshold, started_at, fired_at, ended_at, "
             "changed_at, summary, acked_by, acked_at, silenced_until, COALESCE(silenced_until > now(), false) AS silenced")
@@ -24,7 +26,7 @@ class AlertNotFound(LookupError):
     """No alert has this id."""
 
 
-def list_alerts(dsn: str, *, state: str | None = None, node: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_alerts(dsn: str, state: str | None = None, *, node: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Alerts, newest change first; ``node``: the node and everything under it; ``dropped`` ones only when asked."""
     node = node.strip().strip("/") if node else None
     query = (f"SELECT {_COLUMNS} FROM alerts WHERE "
@@ -47,26 +49,28 @@ def alert_with_history(dsn: str, alert_id: str) -> dict[str, Any]:
     return row
 
 
-def ack_alert(dsn: str, alert_id: str, by: str) -> None:
-    """Record that ``by`` acknowledged the alert (a second acknowledgement is recorded too; the latest shows)."""
-    with psycopg.connect(dsn) as conn:
-        found = conn.execute("UPDATE alerts SET acked_by = %s, acked_at = now() WHERE alert_id = %s RETURNING 1",
-                             (by, alert_id)).fetchone()
-        if found is None:
+def ack_alert(dsn: str, alert_id: str, by: str) -> dict[str, Any]:
+    """Record that ``by`` acknowledged the alert (a second acknowledgement is recorded too; the latest shows):
+    the alert row and its history row in one transaction. Returns the alert."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        row = conn.execute(f"UPDATE alerts SET acked_by = %s, acked_at = now() WHERE alert_id = %s RETURNING {_COLUMNS}",
+                           (by, alert_id)).fetchone()
+        if row is None:
             raise AlertNotFound(alert_id)
         conn.execute("INSERT INTO alert_events (alert_id, kind, at, actor) VALUES (%s, 'ack', now(), %s)", (alert_id, by))
+    return row
 
 
-def silence_alert(dsn: str, alert_id: str, duration: timedelta, by: str | None) -> datetime:
-    """Silence one alert for ``duration``; returns until when."""
-    until = datetime.now(timezone.utc) + duration
-    with psycopg.connect(dsn) as conn:
-        found = conn.execute("UPDATE alerts SET silenced_until = %s WHERE alert_id = %s RETURNING 1", (until, alert_id)).fetchone()
-        if found is None:
+def silence_alert(dsn: str, alert_id: str, by: str | None, until: datetime) -> dict[str, Any]:
+    """Silence one alert until ``until`` (in one transaction with its history row). Returns the alert."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        row = conn.execute(f"UPDATE alerts SET silenced_until = %s WHERE alert_id = %s RETURNING {_COLUMNS}",
+                           (until, alert_id)).fetchone()
+        if row is None:
             raise AlertNotFound(alert_id)
         conn.execute("INSERT INTO alert_events (alert_id, kind, at, actor, detail) VALUES (%s, 'silence', now(), %s, %s)",
-                     (alert_id, by, f"until {until.isoformat()}"))
-    return until
+                     (alert_id, by, f"until {until.astimezone(timezone.utc).isoformat()}"))
+    return row
 
 
 def silence_identity(dsn: str, rule: str, subject: str, duration: timedelta, by: str | None) -> tuple[datetime, list[str]]:
@@ -83,3 +87,21 @@ def silence_identity(dsn: str, rule: str, subject: str, duration: timedelta, by:
             conn.execute("INSERT INTO alert_events (alert_id, kind, at, actor, detail) VALUES (%s, 'silence', now(), %s, %s)",
                          (alert_id, by, f"until {until.isoformat()} ({rule} {subject})"))
     return until, ids
+
+
+def alert_transitions(dsn: str, since: datetime, states: tuple[str, ...] = ("firing", "resolved"),
+                      limit: int = 500) -> list[dict[str, Any]]:
+    """The transitions to ``states`` stored since ``since``, oldest first: ``at`` (event time), ``state``, the
+    alert's ``rule``, ``subject``, ``node_path`` and ``summary``."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT e.at, e.kind AS state, a.rule, a.subject, a.node_path, e.detail AS summary "
+            "FROM alert_events e JOIN alerts a USING (alert_id) WHERE e.kind = ANY(%s) AND e.recorded_at >= %s "
+            "ORDER BY e.id LIMIT %s", (list(states), since, limit)).fetchall()
+
+
+def alerts_changed_since(conn: psycopg.Connection, since: datetime) -> list[dict[str, Any]]:
+    """Alerts whose row or history changed after ``since`` (for the console's live stream)."""
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM alerts WHERE changed_at > %s OR stored_at > %s OR acked_at > %s OR alert_id IN "
+        "(SELECT alert_id FROM alert_events WHERE recorded_at > %s) ORDER BY changed_at", (since, since, since, since)).fetchall()

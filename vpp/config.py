@@ -145,6 +145,7 @@ class Settings:
     # -- alerts (flow `alerts`, spec/alerts.md; times are event time) ---------------
     alert_tick_s: int = 5  # how often (event time) time-based rules (offline, outage, DLQ spike) are evaluated
     alert_offline_after_s: int = 90  # device_offline: no reading for this long; also the wait after a (re)start
+    alert_forget_after_s: int = 604_800  # a device silent this long leaves the alerts flow's state (alerts end)
     alert_offline_resolve_readings: int = 2  # device_offline resolves after this many readings in a row
     alert_low_soc_raise_pct: float = 10.0  # low_soc: SoC below this ...
     alert_low_soc_for_s: int = 300  # ... for this long

@@ -26,6 +26,7 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "max_bid_w": (0, False, "must be more than 0 W"),
     "alert_tick_s": (0, False, "must be more than 0 s"),
     "alert_offline_after_s": (0, False, "must be more than 0 s"),
+    "alert_forget_after_s": (0, False, "must be more than 0 s"),
     "alert_offline_resolve_readings": (1, True, "must be at least 1 reading"),
     "alert_low_soc_raise_pct": (0, True, "must be 0 % or more"),
     "alert_low_soc_clear_pct": (0, True, "must be 0 % or more"),

@@ -27,7 +27,7 @@ class Silence(BaseModel):
 @router.get("", dependencies=[Depends(require("viewer"))])
 async def alerts(request: Request, state: Literal["pending", "firing", "resolved", "dropped"] | None = Query(None),
                  limit: int = Query(200, ge=1, le=1000)) -> dict:
-    from sinks.alert_queries import list_alerts
+    from sinks.alert_admin import list_alerts
 
     rows = await run_in_threadpool(list_alerts, request.app.state.settings.postgres_dsn, state, limit=limit)
     return {"alerts": [jsonable_row(r) for r in rows]}
@@ -35,25 +35,27 @@ async def alerts(request: Request, state: Literal["pending", "firing", "resolved
 
 @router.post("/{alert_id}/ack")
 async def ack(request: Request, alert_id: str, principal: Principal = Depends(require("operator"))) -> dict:
-    from sinks.alert_queries import ack_alert
+    from sinks.alert_admin import AlertNotFound, ack_alert
 
     request.state.audit_target = alert_id[:200]
-    row = await run_in_threadpool(ack_alert, request.app.state.settings.postgres_dsn, alert_id, principal.name)
-    if row is None:
-        raise ApiError(404, f"no alert {alert_id!r}")
+    try:
+        row = await run_in_threadpool(ack_alert, request.app.state.settings.postgres_dsn, alert_id, principal.name)
+    except AlertNotFound:
+        raise ApiError(404, f"no alert {alert_id!r}") from None
     return jsonable_row(row)
 
 
 @router.post("/{alert_id}/silence")
 async def silence(request: Request, alert_id: str, body: Silence | None = Body(None),
                   principal: Principal = Depends(require("operator"))) -> dict:
-    from sinks.alert_queries import silence_alert
+    from sinks.alert_admin import AlertNotFound, silence_alert
 
     request.state.audit_target = alert_id[:200]
     minutes = (body or Silence()).minutes
     until = datetime.now(timezone.utc) + timedelta(minutes=minutes)
     request.state.audit_detail = {"minutes": minutes}
-    row = await run_in_threadpool(silence_alert, request.app.state.settings.postgres_dsn, alert_id, principal.name, until)
-    if row is None:
-        raise ApiError(404, f"no alert {alert_id!r}")
+    try:
+        row = await run_in_threadpool(silence_alert, request.app.state.settings.postgres_dsn, alert_id, principal.name, until)
+    except AlertNotFound:
+        raise ApiError(404, f"no alert {alert_id!r}") from None
     return jsonable_row(row)

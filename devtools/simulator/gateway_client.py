@@ -163,6 +163,7 @@ async def _run(settings: Any, options: PublishOptions, url: str, certs_dir: Path
                                              max_readings=settings.gateway_max_readings)
     tasks = [asyncio.create_task(link.run(stop)) for link in links.values()]
     offline_file = _OfflineFile(options.offline_file)
+    conditions_file = _OfflineFile(options.conditions_file, conditions=True)
     start_ms, wall0, last_progress = sim.config.start_ms, time.monotonic(), time.monotonic()
     end_ms = None if options.duration_s is None else start_ms + round(options.duration_s * 1000)
     try:
@@ -170,6 +171,7 @@ async def _run(settings: Any, options: PublishOptions, url: str, certs_dir: Path
             offline = offline_file.apply(sim)
             if offline is not None:
                 report.offline_devices = offline
+            conditions_file.apply(sim)
             event_now = start_ms + int((time.monotonic() - wall0) * 1000 * options.speed)
             last = end_ms is not None and event_now >= end_ms
             records = [e.record for e in sim.advance(end_ms - 1) + sim.drain()] if last else sim.step(event_now)

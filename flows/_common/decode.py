@@ -8,8 +8,10 @@ and the flow goes on with the next message. Only an unreachable schema registry
 (``vpp.serde.RegistryUnavailable``) escapes: that is a dependency, not a message, and the flow stops and
 resumes from its snapshot.
 
-Two shapes of the same loop, and a dataflow step over the first:
+One loop, ``decode_each``, in three shapes, and a dataflow step over the second:
 
+- ``decode_each`` yields ``(message, record, None)`` or ``(message, None, (reason, why))``, for a flow that
+  treats some failures its own way (a dead letter read from ``telemetry.dlq`` itself cannot go back there);
 - ``decode_or_dead_letter`` returns the batch as records and dead-letter ``OutMessage`` s in one list (split
   them with ``records_only`` / ``dead_letters_only``);
 - ``decoded_messages`` yields ``(message, record)`` pairs for flows that need the message's position too,
@@ -30,8 +32,8 @@ from sinks.messages import OutMessage
 from vpp.dead_letters import dead_letter_record, kafka_timestamp_ms
 from vpp.serde import Serde, SerdeError
 
-__all__ = ["ContractViolation", "decode_or_dead_letter", "decoded_messages", "read_decoded", "dead_letter_of", "dead_letter_message",
-           "is_record", "records_only", "dead_letters_only"]
+__all__ = ["ContractViolation", "decode_each", "decode_or_dead_letter", "decoded_messages", "read_decoded", "dead_letter_of",
+           "dead_letter_message", "is_record", "records_only", "dead_letters_only"]
 
 #: What a record's conversion (``convert``) raises when a decoded record breaks the topic's contract.
 _CONTRACT_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError)
@@ -53,10 +55,10 @@ def dead_letter_message(serde: Serde, dlq_topic: str, msg: KafkaSourceMessage, r
     return OutMessage(dlq_topic, record["device_id"], serde.encode(dlq_topic, record), kafka_timestamp_ms(msg))
 
 
-def decoded_messages(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage], dead_letters: list[OutMessage],
-                     convert: Callable[[dict], Any] | None = None, metrics=None) -> Iterator[tuple[KafkaSourceMessage, Any]]:
-    """``(message, record)`` for every usable message (``convert(record)`` when given); the others are appended
-    to ``dead_letters`` and counted in ``metrics`` (a ``FlowMetrics``) by reason."""
+def decode_each(serde: Serde, msgs: Iterable[KafkaSourceMessage], convert: Callable[[dict], Any] | None = None
+                ) -> Iterator[tuple[KafkaSourceMessage, Any, tuple[str, str] | None]]:
+    """``(message, record, None)`` for every usable message (``convert(record)`` when given), else
+    ``(message, None, (reason code, why))``."""
     decode = serde.decode
     for msg in msgs:
         try:
@@ -64,17 +66,26 @@ def decoded_messages(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMes
             if convert is not None:
                 record = convert(record)
         except SerdeError as exc:
-            reason, why = exc.reason, str(exc)
+            yield msg, None, (exc.reason, str(exc))
         except ContractViolation as exc:
-            reason, why = "contract_violation", str(exc)
+            yield msg, None, ("contract_violation", str(exc))
         except _CONTRACT_ERRORS as exc:
-            reason, why = "contract_violation", f"{type(exc).__name__}: {exc}"
+            yield msg, None, ("contract_violation", f"{type(exc).__name__}: {exc}")
         else:
+            yield msg, record, None
+
+
+def decoded_messages(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage], dead_letters: list[OutMessage],
+                     convert: Callable[[dict], Any] | None = None, metrics=None) -> Iterator[tuple[KafkaSourceMessage, Any]]:
+    """``(message, record)`` for every usable message (``convert(record)`` when given); the others are appended
+    to ``dead_letters`` and counted in ``metrics`` (a ``FlowMetrics``) by reason."""
+    for msg, record, failure in decode_each(serde, msgs, convert):
+        if failure is None:
             yield msg, record
             continue
-        dead_letters.append(dead_letter_message(serde, dlq_topic, msg, reason, why))
+        dead_letters.append(dead_letter_message(serde, dlq_topic, msg, *failure))
         if metrics is not None:
-            metrics.count_rejected(reason)
+            metrics.count_rejected(failure[0])
 
 
 def decode_or_dead_letter(serde: Serde, dlq_topic: str, msgs: Iterable[KafkaSourceMessage],

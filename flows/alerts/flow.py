@@ -1,4 +1,4 @@
-"""Flow ``alerts``: telemetry.canonical + fleet.aggregates + telemetry.dlq + dispatch.status
+"""Flow ``alerts``: telemetry.canonical + fleet.aggregates + telemetry.dlq + dispatch.status + fleet.events
 -> ``fleet.alerts`` + ``fleet.events``.
 
 One input step reads the four topics (in replay they keep the dump's order). Each message is
@@ -7,7 +7,9 @@ decoded and becomes a small event tuple (``flows.alerts.state.Event``) routed to
 - readings, aggregates and dispatch statuses go to the **root of the fleet tree** they concern:
   grid_outage counts the devices under a node and inhibits device alerts under it, so a node and
   every device below it must share one state (the same reason the dispatch flow keys by root);
-- dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``).
+- dead letters go to one key, ``#dlq``, counted per dialect (the envelope's ``dialect``);
+- of fleet.events only ``device_removed`` and ``device_moved`` to another tree (from the asset registry)
+  matter: they go to the root the device was under, whose state forgets it and ends its open alerts.
 
 Time is event time (the readings' ``ts``, a window's end, a status's ``at``, a dead letter's broker
 timestamp). Each reader (worker) keeps its partitions' latest event times; its watermark is the
@@ -51,16 +53,16 @@ from bytewax.operators import StatefulBatchLogic
 from flows._common.environment import flow_from_environment
 from flows.alerts.logic import Emitted, RuleConfig, command_event
 from flows.alerts.state import AlertState
-from flows._common.decode import dead_letter_message, dead_letters_only, records_only
+from flows._common.decode import dead_letter_message, dead_letters_only, decode_each, records_only
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
+from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
-from vpp.serde import SerdeError
 
-__all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY"]
+__all__ = ["build_flow", "INPUT_TOPICS", "OUTPUT_TOPICS", "AlertLogic", "Router", "dlq_dialect", "DLQ_KEY", "device_gone"]
 
-INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status"]
+INPUT_TOPICS = ["telemetry.canonical", "fleet.aggregates", "telemetry.dlq", "dispatch.status", "fleet.events"]
 OUTPUT_TOPICS = ("fleet.alerts", "fleet.events", "telemetry.dlq")
 DLQ_KEY = "#dlq"
 KAFKA_BATCH = 100  # messages per partition and poll
@@ -159,18 +161,15 @@ class Router:
         mark.wall = self.wall_clock() if self.wall_clock is not None else None
         out: list[Any] = []
         groups: dict[str, list] = {}
-        decode = self.serde.decode
-        for msg in msgs:
+        for msg, rec, failure in decode_each(self.serde, msgs):
             topic = _base_topic(msg.topic)
-            try:
-                rec = decode(msg.value, msg.topic)
-            except SerdeError as exc:
-                if topic == "telemetry.dlq":
-                    ts = msg.timestamp[1] if msg.timestamp else None
-                    if ts is not None and ts > 0:
+            if failure is not None:
+                if topic == "telemetry.dlq":  # counted, not sent back to where it came from (that would loop)
+                    ts = kafka_timestamp_ms(msg)
+                    if ts is not None:
                         groups.setdefault(DLQ_KEY, []).append(("d", ts, "unknown"))
                     continue
-                out.append(dead_letter_message(self.serde, self.dlq_topic, msg, exc.reason, str(exc)))
+                out.append(dead_letter_message(self.serde, self.dlq_topic, msg, *failure))
                 continue
             if topic == "telemetry.canonical":
                 ev = ("r", rec["ts"], rec["device_id"], rec["region_path"], rec.get("soc_pct"), rec.get("grid_connected"))
@@ -186,10 +185,15 @@ class Router:
                 if event is not None:
                     out.append(event)  # a dict: not keyed, straight to fleet.events
             elif topic == "telemetry.dlq":
-                ts = msg.timestamp[1] if msg.timestamp else None
-                if ts is None or ts <= 0:
+                ts = kafka_timestamp_ms(msg)
+                if ts is None:
                     continue  # no time to count it at
                 ev, key = ("d", ts, dlq_dialect(rec["raw"])), DLQ_KEY
+            elif topic == "fleet.events":
+                gone = device_gone(rec)  # (this flow's own alert events among the others)
+                if gone is not None:
+                    groups.setdefault(gone[0], []).append(gone[1])
+                continue  # a fact about the registry, not about time: the watermark does not move
             else:
                 continue
             if key:
@@ -203,6 +207,22 @@ class Router:
         out.extend(groups.items())
         self.metrics.count_in(len(msgs))
         return out
+
+
+def device_gone(event: dict[str, Any]) -> tuple[str, tuple] | None:
+    """``(key, ("x", at, device_id, why))`` when a ``fleet.events`` record takes a device out of a tree's state: a
+    ``device_removed``, or a ``device_moved`` to another tree (the old tree forgets it); None for any other."""
+    kind, device = event["kind"], event["subject"]
+    if kind == "device_removed":
+        root, why = _root(event["node_path"]), f"device {device}: removed from the registry"
+    elif kind == "device_moved":
+        root = _root((event.get("detail") or {}).get("from_node_path", ""))
+        why = f"device {device}: moved to {event['node_path']}"
+        if root == _root(event["node_path"]):
+            return None  # the same tree: its next reading carries the new path
+    else:
+        return None
+    return (root, ("x", event["at"], device, why)) if root else None
 
 
 def keyed_events(items: list[Any]) -> list[tuple[str, list]]:

@@ -64,6 +64,7 @@ class RuleConfig:
     shortfall_min_w: float = 1000.0
     shortfall_windows: int = 2
     reader_idle_s: float = 10.0  # a reader (or partition) silent this long in wall time is not waited for
+    forget_ms: int = 7 * 86_400_000  # a device silent this long leaves the state (its alerts end)
 
     @classmethod
     def from_settings(cls, s) -> "RuleConfig":
@@ -78,7 +79,7 @@ class RuleConfig:
                    dlq_window_ms=s.alert_dlq_window_s * 1000, dlq_baseline_ms=s.alert_dlq_baseline_s * 1000,
                    dlq_factor=s.alert_dlq_factor, dlq_min=s.alert_dlq_min, dlq_clear_for_ms=s.alert_dlq_clear_for_s * 1000,
                    shortfall_pct=s.alert_shortfall_pct, shortfall_min_w=s.alert_shortfall_min_w,
-                   shortfall_windows=s.alert_shortfall_windows)
+                   shortfall_windows=s.alert_shortfall_windows, forget_ms=s.alert_forget_after_s * 1000)
 
     @cached_property
     def spec_of(self) -> dict[str, RuleSpec]:

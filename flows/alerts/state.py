@@ -16,6 +16,11 @@ that instant, so the result depends on the order of events, never on how they we
 Per-device rules (low_soc, islanded) are evaluated at each reading of the device, at its time;
 dispatch_shortfall at each window of a node with an active command.
 
+Devices leave the state: one removed from the registry (a ``device_removed`` event) or moved to another tree
+(``device_moved``: its readings go to that tree's state now) at once, one silent for
+``forget_ms`` (7 days by default) at a tick. Its open alerts end with it: a firing one is ``resolved``, a
+pending one ``dropped``, each with a summary saying why; a reading that comes later starts it afresh.
+
 Inhibition: a device alert is not raised while a ``grid_outage`` alert (pending or firing) is open
 on a node above the device (one alert for the cause), and an outage on a node inhibits one on the
 nodes below it. ``device_offline`` is not evaluated until the time is ``offline_ms`` past the first
@@ -33,13 +38,16 @@ from typing import Iterable
 
 from flows.alerts.logic import Emitted, RuleConfig, Track, dlq_threshold, observe, resolve, shortfall_misses
 
-__all__ = ["AlertState", "Device", "Event", "ancestors"]
+__all__ = ["AlertState", "Device", "Event", "ancestors", "DEVICE_RULES"]
+
+DEVICE_RULES = ("device_offline", "low_soc", "islanded")  # the rules whose subject is a device
 
 #: ("r", ts, device_id, region_path, soc_pct, grid_connected)   a canonical reading
 #: ("a", window_end, node_path, window_start, battery_w)         a node aggregate
 #: ("s", at, node_path, command_id, state, allocated_w)          a dispatch status
 #: ("d", ts, dialect)                                            a dead letter
 #: ("c", watermark, source[, wall_s])                           a reader's watermark: time advances
+#: ("x", at, device_id, why)                                     a device leaves this tree (device_removed, _moved)
 Event = tuple
 
 _DLQ_BUCKET_MS = 10_000  # dead letters are counted in 10 s buckets: the windows slide in 10 s steps
@@ -97,6 +105,8 @@ class AlertState:
                 self._on_aggregate(ev, out)
             elif kind == "s":
                 self._on_status(ev, out)
+            elif kind == "x":
+                self._forget(ev[2], ev[1], ev[3], out)
             elif kind == "d":
                 bucket = ev[1] // _DLQ_BUCKET_MS
                 counts = self.dlq.setdefault(ev[2], {})
@@ -202,10 +212,22 @@ class AlertState:
         for device_id in sorted(pending):
             self._device_rules(device_id, self.devices[device_id], t, out, may_fire=True)
 
+    def _forget(self, device_id: str, at: int, why: str, out: Emitted) -> None:
+        """The device leaves the state; its open alerts end (resolved if firing, dropped if pending)."""
+        self.devices.pop(device_id, None)
+        for rule in DEVICE_RULES:
+            track = self.tracks.pop((rule, device_id), None)
+            if track is not None:
+                resolve(track, self.cfg.spec_of[rule], out, at, why)
+
     def _offline(self, t: int, out: Emitted) -> None:
         cfg = self.cfg
+        gone = []
         for device_id, dev in self.devices.items():
             silent_ms = t - dev.last_ts
+            if silent_ms >= cfg.forget_ms:
+                gone.append((device_id, silent_ms))
+                continue
             key = ("device_offline", device_id)
             if key in self.tracks:
                 track = self.tracks[key]
@@ -216,6 +238,9 @@ class AlertState:
                 self._observe("device_offline", device_id, dev.region_path, t, out=out, raised=True, cleared=False,
                               value=silent_ms / 1000, threshold=cfg.offline_ms / 1000,
                               started_at=dev.last_ts + cfg.offline_ms)
+        for device_id, silent_ms in gone:
+            self._forget(device_id, t, f"device {device_id}: no reading for {silent_ms / 86_400_000:.1f} days, "
+                                       "no longer watched", out)
 
     def _grid_outage(self, t: int, out: Emitted) -> None:
         cfg = self.cfg

@@ -15,10 +15,10 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
 from flows._common.environment import flow_from_environment
-from flows._common.decode import dead_letter_of
+from flows._common.decode import dead_letter_of, decode_each
 from sinks.ports import KafkaPorts, Ports
 from sinks.postgres import DlqSink
-from vpp.serde import Serde, SerdeError
+from vpp.serde import Serde
 
 __all__ = ["build_flow", "dlq_records"]
 
@@ -26,13 +26,8 @@ __all__ = ["build_flow", "dlq_records"]
 def dlq_records(serde: Serde, msgs: Iterable[KafkaSourceMessage]) -> list[dict[str, Any]]:
     """The dead letters of a batch; a DLQ message that cannot itself be decoded is stored as a dead letter of
     its own (with its reason code) rather than sent back to the DLQ topic, which would loop."""
-    out = []
-    for msg in msgs:
-        try:
-            out.append(serde.decode(msg.value, msg.topic))
-        except SerdeError as exc:
-            out.append(dead_letter_of(msg, exc.reason, str(exc)))
-    return out
+    return [record if failure is None else dead_letter_of(msg, *failure)
+            for msg, record, failure in decode_each(serde, msgs)]
 
 
 def build_flow(settings, *, ports: Ports | None = None, sink=None) -> Dataflow:

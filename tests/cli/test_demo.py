@@ -10,9 +10,9 @@ import sys
 import pytest
 
 
-def run_demo(state_dir, *options: str) -> tuple[dict[str, int], str]:
+def run_demo(state_dir, *options: str, duration_s: int = 30) -> tuple[dict[str, int], str]:
     """One ``vpp demo --duration 30``: the messages per topic of its summary, and its output."""
-    result = subprocess.run([sys.executable, "-m", "cli", "demo", "--duration", "30", "--devices", "150",
+    result = subprocess.run([sys.executable, "-m", "cli", "demo", "--duration", str(duration_s), "--devices", "150",
                              "--state-dir", str(state_dir), *options], capture_output=True, text=True, timeout=220)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout[result.stdout.rindex("summary"):]
@@ -23,9 +23,18 @@ def run_demo(state_dir, *options: str) -> tuple[dict[str, int], str]:
 
 @pytest.mark.timeout(600)
 def test_demo_shows_readings_flowing_and_stops_everything_and_runs_again_where_it_should_start(tmp_path):
-    counts, _ = run_demo(tmp_path, "--keep-stack")
+    # the first run also shows the alerts: devices taken offline and a state islanded, then back (at speed 2:
+    # the scenario's 40 s are 20 s of wall time)
+    counts, output = run_demo(tmp_path, "--keep-stack", "--speed", "2", "--alerts-after", "3", duration_s=55)
     assert counts["telemetry.raw"] > 150
     assert counts["telemetry.canonical"] > 150
+    scenario = re.search(r"took ([\w, -]+) offline and islanded every device under (\S+)", output)
+    assert scenario, output[-3000:]
+    offline, islanded = scenario.group(1).split(", "), scenario.group(2)
+    shown = set(re.findall(r"^\s+[\d:]{8}\s+(firing|resolved)\s+(\w+)\s+(\S+)", output[output.rindex("summary"):], re.M))
+    assert {("firing", "grid_outage", islanded), ("resolved", "grid_outage", islanded)} <= shown, output[-3000:]
+    assert any({("firing", "device_offline", d), ("resolved", "device_offline", d)} <= shown for d in offline), output[-3000:]
+    assert not any(subject.startswith(islanded + "/") for _, _, subject in shown), "an alert under the outage"
     # Again on the kept stack: its broker still holds the topics, so the flows resume at their offsets and
     # do not canonicalize the first run's readings again, but for those read after their last snapshot
     # (at-least-once: a few seconds' worth, produced again identical; from offset 0 it would be all of them).
@@ -75,3 +84,29 @@ def test_market_rows_show_forecast_plan_bid_award_and_the_measured_response():
     assert rows[1][3] == "no bid: no aggregate yet" and rows[1][4] == "-" and rows[1][5] == ""
     assert [r[0] for r in market_rows(facts, measured_w=None, from_interval_ms=t1)] == ["11:15"], \
         "an earlier run's intervals are not this run's"
+
+
+def test_the_demo_islands_the_smallest_state_and_takes_devices_elsewhere_offline_then_brings_them_back(tmp_path):
+    from vpp.assets import Asset
+    from cli.demo_alerts import AlertConditions, AlertScenario, choose_conditions
+
+    def asset(device, path):
+        return Asset(device, path.rsplit("/", 1)[1], path, "UTC", 10_000, 5000, 5000, 10)
+
+    fleet = [asset("a", "us/ca/x/1/s1"), asset("b", "us/ca/x/1/s2"), asset("c", "us/ny/y/2/s3"),
+             asset("d", "us/tx/z/3/s4"), asset("e", "us/tx/z/3/s5"), asset("f", "us/tx/z/3/s6")]
+    assert choose_conditions(fleet, avoid="us/tx", offline=3) == AlertConditions(("a", "b"), "us/ny")
+    assert choose_conditions(fleet, avoid=None, offline=1) == AlertConditions(("a",), "us/ny")
+    assert choose_conditions([], avoid=None) is None
+
+    scenario = AlertScenario.in_state_dir(tmp_path)
+    scenario.plan(AlertConditions(("a", "b"), "us/ny"), start=100.0, speed=2.0)
+    assert scenario.step(99.0) is None and scenario.offline_file.read_text() == ""
+    assert "took a, b offline" in scenario.step(100.0)
+    assert scenario.offline_file.read_text() == "a\nb\n"
+    assert scenario.conditions_file.read_text() == "islanded us/ny\n"
+    assert scenario.step(100.0 + scenario.hold_s - 1) is None
+    assert "back" in scenario.step(100.0 + scenario.hold_s)  # 40 simulated s at speed 2
+    assert scenario.hold_s == 20.0
+    assert scenario.offline_file.read_text() == scenario.conditions_file.read_text() == ""
+    assert scenario.step(1e9) is None

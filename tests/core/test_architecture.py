@@ -28,6 +28,6 @@ def test_nothing_registers_itself_at_import_time():
     from cli.main import COMMAND_MODULES
     from cli.replay import REPLAYS
 
-    assert len(COMMAND_MODULES) >= 13 and {"canonicalize", "aggregate", "pipeline", "dispatch"} <= set(REPLAYS)
+    assert len(COMMAND_MODULES) >= 13 and {"canonicalize", "aggregate", "pipeline", "dispatch", "alerts"} <= set(REPLAYS)
     for path in (REPO / "flows").rglob("*.py"):
         assert "register_replay" not in path.read_text(), path

@@ -21,22 +21,12 @@ import pytest
 from real_services import VppProcesses, vpp_env, wait_for
 
 from replay_compare import (AGG_KEY, canonical_key, compare_aggregates, diff_keyed, dlq_key, dump_values, keyed, live_span,
-                            missing_live, read_jsonl, replay_canonicalize, unprefixed)
-from sinks.dumps import dump_line, read_dump
+                            merge_by_timestamp, missing_live, read_jsonl, replay_canonicalize, unprefixed)
 from sinks.kafka_tools import TopicCounter
 
 DURATION_S = 75
 FAULTS = ["--fault-garbage", "0.01", "--fault-nan", "0.01", "--fault-duplicate", "0.01", "--fault-not-implemented",
           "0.02", "--fault-out-of-order", "0.01", "--fault-clock-skew", "0", "--fault-late", "0", "--fault-offline", "0"]
-
-
-def merge_by_timestamp(dumps, out):
-    """One dump of several topics in Kafka-timestamp order (stable: each topic keeps its own order within a ms)."""
-    records = sorted((r for d in dumps for r in read_dump(d)), key=lambda r: r.ts or 0)
-    with open(out, "wb") as fh:
-        for r in records:
-            fh.write(dump_line(r.topic, r.partition, r.offset, r.ts, r.key, r.value))
-    return out
 
 
 def first_allocation(setpoints: list[dict]) -> dict[str, float]:

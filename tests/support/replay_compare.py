@@ -41,9 +41,7 @@ from typing import Iterable
 
 import orjson
 
-from sinks.dumps import read_dump
-
-from sinks.dumps import base_topic
+from sinks.dumps import base_topic, dump_line, read_dump
 
 AGG_KEY = ("node_path", "window_start")
 
@@ -169,3 +167,12 @@ def compare_aggregates(live: dict, replay: dict, device_paths: dict[str, str]) -
               "live_late_only": sum(1 for k in set(live) - set(replay) if _late_only(live[k])), "late_devices": len(late),
               "late_readings": sum(late.values())}
     return problems[:20], counts
+
+
+def merge_by_timestamp(dumps, out):
+    """One dump of several topics in Kafka-timestamp order (stable: each topic keeps its own order within a ms)."""
+    records = sorted((r for d in dumps for r in read_dump(d)), key=lambda r: r.ts or 0)
+    with open(out, "wb") as fh:
+        for r in records:
+            fh.write(dump_line(r.topic, r.partition, r.offset, r.ts, r.key, r.value))
+    return out

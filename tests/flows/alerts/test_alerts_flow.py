@@ -13,11 +13,12 @@ from datetime import timedelta
 
 import bytewax.operators as op
 import orjson
+import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from flows.alerts.flow import build_flow, dlq_dialect
+from flows.alerts.flow import build_flow, device_gone, dlq_dialect
 from vpp.config import Settings
 from vpp.serde import Serde, to_json_value
 
@@ -163,3 +164,18 @@ def test_a_resumed_state_judges_no_silence_for_one_offline_period_of_wall_time()
     alerts = [a for e in emitted for a in e.alerts]
     assert [(a["subject"], a["state"]) for a in alerts] == [("d1", "firing")]
     assert alerts[0]["started_at"] == T0 + 90 * S  # the same alert as without the restart, only later
+
+
+@pytest.mark.parametrize("event,gone", [
+    ({"kind": "device_removed", "subject": "d1", "node_path": "us/ca/pge", "at": 5, "detail": {}},
+     ("us", ("x", 5, "d1", "device d1: removed from the registry"))),
+    ({"kind": "device_moved", "subject": "d1", "node_path": "mx/bc", "at": 5, "detail": {"from_node_path": "us/ca/pge"}},
+     ("us", ("x", 5, "d1", "device d1: moved to mx/bc"))),
+    ({"kind": "device_moved", "subject": "d1", "node_path": "us/ny", "at": 5, "detail": {"from_node_path": "us/ca/pge"}},
+     None),  # the same tree: its next reading carries its new path
+    ({"kind": "device_removed", "subject": "d1", "node_path": "", "at": 5, "detail": {}}, None),
+    ({"kind": "alert_firing", "subject": "a1", "node_path": "us/ca", "at": 5, "detail": {}}, None),
+    ({"kind": "device_registered", "subject": "d1", "node_path": "us/ca", "at": 5, "detail": {}}, None),
+])
+def test_only_a_removal_or_a_move_to_another_tree_takes_a_device_out_of_a_trees_state(event, gone) -> None:
+    assert device_gone(event) == gone

@@ -73,6 +73,33 @@ def test_device_offline_waits_one_offline_period_after_a_restart() -> None:
     assert out.alerts[0]["started_at"] == T0 + 135 * S  # when the silence reached 90 s: the same alert as without restart
 
 
+def test_a_device_removed_from_the_registry_leaves_the_state_and_its_open_alerts_end() -> None:
+    # d1 falls silent at 195 s (offline fires at 285 s), d2 has low SoC from 0 s (fires at 300 s), d3 from 300 s
+    # (pending); all three are decommissioned at 400 s: firing alerts resolve, the pending one is dropped
+    removed = [("x", T0 + 400 * S, d, f"device {d}: removed from the registry") for d in ("d1", "d2", "d3")]
+    state = AlertState(CFG)
+    out = state.step(clocked(in_time_order(background(1000), readings("d1", 0, 200), readings("d2", 0, 400, soc=5.0),
+                                           readings("d3", 300, 400, soc=5.0), removed)))
+    got = [(a["rule"], a["subject"], a["state"], (a["at"] - T0) // S) for a in out.alerts]
+    assert got == [("low_soc", "d2", "pending", 0), ("device_offline", "d1", "firing", 285),
+                   ("low_soc", "d2", "firing", 300), ("low_soc", "d3", "pending", 300),
+                   ("device_offline", "d1", "resolved", 400), ("low_soc", "d2", "resolved", 400),
+                   ("low_soc", "d3", "dropped", 400)]
+    assert {a["summary"] for a in out.alerts[4:]} == {f"device {d}: removed from the registry" for d in ("d1", "d2", "d3")}
+    assert set(state.devices) == {"bg0", "bg1", "bg2"} and state.tracks == {}
+
+
+def test_a_device_silent_for_the_forget_horizon_leaves_the_state_once_and_its_offline_alert_ends() -> None:
+    cfg = RuleConfig(forget_ms=600 * S)
+    state = AlertState(cfg)
+    out = state.step(clocked(in_time_order(background(2000), readings("d1", 0, 100))))
+    got = [(a["rule"], a["subject"], a["state"], (a["at"] - T0) // S) for a in out.alerts]
+    # last reading at 95 s: offline at 185 s, forgotten 600 s after its last reading (at the tick at or after 695 s)
+    assert got == [("device_offline", "d1", "firing", 185), ("device_offline", "d1", "resolved", 695)]
+    assert "no reading for 0.0 days, no longer watched" in out.alerts[-1]["summary"]
+    assert "d1" not in state.devices and not [k for k in state.tracks if k[1] == "d1"]
+
+
 def test_low_soc_fires_below_10_pct_for_300_s_and_resolves_at_15_pct() -> None:
     soc = lambda t: 9.0 if t < 600 else (12.0 if t < 700 else 15.0)  # noqa: E731
     got = transitions(readings("d1", 0, 800, soc=soc))
