@@ -1,13 +1,19 @@
 """A worker-local cache of the asset registry (PostgreSQL ``assets`` table) for enrichment.
 
-How it picks up new and moved devices without a restart: polling. Every
+How it picks up new and moved devices without a restart: polling, hastened by NOTIFY. Every
 ``refresh_s`` it reads the rows changed since the newest ``updated_at`` it has
-seen (the table's upsert sets ``updated_at = now()``); and a lookup of an
-unknown device forces an early refresh, at most once per ``miss_refresh_s``,
-so a device registered a moment ago is found on its first reading. Polling
-was chosen over LISTEN/NOTIFY because it needs no long-lived connection per
-worker and recovers by itself after a database restart; the ``assets_changed``
-NOTIFY trigger exists for consumers that prefer it.
+seen (an index on ``updated_at``: cheap with a million devices; every write sets
+``updated_at = now()``); a lookup of an unknown device forces an early refresh, at
+most once per ``miss_refresh_s``, so a device registered a moment ago is found on
+its first reading; and its connection LISTENs on ``assets_changed``, so any call
+after a change was committed refreshes at once (a decommissioned device leaves the
+flows on the next batch, not after the staleness horizon). Polling stays the
+backbone: it recovers by itself after a database restart, when notifications
+sent meanwhile are lost.
+
+A row with status ``decommissioned`` is dropped from ``assets`` and kept in
+``removed`` (device_id -> its last asset): the aggregate and dispatch flows take
+it out of the tree and of every pool at once.
 
 Until its first load has succeeded the cache waits for the database (retrying with backoff, one log line
 each time) instead of answering "unknown device" for the whole fleet: a flow started while PostgreSQL is
@@ -27,12 +33,13 @@ __all__ = ["AssetCache", "ASSET_COLUMNS"]
 _log = logging.getLogger(__name__)
 
 ASSET_COLUMNS = ("device_id", "site_id", "region_path", "timezone", "capacity_wh", "max_charge_w",
-                 "max_discharge_w", "reserve_pct", "enrolled_peak_shaving")
+                 "max_discharge_w", "reserve_pct", "enrolled_peak_shaving", "status", "programs", "replaces")
 
 _CHANGED_SINCE = (
-    "SELECT device_id, site_id, region_path, timezone, capacity_wh, max_charge_w, max_discharge_w, "
-    "reserve_pct, enrolled_peak_shaving, updated_at FROM assets WHERE updated_at > %s::timestamptz - interval '10 seconds' ORDER BY updated_at"
+    f"SELECT {', '.join(ASSET_COLUMNS)}, updated_at FROM assets "
+    "WHERE updated_at > %s::timestamptz - interval '10 seconds' ORDER BY updated_at"
 )
+_GONE = "decommissioned"
 
 
 class AssetCache:
@@ -49,6 +56,8 @@ class AssetCache:
         self._last_refresh = float("-inf")
         self._conn = None
         self.assets: dict[str, Any] = {}
+        #: decommissioned devices: device_id -> their last asset (flows drop them from the tree and the pools)
+        self.removed: dict[str, Any] = {}
         self.loaded = False
         self._sleep = time.sleep
         self._max_wait_s = 10.0
@@ -60,12 +69,25 @@ class AssetCache:
 
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._dsn, autocommit=True)
+            self._conn.execute("LISTEN assets_changed")
         return self._conn
+
+    def _notified(self) -> bool:
+        """Whether a change was committed since the last look (never blocks; False without a connection)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        try:
+            return any(True for _ in conn.notifies(timeout=0))
+        except Exception:  # noqa: BLE001 - a broken connection: the next refresh reconnects
+            self._conn = None
+            return False
 
     def refresh(self) -> int:
         """Load rows changed since the last refresh; returns how many changed."""
         from psycopg.rows import dict_row
 
+        self._notified()  # what was notified before this query, the query sees
         try:
             with self._connection().cursor(row_factory=dict_row) as cur:
                 rows = cur.execute(_CHANGED_SINCE, (self._since,)).fetchall()
@@ -77,8 +99,15 @@ class AssetCache:
             _log.warning("asset registry refresh failed, keeping %d cached assets: %s", len(self.assets), exc)
             return 0
         self.loaded = True
+        assets, removed, make = self.assets, self.removed, self._make_asset
         for row in rows:
-            self.assets[row["device_id"]] = self._make_asset(row)
+            device_id = row["device_id"]
+            if row.get("status") == _GONE:
+                gone = assets.pop(device_id, None)
+                removed[device_id] = make(row) if gone is None else gone
+            else:
+                assets[device_id] = make(row)
+                removed.pop(device_id, None)
             self._since = row["updated_at"]
         if rows:
             self.generation += 1
@@ -102,6 +131,6 @@ class AssetCache:
         if not self.loaded:
             return self.wait_for_first_load()
         elapsed = self._clock() - self._last_refresh
-        if elapsed >= self._refresh_s or (missing and elapsed >= self._miss_refresh_s):
+        if elapsed >= self._refresh_s or (missing and elapsed >= self._miss_refresh_s) or self._notified():
             return self.refresh()
         return 0
