@@ -55,7 +55,7 @@ class ChangeResult:
 
     @property
     def changed(self) -> list[str]:
-        return [d for d, a in self.after.items() if a != self.before.get(d)]
+        return [d for d, a in self.after.items() if not a.same_as(self.before.get(d))]
 
 
 def connect_registry(dsn: str, **kwargs):
@@ -171,7 +171,7 @@ def import_change(assets: Sequence[Asset]) -> Change:
             elif now_in and not new.enrolled_peak_shaving:
                 programs = unenroll(device_id, programs, "peak_shaving", at_ms=at_ms)
         merged = replace(new, status=old.status, replaces=old.replaces, programs=programs)
-        return old if merged == old else merged
+        return old if merged.same_as(old) else merged
 
     return change
 

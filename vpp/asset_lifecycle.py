@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 from vpp.errors import UserError
 
-__all__ = ["STATUSES", "TRANSITIONS", "DISPATCHABLE", "PROGRAMS", "Enrollment", "check_transition",
+__all__ = ["STATUSES", "TRANSITIONS", "DISPATCHABLE", "PROGRAMS", "MARKET_PROGRAM", "PEAK_SHAVING_PROGRAM", "Enrollment", "check_transition",
            "enrollments_from_json", "enrollments_to_json", "parse_programs_cell", "programs_cell",
            "default_enrollments", "effective", "current", "enroll", "unenroll", "change_events", "event_id", "stable_id"]
 
@@ -38,7 +38,8 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 #: the statuses whose devices dispatch may use
 DISPATCHABLE = frozenset({"active"})
 #: programs the flows act on: ``peak_shaving`` (the peak-shaving flow's commands), ``market`` (the autobidder's)
-PROGRAMS = ("market", "peak_shaving")
+MARKET_PROGRAM, PEAK_SHAVING_PROGRAM = "market", "peak_shaving"
+PROGRAMS = (MARKET_PROGRAM, PEAK_SHAVING_PROGRAM)
 _PROGRAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 

@@ -25,7 +25,7 @@ import io
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -89,6 +89,10 @@ class Asset:
 
     def enrolled_in(self, program: str, ts_ms: int) -> bool:
         return any(e.program == program and e.covers(ts_ms) for e in self.enrollments)
+
+    def same_as(self, other: "Asset | None") -> bool:
+        """Equal as a registry entry (programs given explicitly or by the flag alike)."""
+        return other is not None and replace(self, programs=self.enrollments) == replace(other, programs=other.enrollments)
 
     @property
     def node_path(self) -> str:
@@ -265,6 +269,8 @@ def _parse_row(cells: dict[str, str]) -> tuple[Asset | None, list[str]]:
             errors.append(f"enrolled_peak_shaving {cells['enrolled_peak_shaving']!r} contradicts programs "
                           f"{cells['programs']!r}; give one of them")
         enrolled = in_peak_shaving
+        if programs == enrollments_from_json(None, enrolled):
+            programs = None  # what the flag says anyway: one form of the same asset
     if errors:
         return None, errors
     return (
@@ -329,6 +335,8 @@ def asset_from_row(row: Mapping[str, Any]) -> Asset:
         programs = parse_programs_cell(programs)[0]
     elif programs is not None:
         programs = enrollments_from_json(programs)
+    if programs is not None and programs == enrollments_from_json(None, enrolled):
+        programs = None  # what the flag says anyway: one form of the same asset
     return Asset(row["device_id"], row["site_id"], row["region_path"], row["timezone"], rating("capacity_wh"),
                  rating("max_charge_w"), rating("max_discharge_w"), rating("reserve_pct"), enrolled,
                  row.get("status") or "active", programs, row.get("replaces"))
