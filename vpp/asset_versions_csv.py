@@ -57,7 +57,7 @@ class AssetTimeline:
             by_device.setdefault(asset.device_id, []).append((valid_from, valid_to, asset))
         self._starts: dict[str, list[int]] = {}
         self._versions: dict[str, list[tuple[int, int | None, Asset]]] = {}
-        self.assets: dict[str, Asset] = {}
+        self.assets = _AsOfAssets(self)
         for device_id, items in by_device.items():
             items.sort(key=lambda v: v[0])
             self._versions[device_id] = items
@@ -87,6 +87,15 @@ class AssetTimeline:
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> "AssetTimeline":
         """From database version rows (``sinks.asset_history.versions``)."""
         return cls((asset_from_row(r), _ms(r["valid_from"]), _ms(r["valid_to"])) for r in rows)
+
+
+class _AsOfAssets(dict):
+    """The latest live version per device (what ``in`` and ``get`` answer), and ``as_of``: enrichment looks the
+    device up in this mapping (the flows' ``registry.assets``) and asks it for the version of the reading's time."""
+
+    def __init__(self, timeline: AssetTimeline):
+        super().__init__()
+        self.as_of = timeline.as_of
 
 
 def read_versions_csv(path: str | os.PathLike[str]) -> AssetTimeline:
