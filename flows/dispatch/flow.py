@@ -53,7 +53,7 @@ from vpp.asset_lifecycle import DISPATCHABLE, effective
 from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
 
-__all__ = ["build_flow", "OUTPUT_TOPICS", "INPUT_TOPICS", "DispatchLogic", "flow"]
+__all__ = ["build_flow", "OUTPUT_TOPICS", "INPUT_TOPICS", "DispatchLogic", "flow", "device_reading", "Removals"]
 
 INPUT_TOPICS = ["telemetry.canonical", "dispatch.commands"]
 OUTPUT_TOPICS = ("device.commands", "dispatch.status", "telemetry.dlq")
@@ -98,11 +98,7 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
                 if asset is None:
                     metrics.count_dropped("unknown_device")  # canonical readings are of registered devices; the
                     continue                                 # cache will catch up (counted, never silent)
-            capacity = rec.get("capacity_wh") or asset.capacity_wh
-            reading = DeviceReading(rec["device_id"], rec["region_path"], rec["ts"], rec.get("soc_pct"), capacity,
-                                    asset.reserve_pct, asset.max_charge_w, asset.max_discharge_w,
-                                    tuple(effective(asset.enrollments, rec["ts"]).items()),
-                                    asset.status in DISPATCHABLE)
+            reading = device_reading(rec, asset)
             root = root_of(rec["region_path"])
             events = groups.get(root)
             if events and events[-1][0] == "readings":
@@ -123,6 +119,15 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
         events.append(("removed", [device_id]))
     metrics.count_in(len(msgs))
     return out
+
+
+def device_reading(rec: dict[str, Any], asset: Any) -> DeviceReading:
+    """A canonical reading joined with its device's registry entry: ratings, the programs it is in at the reading's
+    time (with the reserve each holds), and whether its lifecycle lets dispatch use it."""
+    return DeviceReading(rec["device_id"], rec["region_path"], rec["ts"], rec.get("soc_pct"),
+                         rec.get("capacity_wh") or asset.capacity_wh, asset.reserve_pct, asset.max_charge_w,
+                         asset.max_discharge_w, tuple(effective(asset.enrollments, rec["ts"]).items()),
+                         asset.status in DISPATCHABLE)
 
 
 class Removals:
