@@ -1,8 +1,8 @@
 """A worker-local cache of the asset registry (PostgreSQL ``assets`` table) for enrichment.
 
 How it picks up new and moved devices without a restart: polling, hastened by NOTIFY. Every
-``refresh_s`` it reads the rows changed since the newest ``updated_at`` it has
-seen (an index on ``updated_at``: cheap with a million devices; every write sets
+``refresh_s`` it reads the rows changed since its previous poll began, less 10 s of overlap
+(an index on ``updated_at``: cheap with a million devices; every write sets
 ``updated_at = now()``); a lookup of an unknown device forces an early refresh, at
 most once per ``miss_refresh_s``, so a device registered a moment ago is found on
 its first reading; and its connection LISTENs on ``assets_changed``, so any call
@@ -35,9 +35,9 @@ _log = logging.getLogger(__name__)
 ASSET_COLUMNS = ("device_id", "site_id", "region_path", "timezone", "capacity_wh", "max_charge_w",
                  "max_discharge_w", "reserve_pct", "enrolled_peak_shaving", "status", "programs", "replaces")
 
-_CHANGED_SINCE = (
-    f"SELECT {', '.join(ASSET_COLUMNS)}, updated_at FROM assets "
-    "WHERE updated_at > %s::timestamptz - interval '10 seconds' ORDER BY updated_at"
+_CHANGED_SINCE = (  # programs as text: a million devices share a few sets, looked up by their text, not parsed
+    f"SELECT {', '.join(ASSET_COLUMNS).replace('programs', 'programs::text AS programs')}, updated_at FROM assets "
+    "WHERE updated_at > %s::timestamptz - interval '10 seconds'"
 )
 _GONE = "decommissioned"
 
@@ -90,6 +90,10 @@ class AssetCache:
         self._notified()  # what was notified before this query, the query sees
         try:
             with self._connection().cursor(row_factory=dict_row) as cur:
+                # the next poll reads what changed since this one began, less an overlap: a transaction that
+                # commits later may have stamped its rows a moment before (anchored on the database's clock,
+                # not on the newest row seen: a bulk change would otherwise be re-read at every poll)
+                polled_at = cur.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
                 rows = cur.execute(_CHANGED_SINCE, (self._since,)).fetchall()
         except Exception as exc:  # noqa: BLE001 - keep serving the cached registry; retried next interval
             self._conn = None
@@ -99,20 +103,26 @@ class AssetCache:
             _log.warning("asset registry refresh failed, keeping %d cached assets: %s", len(self.assets), exc)
             return 0
         self.loaded = True
+        changed = 0
         assets, removed, make = self.assets, self.removed, self._make_asset
         for row in rows:
             device_id = row["device_id"]
             if row.get("status") == _GONE:
-                gone = assets.pop(device_id, None)
-                removed[device_id] = make(row) if gone is None else gone
-            else:
-                assets[device_id] = make(row)
+                if device_id not in removed:
+                    gone = assets.pop(device_id, None)
+                    removed[device_id] = make(row) if gone is None else gone
+                    changed += 1
+                continue
+            new = make(row)
+            if assets.get(device_id) != new:  # a row read again in the overlap keeps its object (and generation)
+                assets[device_id] = new
                 removed.pop(device_id, None)
-            self._since = row["updated_at"]
-        if rows:
+                changed += 1
+        self._since = polled_at
+        if changed:
             self.generation += 1
         self._last_refresh = self._clock()
-        return len(rows)
+        return changed
 
     def wait_for_first_load(self) -> int:
         """Load the registry, waiting with backoff (and saying so) for as long as the database cannot answer."""

@@ -79,24 +79,38 @@ class Enrollment:
         return (self.from_ms is None or self.from_ms <= ts_ms) and (self.to_ms is None or ts_ms < self.to_ms)
 
 
+_DEFAULTS = {True: (Enrollment("market"), Enrollment("peak_shaving")), False: (Enrollment("market"),)}
+
+
 def default_enrollments(enrolled_peak_shaving: bool) -> tuple[Enrollment, ...]:
     """What a registry row without explicit programs means: every device takes part in the market, and in peak
     shaving unless the (older) ``enrolled_peak_shaving`` flag says no."""
-    return (Enrollment("market"), Enrollment("peak_shaving")) if enrolled_peak_shaving else (Enrollment("market"),)
+    return _DEFAULTS[bool(enrolled_peak_shaving)]
 
 
 _INTERNED: dict[Any, tuple[Enrollment, ...]] = {}
 
 
-def enrollments_from_json(items: Iterable[Mapping[str, Any]] | None, enrolled_peak_shaving: bool = True
+def enrollments_from_json(items: Iterable[Mapping[str, Any]] | str | None, enrolled_peak_shaving: bool = True
                           ) -> tuple[Enrollment, ...]:
-    """Enrollments of a ``programs`` jsonb value; identical ones are shared (a million devices, few distinct sets)."""
+    """Enrollments of a ``programs`` jsonb value (or its text); identical ones are shared (a million devices, few
+    distinct sets: the text of a common one is looked up, not parsed)."""
     if items is None:
-        return default_enrollments(enrolled_peak_shaving)
+        return _DEFAULTS[bool(enrolled_peak_shaving)]
+    if isinstance(items, str):
+        found = _INTERNED.get(items)
+        if found is None:
+            import json
+
+            found = enrollments_from_json(json.loads(items))
+            if len(_INTERNED) < 10_000:
+                _INTERNED[items] = found
+        return found
     key = tuple((i["program"], float(i.get("reserve_pct") or 0.0), i.get("from_ms"), i.get("to_ms")) for i in items)
     found = _INTERNED.get(key)
     if found is None:
         found = tuple(Enrollment(*k) for k in key)
+        found = next((d for d in _DEFAULTS.values() if d == found), found)  # the defaults: one object each
         if len(_INTERNED) < 10_000:
             _INTERNED[key] = found
     return found
