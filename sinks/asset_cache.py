@@ -94,15 +94,24 @@ class AssetCache:
                 # commits later may have stamped its rows a moment before (anchored on the database's clock,
                 # not on the newest row seen: a bulk change would otherwise be re-read at every poll)
                 polled_at = cur.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
-                rows = cur.execute(_CHANGED_SINCE, (self._since,)).fetchall()
+                cur.execute(_CHANGED_SINCE, (self._since,))
+                changed = self._apply(cur)  # row by row: a million-row first load never holds a million dicts
         except Exception as exc:  # noqa: BLE001 - keep serving the cached registry; retried next interval
             self._conn = None
+            self.generation += 1  # rows applied before the failure are changes too
             self._last_refresh = self._clock()
             if not self.loaded:
                 raise
             _log.warning("asset registry refresh failed, keeping %d cached assets: %s", len(self.assets), exc)
             return 0
         self.loaded = True
+        self._since = polled_at
+        if changed:
+            self.generation += 1
+        self._last_refresh = self._clock()
+        return changed
+
+    def _apply(self, rows) -> int:
         changed = 0
         assets, removed, make = self.assets, self.removed, self._make_asset
         for row in rows:
@@ -118,10 +127,6 @@ class AssetCache:
                 assets[device_id] = new
                 removed.pop(device_id, None)
                 changed += 1
-        self._since = polled_at
-        if changed:
-            self.generation += 1
-        self._last_refresh = self._clock()
         return changed
 
     def wait_for_first_load(self) -> int:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpp.errors import UserError
-
 __all__ = ["send_command", "node_power_limits"]
 
 
@@ -31,8 +29,8 @@ def node_power_limits(dsn: str, node_path: str) -> dict[str, float] | None:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             "SELECT count(*), coalesce(sum(max_discharge_w), 0), coalesce(sum(max_charge_w), 0) FROM assets "
-            "WHERE region_path = %s OR left(region_path, length(%s) + 1) = %s || '/' "
-            "OR region_path || '/' || device_id = %s", (p, p, p, p)).fetchone()
+            "WHERE status <> 'decommissioned' AND (region_path = %s OR left(region_path, length(%s) + 1) = %s || '/' "
+            "OR region_path || '/' || device_id = %s)", (p, p, p, p)).fetchone()
     if not row or row[0] == 0:
         return None
     return {"devices": int(row[0]), "max_discharge_w": float(row[1]), "max_charge_w": float(row[2])}

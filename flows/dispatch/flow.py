@@ -98,6 +98,10 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
                 if asset is None:
                     metrics.count_dropped("unknown_device")  # canonical readings are of registered devices; the
                     continue                                 # cache will catch up (counted, never silent)
+            as_of = getattr(registry.assets, "as_of", None)  # a replay through time: the version of the reading's time
+            if as_of is not None and (asset := as_of(rec["device_id"], rec["ts"])) is None:
+                metrics.count_dropped("unknown_device")
+                continue
             reading = device_reading(rec, asset)
             root = root_of(rec["region_path"])
             events = groups.get(root)
