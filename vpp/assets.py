@@ -289,15 +289,20 @@ def format_number(value: float) -> str:
 
 
 def assets_to_csv(assets: Iterable[Asset], *, with_enrollment: bool = True) -> str:
-    """The CSV text of the import format (optional enrollment column last)."""
+    """The CSV text of the import format (optional enrollment column last; the ``programs`` column only when
+    some asset's programs say more than its ``enrolled_peak_shaving`` flag: the older format otherwise)."""
+    assets = list(assets)
+    with_programs = with_enrollment and any(a.programs is not None for a in assets)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS if with_enrollment else ()))
+    writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS[: 1 + with_programs] if with_enrollment else ()))
     for a in assets:
         row = [a.device_id, a.site_id, a.region_path, a.timezone, format_number(a.capacity_wh), format_number(a.max_charge_w),
                format_number(a.max_discharge_w), format_number(a.reserve_pct)]
         if with_enrollment:
-            row += ["true" if a.enrolled_peak_shaving else "false", programs_cell(a.enrollments)]
+            row.append("true" if a.enrolled_peak_shaving else "false")
+        if with_programs:
+            row.append(programs_cell(a.enrollments))
         writer.writerow(row)
     return buf.getvalue()
 
