@@ -95,7 +95,9 @@ class AssetCache:
                 # not on the newest row seen: a bulk change would otherwise be re-read at every poll)
                 polled_at = cur.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
                 cur.execute(_CHANGED_SINCE, (self._since,))
-                changed = self._apply(cur)  # row by row: a million-row first load never holds a million dicts
+                changed = 0
+                while rows := cur.fetchmany(10_000):  # a million-row first load never holds a million dicts
+                    changed += self._apply(rows)
         except Exception as exc:  # noqa: BLE001 - keep serving the cached registry; retried next interval
             self._conn = None
             self.generation += 1  # rows applied before the failure are changes too
