@@ -14,6 +14,7 @@ as of a time) are ``sinks.asset_history``; the types and CSV format are ``vpp.as
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -29,12 +30,17 @@ __all__ = ["ChangeResult", "change_assets", "upsert_assets", "import_assets_file
 
 REGISTRY_COLUMNS = ("device_id", "site_id", "region_path", "timezone", "capacity_wh", "max_charge_w",
                     "max_discharge_w", "reserve_pct", "enrolled_peak_shaving", "status", "programs", "replaces")
+_TYPES = ("text", "text", "text", "text", "float8", "float8", "float8", "float8", "bool", "text", "text", "text")
+# one statement per chunk of devices (arrays unnested), not one per device: an import of 100,000 devices is a few
+# statements; programs travel as JSON text, cast to jsonb in the statement
 _UPSERT = f"""
 INSERT INTO assets ({', '.join(REGISTRY_COLUMNS)}, updated_at)
-VALUES ({', '.join(['%s'] * len(REGISTRY_COLUMNS))}, clock_timestamp())
+SELECT {', '.join(f'u.{c}::jsonb' if c == 'programs' else f'u.{c}' for c in REGISTRY_COLUMNS)}, clock_timestamp()
+FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}) AS u({', '.join(REGISTRY_COLUMNS)})
 ON CONFLICT (device_id) DO UPDATE SET
     {', '.join(f'{c} = EXCLUDED.{c}' for c in REGISTRY_COLUMNS[1:])}, updated_at = clock_timestamp()
 """
+_CHUNK = 20_000
 _SELECT = (f"SELECT a.{', a.'.join(REGISTRY_COLUMNS)}, v.valid_from FROM assets a "
            "LEFT JOIN asset_versions v ON v.device_id = a.device_id AND v.valid_to IS NULL "
            "WHERE a.device_id = ANY(%s) FOR UPDATE OF a")
@@ -69,11 +75,15 @@ def connect_registry(dsn: str, **kwargs):
 
 
 def _row(a: Asset) -> tuple:
-    from psycopg.types.json import Jsonb
-
     return (a.device_id, a.site_id, a.region_path, a.timezone, float(a.capacity_wh), float(a.max_charge_w),
             float(a.max_discharge_w), float(a.reserve_pct), bool(a.enrolled_peak_shaving), a.status,
-            Jsonb(enrollments_to_json(a.enrollments)), a.replaces)
+            json.dumps(enrollments_to_json(a.enrollments)), a.replaces)
+
+
+def _write(conn, assets: list[Asset]) -> None:
+    for i in range(0, len(assets), _CHUNK):
+        columns = [list(c) for c in zip(*map(_row, assets[i:i + _CHUNK]))]
+        conn.execute(_UPSERT, columns)
 
 
 def _ms(t: datetime) -> int:
@@ -123,8 +133,7 @@ def change_assets(dsn: str, device_ids: Sequence[str], change: Change, *, change
             return result
         conn.execute("SELECT set_config('vpp.changed_by', %s, true), set_config('vpp.reason', %s, true), "
                      "set_config('vpp.valid_from', %s, true)", (changed_by, reason, at.isoformat()))
-        with conn.cursor() as cur:
-            cur.executemany(_UPSERT, [_row(result.after[d]) for d in changed])
+        _write(conn, [result.after[d] for d in changed])
         gone = [d for d in changed if result.after[d].status == "decommissioned"]
         if gone:
             from sinks.certificates import revoke
