@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sinks.asset_history import assets_at, history, list_assets, parse_time
 from sinks.asset_operations import apply_operation
@@ -136,13 +136,25 @@ def _cmd_history(args: argparse.Namespace) -> int:
     for name in ("device", "v", "valid_from", "valid_to", "status", "region_path", "programs", "by", "reason"):
         table.add_column(name)
     for r in rows:
-        programs = ";".join(p["program"] + (f":{p['reserve_pct']:g}" if p.get("reserve_pct") else "")
-                            for p in r["programs"])
+        programs = "; ".join(_enrollment_text(p) for p in r["programs"])
         device = r["device_id"] + (f" (replaces {r['replaces']})" if r["replaces"] else "")
         table.add_row(device, str(r["version"]), _iso(r["valid_from"]), _iso(r["valid_to"]) or "current",
                       r["status"], r["region_path"], programs, r["changed_by"], r["reason"])
     Console(width=200).print(table)
     return 0
+
+
+def _enrollment_text(p: dict) -> str:
+    """``peak_shaving:20 from 2026-12-07T18:00 until ...``: a program, its reserve and its dates (UTC)."""
+    def when(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M")
+
+    text = p["program"] + (f":{p['reserve_pct']:g}" if p.get("reserve_pct") else "")
+    if p.get("from_ms") is not None:
+        text += f" from {when(p['from_ms'])}"
+    if p.get("to_ms") is not None:
+        text += f" until {when(p['to_ms'])}"
+    return text
 
 
 def _iso(t: datetime | None) -> str:
