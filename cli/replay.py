@@ -86,7 +86,9 @@ def replay(settings, flow: str, dump: Path, assets_csv: Path, out: Path) -> None
         raise UserError(f"no replay for flow {flow!r}; available: {', '.join(REPLAYS)}")
     if not dump.exists():
         raise UserError(f"input dump {dump} does not exist")
-    if not assets_csv.exists():
+    from flows._common.registries import is_dsn
+
+    if not is_dsn(assets_csv) and not Path(assets_csv).exists():
         raise UserError(f"assets file {assets_csv} does not exist")
     from sinks.dumps import check_dump
 
@@ -238,9 +240,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for topic, n in publish_dump(settings, Path(args.input)).items():
             print(f"published {n} records to {topic}")
         return 0
-    if not args.assets or not args.out:
-        raise UserError("replay needs --assets ASSETS.csv and --out DIR (or --to-broker)")
-    replay(settings, args.flow, Path(args.input), Path(args.assets), Path(args.out))
+    source = args.assets_at or args.assets
+    if not source or not args.out:
+        raise UserError("replay needs --assets ASSETS.csv (or --assets-at DSN_OR_EXPORT) and --out DIR (or --to-broker)")
+    if args.assets and args.assets_at:
+        raise UserError("give --assets or --assets-at, not both")
+    from flows._common.registries import is_dsn
+
+    replay(settings, args.flow, Path(args.input), source if is_dsn(source) else Path(source), Path(args.out))
     for path in sorted(Path(args.out).glob("*.jsonl")):
         with open(path, "rb") as fh:
             print(f"{path}: {sum(1 for _ in fh)} records")
@@ -259,6 +266,9 @@ def add_commands(sub) -> None:
     p.add_argument("flow", help="canonicalize, aggregate, pipeline, dispatch (those installed)")
     p.add_argument("--input", required=True, help="kcat -J dump (plain or .gz)")
     p.add_argument("--assets", help="asset registry CSV (spec section 5)")
+    p.add_argument("--assets-at", metavar="DSN_OR_EXPORT",
+                   help="the registry through time: a PostgreSQL DSN, or `vpp assets export --history`; each reading "
+                        "is enriched with the version valid at its timestamp")
     p.add_argument("--out", help="output directory for <topic>.jsonl files")
     p.add_argument("--to-broker", action="store_true", help="republish the dump into the running broker instead")
     p.set_defaults(func=cmd_replay)

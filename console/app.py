@@ -29,7 +29,7 @@ def create_app(settings, *, session_key: bytes, rate_limit: RateLimit = RateLimi
                keepalive_s: float = 15.0, max_body_bytes: int = MAX_BODY_BYTES, secure_cookies: bool = False) -> FastAPI:
     from sinks.auth_store import AuthStore
 
-    from console.api import alerts, audit, auth, dispatch, fleet, market, stream
+    from console.api import alerts, assets, audit, auth, dispatch, fleet, market, stream
     from console import web
 
     if len(session_key) < 32:
@@ -55,7 +55,7 @@ def create_app(settings, *, session_key: bytes, rate_limit: RateLimit = RateLimi
     app.state.keepalive_s = keepalive_s
     app.state.secure_cookies = secure_cookies
     install_error_handlers(app)
-    for module in (auth, fleet, dispatch, alerts, market, stream, audit):
+    for module in (auth, fleet, assets, dispatch, alerts, market, stream, audit):
         app.include_router(module.router)
     app.include_router(web.router)
 

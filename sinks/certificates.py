@@ -63,10 +63,12 @@ def insert_certificates(conn, rows: Sequence[tuple]) -> int:
 
 
 def registered_devices(conn, device_ids: Iterable[str] | None = None) -> set[str]:
-    """Device ids of the asset registry (all, or those of ``device_ids`` that exist)."""
+    """Device ids of the asset registry not decommissioned (all, or those of ``device_ids``)."""
+    live = "status <> 'decommissioned'"  # a decommissioned device gets no certificate again (its id is retired)
     if device_ids is None:
-        return {r[0] for r in conn.execute("SELECT device_id FROM assets")}
-    return {r[0] for r in conn.execute("SELECT device_id FROM assets WHERE device_id = ANY(%s)", (list(device_ids),))}
+        return {r[0] for r in conn.execute(f"SELECT device_id FROM assets WHERE {live}")}
+    return {r[0] for r in conn.execute(f"SELECT device_id FROM assets WHERE device_id = ANY(%s) AND {live}",
+                                       (list(device_ids),))}
 
 
 def active_devices(conn) -> set[str]:

@@ -6,7 +6,9 @@ The import format is the CSV of spec/telemetry.md section 5::
 
 plus an optional ``enrolled_peak_shaving`` column (``true``/``false``,
 ``1``/``0``, ``yes``/``no``; absent or empty means enrolled, the table's
-default). ``parse_assets_csv`` validates a whole file and reports every bad
+default) and an optional ``programs`` column (``market;peak_shaving:20``:
+program enrollments with the reserve each holds, ``vpp.asset_lifecycle``); the
+flag alone means "market, and peak shaving unless false". ``parse_assets_csv`` validates a whole file and reports every bad
 row by its line number (the header is line 1); nothing is written unless the
 whole file is valid. ``upsert_assets`` writes in one transaction, so an import
 is all or nothing; a device whose row changed (it moved to another site, got a
@@ -23,11 +25,13 @@ import io
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from vpp.asset_lifecycle import (Enrollment, default_enrollments, enrollments_from_json, parse_programs_cell,
+                                 programs_cell)
 from vpp.errors import UserError
 
 __all__ = [
@@ -56,16 +60,16 @@ CSV_COLUMNS = (
     "max_discharge_w",
     "reserve_pct",
 )
-OPTIONAL_COLUMNS = ("enrolled_peak_shaving",)
+OPTIONAL_COLUMNS = ("enrolled_peak_shaving", "programs")
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _MAX_ERRORS_SHOWN = 20
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Asset:
-    """One device of the registry; ``region_path`` runs from the root to its site."""
+    """One device of the registry (one version of it); ``region_path`` runs from the root to its site."""
 
     device_id: str
     site_id: str
@@ -76,6 +80,20 @@ class Asset:
     max_discharge_w: float | None = None
     reserve_pct: float | None = None
     enrolled_peak_shaving: bool = True
+    status: str = "active"  # vpp.asset_lifecycle.STATUSES
+    programs: tuple[Enrollment, ...] | None = None  # None: what the flag says (vpp.asset_lifecycle.default_enrollments)
+    replaces: str | None = None  # the device this one replaced on its site
+
+    @property
+    def enrollments(self) -> tuple[Enrollment, ...]:
+        return self.programs if self.programs is not None else enrollments_from_json(None, self.enrolled_peak_shaving)
+
+    def enrolled_in(self, program: str, ts_ms: int) -> bool:
+        return any(e.program == program and e.covers(ts_ms) for e in self.enrollments)
+
+    def same_as(self, other: "Asset | None") -> bool:
+        """Equal as a registry entry (programs given explicitly or by the flag alike)."""
+        return other is not None and replace(self, programs=self.enrollments) == replace(other, programs=other.enrollments)
 
     @property
     def node_path(self) -> str:
@@ -90,6 +108,8 @@ class ImportCounts:
     inserted: int
     updated: int
     unchanged: int
+    #: the ``fleet.events`` records of the import (device_registered, device_moved), for the caller to publish
+    events: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def total(self) -> int:
@@ -242,10 +262,21 @@ def _parse_row(cells: dict[str, str]) -> tuple[Asset | None, list[str]]:
         enrolled = False
     elif raw_enrolled and raw_enrolled not in _TRUE:
         errors.append(f"enrolled_peak_shaving {cells['enrolled_peak_shaving']!r} must be true or false")
+    programs, program_errors = parse_programs_cell(cells.get("programs", ""))
+    errors.extend(program_errors)
+    if programs is not None:
+        in_peak_shaving = any(e.program == "peak_shaving" for e in programs)
+        if raw_enrolled and in_peak_shaving != enrolled:
+            errors.append(f"enrolled_peak_shaving {cells['enrolled_peak_shaving']!r} contradicts programs "
+                          f"{cells['programs']!r}; give one of them")
+        enrolled = in_peak_shaving
+        if programs == enrollments_from_json(None, enrolled):
+            programs = None  # what the flag says anyway: one form of the same asset
     if errors:
         return None, errors
     return (
-        Asset(device_id, site_id, region_path, tz, capacity_wh, max_charge_w, max_discharge_w, reserve_pct, enrolled),
+        Asset(device_id, site_id, region_path, tz, capacity_wh, max_charge_w, max_discharge_w, reserve_pct, enrolled,
+              programs=programs),
         [],
     )
 
@@ -258,15 +289,20 @@ def format_number(value: float) -> str:
 
 
 def assets_to_csv(assets: Iterable[Asset], *, with_enrollment: bool = True) -> str:
-    """The CSV text of the import format (optional enrollment column last)."""
+    """The CSV text of the import format (optional enrollment column last; the ``programs`` column only when
+    some asset's programs say more than its ``enrolled_peak_shaving`` flag: the older format otherwise)."""
+    assets = list(assets)
+    with_programs = with_enrollment and any(a.programs is not None for a in assets)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS if with_enrollment else ()))
+    writer.writerow(CSV_COLUMNS + (OPTIONAL_COLUMNS[: 1 + with_programs] if with_enrollment else ()))
     for a in assets:
         row = [a.device_id, a.site_id, a.region_path, a.timezone, format_number(a.capacity_wh), format_number(a.max_charge_w),
                format_number(a.max_discharge_w), format_number(a.reserve_pct)]
         if with_enrollment:
             row.append("true" if a.enrolled_peak_shaving else "false")
+        if with_programs:
+            row.append(programs_cell(a.enrollments))
         writer.writerow(row)
     return buf.getvalue()
 
@@ -291,14 +327,27 @@ def write_assets_csv(path: str | os.PathLike[str], assets: Iterable[Asset]) -> P
 # -- database ------------------------------------------------------------------
 
 
+def _rating(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def asset_from_row(row: Mapping[str, Any]) -> Asset:
-    """An ``Asset`` from a registry row (a database row, or a CSV asset as a dict); extra columns are ignored."""
+    """An ``Asset`` from a registry row (a database row, or a CSV asset as a dict); extra columns are ignored.
 
-    def rating(name: str) -> float | None:
-        value = row.get(name)
-        return None if value is None else float(value)
-
-    enrolled = row.get("enrolled_peak_shaving")
-    return Asset(row["device_id"], row["site_id"], row["region_path"], row["timezone"], rating("capacity_wh"),
-                 rating("max_charge_w"), rating("max_discharge_w"), rating("reserve_pct"),
-                 True if enrolled is None else bool(enrolled))
+    On the path of a million-device cache load: a few microseconds a row (``bench/assets.py``).
+    """
+    get = row.get
+    enrolled = get("enrolled_peak_shaving")
+    enrolled = True if enrolled is None else bool(enrolled)
+    programs = get("programs")
+    if programs is not None:
+        if isinstance(programs, str) and not programs.startswith("["):  # a CSV cell, not a jsonb value (or its text)
+            programs = parse_programs_cell(programs)[0]
+        else:
+            programs = enrollments_from_json(programs)
+        if programs is not None and (programs is default_enrollments(enrolled)
+                                     or programs == default_enrollments(enrolled)):
+            programs = None  # what the flag says anyway: one form of the same asset
+    return Asset(row["device_id"], row["site_id"], row["region_path"], row["timezone"], _rating(get("capacity_wh")),
+                 _rating(get("max_charge_w")), _rating(get("max_discharge_w")), _rating(get("reserve_pct")), enrolled,
+                 get("status") or "active", programs, get("replaces"))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from vpp.migrations_assets import ASSET_MIGRATIONS
+
 __all__ = ["MIGRATIONS"]
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -377,4 +379,4 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         GRANT USAGE ON SEQUENCE gateway_sessions_id_seq TO vpp_gateway;
         """,
     ),
-)
+) + ASSET_MIGRATIONS

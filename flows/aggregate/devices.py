@@ -27,7 +27,7 @@ order), so the results do not depend on how devices are bucketed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Collection, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -288,10 +288,12 @@ def _count_readings(state: BucketState, w: int, readings: ReadingChunk, params: 
 
 
 def close_window(state: BucketState, w: int, params: WindowParams, rated: Mapping[str, RatedLimits],
-                 rated_generation: int | None = None) -> ClosedWindow | None:
+                 rated_generation: int | None = None, removed: Collection[str] = ()) -> ClosedWindow | None:
     """Close window ``w`` of a bucket: every device leaf to emit, and the bucket's part of the nodes above.
 
-    ``rated``: registry limits by device id; ``rated_generation``: its change counter, if it keeps one.
+    ``rated``: registry limits by device id; ``rated_generation``: its change counter, if it keeps one;
+    ``removed``: decommissioned devices, out of the tree from this window on as if they were stale (their
+    readings of the window itself still count: they were taken while the device was in service).
     """
     we = (w + 1) * params.window_ms
     table = state.devices
@@ -311,6 +313,11 @@ def close_window(state: BucketState, w: int, params: WindowParams, rated: Mappin
     silent = live.copy()
     silent[u] = False
     known = table.last_ts[: len(live)] >= we - params.staleness_ms
+    if removed:
+        slot_of = table.slot_of
+        gone = [slot_of[d] for d in removed if d in slot_of] if len(removed) < len(slot_of) else \
+            [s for d, s in slot_of.items() if d in removed]
+        known[gone] = False
     carried = np.flatnonzero(silent & known)
     stale = np.flatnonzero(silent & ~known)
     carried_pw = table.last_pw[carried]
@@ -357,7 +364,8 @@ def close_window(state: BucketState, w: int, params: WindowParams, rated: Mappin
 
 
 def close_through(state: BucketState, target: int, params: WindowParams,
-                  rated: Mapping[str, RatedLimits], rated_generation: int | None = None) -> list[ClosedWindow]:
+                  rated: Mapping[str, RatedLimits], rated_generation: int | None = None,
+                  removed: Collection[str] = ()) -> list[ClosedWindow]:
     """Close every window up to ``target`` (inclusive) in order; windows with nothing to say are skipped."""
     closed = state.closed
     if closed is not None and target <= closed:
@@ -371,7 +379,7 @@ def close_through(state: BucketState, target: int, params: WindowParams,
             if nxt is None or nxt > target:
                 break
             w = nxt
-        result = close_window(state, w, params, rated, rated_generation)
+        result = close_window(state, w, params, rated, rated_generation, removed)
         if result is not None:
             out.append(result)
         w += 1

@@ -190,7 +190,7 @@ class DeviceBuckets(StatefulBatchLogic):
         if target is None or (state.closed is not None and target <= state.closed):
             return []
         closed = close_through(state, target, self._params, self._registry.assets,
-                               getattr(self._registry, "generation", None))
+                               getattr(self._registry, "generation", None), getattr(self._registry, "removed", ()))
         out: list[tuple] = []
         parts: list[dict[int, tuple]] = [{} for _ in range(NODE_SHARDS)]
         shard_of = state.nodes.shards(NODE_SHARDS)

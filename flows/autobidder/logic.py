@@ -44,6 +44,7 @@ from typing import Any
 
 from models.bids import build_bid
 from models.optimize import Battery, PricePoint, Schedule, ScheduledInterval
+from vpp.asset_lifecycle import MARKET_PROGRAM
 from vpp.commands import command_record
 
 __all__ = [
@@ -350,7 +351,8 @@ class BidderState:
             self._status(wf, "awarded", "awarded 0 W: nothing to dispatch", now_ms, out)
             return
         command = command_record(self.node_path, awarded, (int(record["interval_end"]) - start) / 60_000,
-                                 start_ms=start, issued_by="autobidder", command_id=command_id_for(wf.bid_id))
+                                 start_ms=start, issued_by="autobidder", command_id=command_id_for(wf.bid_id),
+                                 program=MARKET_PROGRAM)
         out.commands.append(command)
         self._fact(wf, "dispatched", command, now_ms, out)
         self._status(wf, "dispatched", None, now_ms, out)

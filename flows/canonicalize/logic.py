@@ -216,6 +216,12 @@ def canonicalize(raw: bytes, position: SourcePosition, assets: Mapping[str, Asse
 
         measured = parser(payload, asset)
         ts = measured.ts
+        as_of = getattr(assets, "as_of", None)
+        if as_of is not None:  # a registry through time (a replay as of then): the version valid at the reading
+            asset = as_of(device_id, ts)
+            if asset is None:
+                raise _Reject("unknown_device", f"device {device_id!r} was not in the asset registry at the reading's "
+                              f"time {ts} (not yet registered, or decommissioned)")
         received_ms = received[0] if received[1] is None else received[0] - received[1]  # naive: UTC
         if ts - received_ms > FUTURE_LIMIT_MS:
             raise _Reject(

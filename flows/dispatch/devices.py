@@ -27,7 +27,10 @@ class DeviceReading(NamedTuple):
     reserve_pct: float
     max_charge_w: float
     max_discharge_w: float
-    enrolled_peak_shaving: bool = True
+    #: the programs the device takes part in at ``ts_ms``, with the reserve (% of capacity) each holds back
+    programs: tuple[tuple[str, float], ...] = (("market", 0.0), ("peak_shaving", 0.0))
+    #: its lifecycle lets dispatch use it (``active``); a suspended or commissioning device is measured only
+    dispatchable: bool = True
 
 
 _FLOAT_COLUMNS = ("soc_pct", "capacity_wh", "reserve_pct", "max_charge_w", "max_discharge_w")
@@ -43,7 +46,9 @@ class DeviceTable:
         size = 64
         self.ts_ms = np.zeros(size, dtype=np.int64)
         self.last_seen_ms = np.zeros(size, dtype=np.int64)
-        self.enrolled = np.zeros(size, dtype=bool)
+        self.dispatchable = np.zeros(size, dtype=bool)
+        #: program -> per device the reserve it holds in that program (NaN: not enrolled)
+        self.program_reserve: dict[str, np.ndarray] = {}
         for name in _FLOAT_COLUMNS:
             setattr(self, name, np.full(size, np.nan))
         self._index: dict[str, int] = {}
@@ -55,16 +60,20 @@ class DeviceTable:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "program_reserve" not in state:  # a snapshot from before programs: the flag was peak shaving's
+            enrolled = state.pop("enrolled")
+            state["program_reserve"] = {"peak_shaving": np.where(enrolled, 0.0, np.nan),
+                                        "market": np.zeros(len(enrolled))}
+            state["dispatchable"] = np.ones(len(enrolled), dtype=bool)
         self.__dict__.update(state)
         self._index = {device_id: i for i, device_id in enumerate(self.ids)}
 
     def _grow(self) -> None:
         size = 2 * len(self.ts_ms)
-        for name in ("ts_ms", "last_seen_ms", "enrolled") + _FLOAT_COLUMNS:
-            old = getattr(self, name)
-            new = np.full(size, np.nan) if old.dtype == np.float64 else np.zeros(size, dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
+        for name in ("ts_ms", "last_seen_ms", "dispatchable") + _FLOAT_COLUMNS:
+            setattr(self, name, _grown(getattr(self, name), size))
+        for program, reserve in self.program_reserve.items():
+            self.program_reserve[program] = _grown(reserve, size)
         for node, mask in self._masks.items():
             grown = np.zeros(size, dtype=bool)
             grown[: len(mask)] = mask
@@ -97,7 +106,26 @@ class DeviceTable:
         self.reserve_pct[i] = r.reserve_pct
         self.max_charge_w[i] = r.max_charge_w
         self.max_discharge_w[i] = r.max_discharge_w
-        self.enrolled[i] = r.enrolled_peak_shaving
+        self.dispatchable[i] = r.dispatchable
+        held = dict(r.programs)
+        for program in held.keys() - self.program_reserve.keys():
+            self.program_reserve[program] = np.full(len(self.ts_ms), np.nan)
+        for program, reserve in self.program_reserve.items():
+            reserve[i] = held.get(program, np.nan)
+
+    def remove(self, device_id: str) -> bool:
+        """A decommissioned device: out of every pool from now on (its row stays: indices are stable)."""
+        i = self._index.get(device_id)
+        if i is None or not self.dispatchable[i] and self.last_seen_ms[i] == _GONE_MS:
+            return False
+        self.dispatchable[i] = False
+        self.last_seen_ms[i] = _GONE_MS
+        return True
+
+    def enrolled(self, program: str) -> np.ndarray:
+        """Mask of the devices enrolled in ``program`` (length ``n``; none when nobody is)."""
+        reserve = self.program_reserve.get(program)
+        return np.zeros(self.n, dtype=bool) if reserve is None else np.isfinite(reserve[: self.n])
 
     def _remask(self, i: int) -> None:
         for node, mask in self._masks.items():
@@ -115,7 +143,22 @@ class DeviceTable:
     def forget_node(self, node: str) -> None:
         self._masks.pop(node, None)
 
-    def arrays(self, idx: np.ndarray) -> DeviceArrays:
-        return DeviceArrays([self.ids[i] for i in idx], self.soc_pct[idx], self.capacity_wh[idx], self.reserve_pct[idx],
+    def arrays(self, idx: np.ndarray, program: str | None = None) -> DeviceArrays:
+        """The devices' arrays for an allocation; for a program's command, each keeps the larger of its own
+        reserve and the one the program holds."""
+        reserve = self.reserve_pct[idx]
+        held = self.program_reserve.get(program) if program else None
+        if held is not None:
+            reserve = np.fmax(reserve, held[idx])
+        return DeviceArrays([self.ids[i] for i in idx], self.soc_pct[idx], self.capacity_wh[idx], reserve,
                             self.max_charge_w[idx], self.max_discharge_w[idx], self.last_seen_ms[idx],
                             np.ones(len(idx), dtype=bool))
+
+
+_GONE_MS = np.iinfo(np.int64).min // 2  # "last seen" of a decommissioned device: stale at any time
+
+
+def _grown(old: np.ndarray, size: int) -> np.ndarray:
+    new = np.full(size, np.nan) if old.dtype == np.float64 else np.zeros(size, dtype=old.dtype)
+    new[: len(old)] = old
+    return new

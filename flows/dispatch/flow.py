@@ -49,10 +49,11 @@ from flows.dispatch.state import DeviceReading, DispatchState, Emitted
 from sinks.dumps import base_topic
 from sinks.messages import OutMessage
 from sinks.ports import KafkaPorts, Ports
+from vpp.asset_lifecycle import DISPATCHABLE, effective
 from vpp.dead_letters import kafka_timestamp_ms
 from vpp.observability import FlowMetrics
 
-__all__ = ["build_flow", "OUTPUT_TOPICS", "INPUT_TOPICS", "DispatchLogic", "flow"]
+__all__ = ["build_flow", "OUTPUT_TOPICS", "INPUT_TOPICS", "DispatchLogic", "flow", "device_reading", "Removals"]
 
 INPUT_TOPICS = ["telemetry.canonical", "dispatch.commands"]
 OUTPUT_TOPICS = ("device.commands", "dispatch.status", "telemetry.dlq")
@@ -67,12 +68,15 @@ def _registered_under(assets: Mapping[str, Any], node: str) -> bool:
     return any(node_covers(node, a.region_path, a.device_id) for a in assets.values())
 
 
-def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[KafkaSourceMessage]) -> list[Any]:
-    """Dead letters (OutMessage) and ``(root, [("readings", [DeviceReading]) | ("command", (record, known))])``.
+def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[KafkaSourceMessage],
+              removals: "Removals | None" = None) -> list[Any]:
+    """Dead letters (OutMessage) and ``(root, [("readings", [DeviceReading]) | ("command", (record, known)) |
+    ("removed", [device_id])])``; a device decommissioned since the last call is ``removed`` in its tree.
 
     Per root, events keep the input order; consecutive readings travel as one list.
     """
     registry.refresh_if_due()
+    removals = removals if removals is not None else Removals()
     out: list[Any] = []
     groups: dict[str, list] = {}
     missing = False
@@ -94,10 +98,11 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
                 if asset is None:
                     metrics.count_dropped("unknown_device")  # canonical readings are of registered devices; the
                     continue                                 # cache will catch up (counted, never silent)
-            capacity = rec.get("capacity_wh") or asset.capacity_wh
-            reading = DeviceReading(rec["device_id"], rec["region_path"], rec["ts"], rec.get("soc_pct"), capacity,
-                                    asset.reserve_pct, asset.max_charge_w, asset.max_discharge_w,
-                                    asset.enrolled_peak_shaving)
+            as_of = getattr(registry.assets, "as_of", None)  # a replay through time: the version of the reading's time
+            if as_of is not None and (asset := as_of(rec["device_id"], rec["ts"])) is None:
+                metrics.count_dropped("unknown_device")
+                continue
+            reading = device_reading(rec, asset)
             root = root_of(rec["region_path"])
             events = groups.get(root)
             if events and events[-1][0] == "readings":
@@ -109,8 +114,39 @@ def to_events(serde, dlq_topic: str, registry, metrics: FlowMetrics, msgs: list[
             events = groups[root] = []
             out.append((root, events))
         events.append(event)
+    for device_id, asset in removals.new(registry):
+        root = root_of(asset.region_path)
+        events = groups.get(root)
+        if events is None:
+            events = groups[root] = []
+            out.append((root, events))
+        events.append(("removed", [device_id]))
     metrics.count_in(len(msgs))
     return out
+
+
+def device_reading(rec: dict[str, Any], asset: Any) -> DeviceReading:
+    """A canonical reading joined with its device's registry entry: ratings, the programs it is in at the reading's
+    time (with the reserve each holds), and whether its lifecycle lets dispatch use it."""
+    return DeviceReading(rec["device_id"], rec["region_path"], rec["ts"], rec.get("soc_pct"),
+                         rec.get("capacity_wh") or asset.capacity_wh, asset.reserve_pct, asset.max_charge_w,
+                         asset.max_discharge_w, tuple(effective(asset.enrollments, rec["ts"]).items()),
+                         asset.status in DISPATCHABLE)
+
+
+class Removals:
+    """Which decommissioned devices (the cache's ``removed``) this worker has told its trees about already."""
+
+    def __init__(self) -> None:
+        self._told: set[str] = set()
+
+    def new(self, registry) -> list[tuple[str, Any]]:
+        removed = getattr(registry, "removed", None)
+        if not removed or len(removed) == len(self._told):
+            return []
+        fresh = [(d, a) for d, a in removed.items() if d not in self._told]
+        self._told.update(d for d, _ in fresh)
+        return fresh
 
 
 # -- stateful: the dispatcher of one tree ------------------------------------------------------------
@@ -150,6 +186,8 @@ class DispatchLogic(StatefulBatchLogic):
             for kind, value in events:
                 if kind == "readings":
                     state.on_readings(value, out)
+                elif kind == "removed":
+                    state.on_removed(value, out)
                 else:
                     record, known, issued_ms = value
                     # live, the wall clock moves event time between readings (``_tick``); a replay has only the
@@ -242,7 +280,8 @@ def build_flow(settings, *, ports: Ports | None = None, assets=None, store: Any 
 
     flow = Dataflow("dispatch")
     msgs = ports.read(flow, "dispatch_in", INPUT_TOPICS)
-    items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, dlq_topic, assets, metrics))
+    items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, dlq_topic, assets, metrics,
+                                                                  removals=Removals()))
     events = op.flat_map_batch("events", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     emitted = op.stateful_batch("dispatch", events, partial(DispatchLogic, window_ms=settings.window_s * 1000,

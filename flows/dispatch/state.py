@@ -30,7 +30,8 @@ from flows.dispatch.logic import allocate_setpoints, normalize_node_path, valida
 
 __all__ = ["DeviceReading", "DeviceTable", "Command", "Emitted", "DispatchState", "PEAK_SHAVING_PROGRAM"]
 
-#: A command with this ``program`` uses only devices enrolled in peak shaving.
+#: A command with a ``program`` (peak shaving's, the autobidder's ``market``) uses only the devices enrolled in it
+#: then, each holding back the reserve the program keeps; a command without one (an operator's) any active device.
 PEAK_SHAVING_PROGRAM = "peak_shaving"
 _SEEN_IDS_HORIZON_MS = 24 * 3600 * 1000
 _JUMP_QUORUM_SHARE = 0.05
@@ -211,6 +212,14 @@ class DispatchState:
         self.pending.append(cmd)
         self.advance(now, out)  # starts now if its start has come
 
+    def on_removed(self, device_ids: Iterable[str], out: Emitted) -> None:
+        """Devices decommissioned: out of every pool now, their shares moved to the others (and released)."""
+        if not [d for d in device_ids if self.table.remove(d)] or self.clock_ms is None:
+            return
+        now = self.clock_ms
+        self._rebalance(now, out)
+        self._commit(now, {}, out)
+
     def end_of_input(self, out: Emitted) -> None:
         """A bounded input (a replay) has ended: every command still waiting for its start says it never started."""
         clock = self.clock_ms
@@ -243,9 +252,9 @@ class DispatchState:
             if newer.seq > cmd.seq:
                 owned &= ~t.under(newer.node_path)
         n = t.n
-        owned &= (now - t.last_seen_ms[:n] <= self.staleness_ms) & np.isfinite(t.soc_pct[:n])
-        if cmd.program == PEAK_SHAVING_PROGRAM:
-            owned &= t.enrolled[:n]
+        owned &= (now - t.last_seen_ms[:n] <= self.staleness_ms) & np.isfinite(t.soc_pct[:n]) & t.dispatchable[:n]
+        if cmd.program:
+            owned &= t.enrolled(cmd.program)
         return np.flatnonzero(owned)
 
     def _rebalance(self, now: int, out: Emitted) -> None:
@@ -264,7 +273,7 @@ class DispatchState:
                 self._allocate(cmd, pool, now, "reallocated", reason, out)
 
     def _allocate(self, cmd: Command, pool: np.ndarray, now: int, state: str, reason: str | None, out: Emitted) -> None:
-        allocation = allocate_setpoints(self.table.arrays(pool), cmd.target_w, cmd.start_ms, cmd.end_ms, now,
+        allocation = allocate_setpoints(self.table.arrays(pool, cmd.program), cmd.target_w, cmd.start_ms, cmd.end_ms, now,
                                         staleness_ms=self.staleness_ms)
         used = np.flatnonzero(allocation.setpoints_w)
         cmd.pool, cmd.alloc_idx, cmd.alloc_w = pool, pool[used], allocation.setpoints_w[used]

@@ -17,8 +17,9 @@ from vpp.kafka_security import client_config
 
 READS = [("GET", "/api/tree"), ("GET", "/api/nodes/{root}"), ("GET", "/api/nodes/{root}/series"),
          ("GET", "/api/dispatch"), ("GET", "/api/dispatch/cmd-x"), ("GET", "/api/alerts"), ("GET", "/api/market"),
-         ("GET", "/api/stream"), ("GET", "/api/auth/me")]
-WRITES = [("POST", "/api/dispatch"), ("POST", "/api/alerts/a1/ack"), ("POST", "/api/alerts/a1/silence")]
+         ("GET", "/api/assets"), ("GET", "/api/assets/x-1/history"), ("GET", "/api/stream"), ("GET", "/api/auth/me")]
+WRITES = [("POST", "/api/dispatch"), ("POST", "/api/alerts/a1/ack"), ("POST", "/api/alerts/a1/silence"),
+          ("POST", "/api/assets"), ("POST", "/api/assets/x-1/suspend")]
 
 
 def _commands_on_topic(settings) -> list[dict]:
@@ -295,3 +296,50 @@ def test_a_console_session_needs_the_request_header_to_change_state(console_serv
         assert browser.post("/api/alerts/no-such-alert/ack", headers={"X-Requested-With": "vpp-console"}).status_code == 404
         browser.post("/logout")
         assert browser.get("/api/auth/me").status_code == 401
+
+
+def _events_on_topic(settings) -> list[dict]:
+    from sinks.kafka_tools import iter_topic
+    from vpp.serde import Serde
+
+    serde = Serde.from_settings(settings)
+    return [serde.decode(m.value()) for m in iter_topic(settings, settings.topic("fleet.events"), timeout_s=10)]
+
+
+def test_operators_manage_a_devices_life_through_the_api_and_each_change_is_audited_and_an_event(console_server):
+    device = "api-" + uuid.uuid4().hex[:6]
+    site = f"{console_server.root}/site-api"
+    body = {"device_id": device, "site_id": "site-api", "region_path": site, "timezone": "UTC", "capacity_wh": 10000,
+            "max_charge_w": 4000, "max_discharge_w": 4000, "reserve_pct": 10, "status": "active"}
+    with console_server.client("viewer") as c:
+        assert c.post("/api/assets", json=body).status_code == 403
+    with console_server.client("operator") as c:
+        r = c.post("/api/assets", json=body)
+        assert r.status_code == 201 and r.json()["events"] == ["device_registered"], r.text
+        r = c.post(f"/api/assets/{device}/move", json={"region_path": f"{console_server.root}/site-b", "reason": "feeder"})
+        assert r.status_code == 200 and r.json()["events"] == ["device_moved"], r.text
+        r = c.post(f"/api/assets/{device}/enroll", json={"program": "peak_shaving", "reserve_pct": 30})
+        assert r.status_code == 200 and r.json()["changed"]
+        r = c.post(f"/api/assets/{device}/commission", json={})
+        assert r.status_code == 422 and "active: it cannot become commissioned" in r.json()["error"]
+        assert c.post("/api/assets/no-such-device/suspend", json={}).status_code == 404
+        assert c.post(f"/api/assets/{device}/decommission", json={}).status_code == 422  # a reason is required
+        r = c.post(f"/api/assets/{device}/decommission", json={"reason": "end of life"})
+        assert r.status_code == 200 and r.json()["events"] == ["device_removed"] and r.json()["status"] == "decommissioned"
+        assert c.post(f"/api/assets/{device}/activate", json={}).status_code == 422  # final
+    with console_server.client("viewer") as c:
+        versions = c.get(f"/api/assets/{device}/history").json()["versions"]
+        assert [v["status"] for v in versions] == ["active", "active", "active", "decommissioned"]
+        assert {v["changed_by"] for v in versions} == {"operator"} and versions[1]["reason"] == "feeder"
+        assert device not in {a["device_id"] for a in c.get("/api/assets").json()["assets"]}
+        past = c.get("/api/assets", params={"at": versions[2]["valid_from"]}).json()["assets"]
+        assert [a["enrolled_now"] for a in past if a["device_id"] == device] == [["market", "peak_shaving"]]
+    with console_server.client("admin") as c:
+        entries = c.get("/api/audit", params={"limit": 1000}).json()["entries"]
+    mine = [e for e in entries if e["target"] == device and e["actor"] == "operator"]
+    assert {e["action"] for e in mine} >= {"POST /api/assets", f"POST /api/assets/{device}/move",
+                                           f"POST /api/assets/{device}/decommission"}
+    events = [e for e in _events_on_topic(console_server.settings) if e["subject"] == device]
+    assert [e["kind"] for e in events] == ["device_registered", "device_moved", "device_removed"]
+    assert set(events[2]) == {"event_id", "kind", "subject", "node_path", "at", "detail"}
+    assert events[2]["node_path"] == f"{console_server.root}/site-b/{device}"

@@ -136,7 +136,7 @@ def test_the_cli_imports_reports_counts_and_lists(stack, tmp_path, monkeypatch, 
     tag = "t" + uuid.uuid4().hex[:8]
     path = tmp_path / "assets.csv"
     path.write_text(assets_to_csv(_fleet_rows(tag, 3)))
-    assert main(["assets", "import", str(path), "--state-dir", str(tmp_path)]) == 0
+    assert main(["assets", "import", str(path), "--no-events", "--state-dir", str(tmp_path)]) == 0
     assert "imported 3 asset(s)" in capsys.readouterr().out
     assert main(["assets", "list", "--prefix", f"us/ca/pge/94110/site-{tag}-001", "--json", "--state-dir", str(tmp_path)]) == 0
     assert f'"{tag}-001"' in capsys.readouterr().out

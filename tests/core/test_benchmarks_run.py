@@ -35,3 +35,11 @@ def test_the_gateway_benchmark_runs_on_a_small_fleet(stack):
     assert done.returncode == 0, done.stderr[-3000:]
     for expect in ("KiB per connection", "ratio", "p50", "connected again"):
         assert expect in done.stdout, done.stdout[-3000:]
+
+
+def test_the_asset_registry_benchmark_runs_on_a_small_registry(stack):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "assets.py"), "--devices", "2000", "--changes", "50",
+                           "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for expect in ("ratio cache / baseline", "memory per device", "devices moved", "devices decommissioned"):
+        assert expect in done.stdout, done.stdout[-3000:]

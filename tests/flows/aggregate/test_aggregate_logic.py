@@ -478,3 +478,17 @@ def test_a_shard_tells_the_sites_from_the_regions_above_them():
     assert len(region_paths) + len(site_paths) == len(ready[0].paths)
     root = region_sums[region_paths.index("us")]
     assert root[F["devices_reporting"]] == 3 == site_sums[:, F["devices_reporting"]].sum()
+
+
+def test_a_decommissioned_device_leaves_the_tree_in_the_next_window_not_after_the_staleness_horizon():
+    state = BucketState(bucket=0)
+    ingest(state, [rd("d1", 1, 1000.0), rd("d2", 2, 500.0)], P)
+    first = close_through(state, 0, P, RATED)[0]
+    assert first.nodes["us"][F["devices_known"]] == 2
+    # d1 is decommissioned after window 0: the next window counts only d2 (and d1's leaf once, zeroed)
+    ingest(state, [rd("d2", 12, 500.0)], P)
+    (after,) = close_through(state, 1, P, {"d2": RATED["d2"]}, removed={"d1"})
+    leaves = {f"{site}/{dev}": s for site, dev, s in after.leaves}
+    assert leaves[f"{SITE_A}/d1"] == ZERO
+    assert after.nodes["us"][F["devices_known"]] == 1 and after.nodes["us"][F["battery_mw"]] == 500_000
+    assert close_through(state, 2, P, {"d2": RATED["d2"]}, removed={"d1"})[0].nodes["us"][F["devices_known"]] == 1

@@ -125,7 +125,7 @@ def test_a_whole_interval_from_price_to_dispatch_command(market: MarketService) 
     if award["awarded_w"]:
         assert commands == [{"command_id": command_id_for(bid_id_for(NODE, T)), "node_path": NODE,
                              "target_w": award["awarded_w"], "start": T, "end": T + INTERVAL_MS,
-                             "issued_by": "autobidder", "program": None}]
+                             "issued_by": "autobidder", "program": "market"}]
     facts = [r["step"] for kind, r in store if kind == "fact" and r["node_path"] == NODE and r["interval_start"] == T]
     assert facts == ["fetched", "forecast", "optimized", "bid_submitted", "awarded"] + (
         ["dispatched"] if award["awarded_w"] else [])

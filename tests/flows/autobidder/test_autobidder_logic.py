@@ -124,7 +124,7 @@ def test_an_award_becomes_a_dispatch_command_for_the_interval() -> None:
     assert steps(out) == ["awarded", "dispatched"]
     (command,) = out.commands
     assert command == {"command_id": command_id_for(bid_id_for(NODE, T)), "node_path": NODE, "target_w": 25_000.0,
-                       "start": T, "end": T + INTERVAL_MS, "issued_by": "autobidder", "program": None}
+                       "start": T, "end": T + INTERVAL_MS, "issued_by": "autobidder", "program": "market"}
     assert state.workflows[T].status == "dispatched"
 
 

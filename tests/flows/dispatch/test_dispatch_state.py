@@ -10,9 +10,12 @@ T0 = 1_800_000_000_000
 HOUR = 3_600_000
 
 
-def reading(i: int, ts: int, *, path: str | None = None, soc: float = 60.0, enrolled: bool = True) -> DeviceReading:
+def reading(i: int, ts: int, *, path: str | None = None, soc: float = 60.0, enrolled: bool = True,
+            programs: tuple | None = None, dispatchable: bool = True) -> DeviceReading:
+    if programs is None:
+        programs = (("market", 0.0), ("peak_shaving", 0.0)) if enrolled else (("market", 0.0),)
     return DeviceReading(f"d{i}", path or f"us/{'ca' if i % 2 else 'tx'}/site-{i}", ts, soc, 10000.0, 10.0, 5000.0, 5000.0,
-                         enrolled)
+                         programs, dispatchable)
 
 
 def command(cid: str, node: str, target_w: float, start: int = T0, end: int = T0 + HOUR, **extra) -> dict:
