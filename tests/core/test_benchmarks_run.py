@@ -21,25 +21,27 @@ SMALL_RUNS = [
 ]
 
 
-@pytest.mark.parametrize("name,args,expect", SMALL_RUNS, ids=[r[0] for r in SMALL_RUNS])
-def test_benchmark_runs_on_a_small_input(name, args, expect):
+def bench_output(name: str, *args: str) -> str:
+    """What ``bench/NAME.py ARGS`` printed; fails with its error output when it fails."""
     done = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args], capture_output=True, text=True,
                           timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert expect in done.stdout, done.stdout[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("name,args,expect", SMALL_RUNS, ids=[r[0] for r in SMALL_RUNS])
+def test_benchmark_runs_on_a_small_input(name, args, expect):
+    out = bench_output(name, *args)
+    assert expect in out, out[-3000:]
 
 
 def test_the_gateway_benchmark_runs_on_a_small_fleet(stack):
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gateway.py"), "--devices", "20", "--seconds", "2",
-                           "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = bench_output("gateway", "--devices", "20", "--seconds", "2", "--state-dir", str(stack.state_dir))
     for expect in ("KiB per connection", "ratio", "p50", "connected again"):
-        assert expect in done.stdout, done.stdout[-3000:]
+        assert expect in out, out[-3000:]
 
 
 def test_the_asset_registry_benchmark_runs_on_a_small_registry(stack):
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "assets.py"), "--devices", "2000", "--changes", "50",
-                           "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = bench_output("assets", "--devices", "2000", "--changes", "50", "--state-dir", str(stack.state_dir))
     for expect in ("ratio cache / baseline", "memory per device", "devices moved", "devices decommissioned"):
-        assert expect in done.stdout, done.stdout[-3000:]
+        assert expect in out, out[-3000:]
