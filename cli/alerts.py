@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from cli.common import add_common, load_settings, positive_int
+from cli.common import command, load_settings, positive_int
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "parse_duration"]
@@ -118,27 +118,19 @@ def cmd_silence(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("alerts", help="list, show, acknowledge and silence alerts (stored by the store-alerts flow)")
     asub = p.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
-    ls = asub.add_parser("list", help="alerts, newest change first (dropped ones only with --state dropped)")
-    add_common(ls)
+    ls = command(asub, "list", cmd_list, help="alerts, newest change first (dropped ones only with --state dropped)")
     ls.add_argument("--state", choices=STATES, default=None, help="only alerts in this state")
     ls.add_argument("--node", default=None, help="only alerts on this node of the fleet tree or under it")
     ls.add_argument("--limit", type=positive_int, default=100, help="how many (at least 1; default 100)")
     ls.add_argument("--json", action="store_true", help="JSON instead of a table")
-    ls.set_defaults(func=cmd_list)
-    show = asub.add_parser("show", help="one alert and its history (transitions, acknowledgements, silences)")
-    add_common(show)
+    show = command(asub, "show", cmd_show, help="one alert and its history (transitions, acknowledgements, silences)")
     show.add_argument("id")
-    show.set_defaults(func=cmd_show)
-    ack = asub.add_parser("ack", help="acknowledge an alert")
-    add_common(ack)
+    ack = command(asub, "ack", cmd_ack, help="acknowledge an alert")
     ack.add_argument("id")
     ack.add_argument("--by", required=True, help="who acknowledges it")
-    ack.set_defaults(func=cmd_ack)
-    sil = asub.add_parser("silence", help="silence an alert, or every alert of one rule and subject, for a while")
-    add_common(sil)
+    sil = command(asub, "silence", cmd_silence, help="silence an alert, or every alert of one rule and subject, for a while")
     sil.add_argument("id", nargs="?", default=None, help="the alert (or give --rule and --subject)")
     sil.add_argument("--rule", default=None, help="with --subject: silence this identity, also alerts raised meanwhile")
     sil.add_argument("--subject", default=None)
     sil.add_argument("--for", dest="duration", type=parse_duration, required=True, help="how long, e.g. 30m, 2h, 1d")
     sil.add_argument("--by", default=None, help="who silences (recorded in the history)")
-    sil.set_defaults(func=cmd_silence)

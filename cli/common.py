@@ -12,6 +12,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="optional TOML settings file (or $VPP_CONFIG)")
 
 
+def command(sub, name: str, handler, **options) -> argparse.ArgumentParser:
+    """The sub-command ``name`` of ``sub`` (``add_parser`` options), with the common options, run by ``handler``."""
+    parser = sub.add_parser(name, **options)
+    add_common(parser)
+    parser.set_defaults(func=handler)
+    return parser
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (workers, processes, a row limit)."""
     try:

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from sinks.dispatch_commands import send_command
 from vpp import commands
 from vpp.errors import UserError
@@ -117,8 +117,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("dispatch", help="send a dispatch command to a node of the fleet, or show one")
     actions = p.add_subparsers(dest="dispatch_command", metavar="ACTION")
     actions.required = True
-    s = actions.add_parser("send", help="send a command to dispatch.commands")
-    add_common(s)
+    s = command(actions, "send", _cmd_send, help="send a command to dispatch.commands")
     s.add_argument("node_path", metavar="NODE_PATH", help="node of the fleet tree, e.g. us/ca/pge")
     s.add_argument("--watts", type=float, required=True, help="target power, W: > 0 discharge, < 0 charge")
     s.add_argument("--minutes", type=float, required=True, help="how long, from the start")
@@ -126,10 +125,7 @@ def add_commands(sub) -> None:
     s.add_argument("--command-id", default=None, help="command id (default a new random one)")
     s.add_argument("--issued-by", default="operator", help="who issues it (default operator)")
     s.add_argument("--program", default=None, help="only devices enrolled in this program (peak_shaving)")
-    s.set_defaults(func=_cmd_send)
-    sh = actions.add_parser("show", help="a command's statuses and set points from the command-and-control store")
-    add_common(sh)
+    sh = command(actions, "show", _cmd_show, help="a command's statuses and set points from the command-and-control store")
     sh.add_argument("command_id", metavar="COMMAND_ID")
     sh.add_argument("--json", action="store_true", help="print JSON")
     sh.add_argument("--limit", type=int, default=20, help="devices to list (default 20)")
-    sh.set_defaults(func=_cmd_show)

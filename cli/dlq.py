@@ -6,7 +6,7 @@ import argparse
 import base64
 import json
 
-from cli.common import add_common, load_settings, positive_int
+from cli.common import command, load_settings, positive_int
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "list_dead_letters", "reason_counts"]
@@ -63,12 +63,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("dlq", help="inspect rejected readings (telemetry.dlq stored in PostgreSQL)")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    ls = dsub.add_parser("list", help="newest dead letters")
-    add_common(ls)
+    ls = command(dsub, "list", cmd_list, help="newest dead letters")
     ls.add_argument("--reason", default=None, help="only this reason code")
     ls.add_argument("--limit", type=positive_int, default=50, help="how many, newest first (at least 1; default 50)")
-    ls.set_defaults(func=cmd_list)
-    show = dsub.add_parser("show", help="one dead letter with its original bytes")
-    add_common(show)
+    show = command(dsub, "show", cmd_show, help="one dead letter with its original bytes")
     show.add_argument("id", type=int)
-    show.set_defaults(func=cmd_show)

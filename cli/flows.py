@@ -18,7 +18,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from cli.common import add_common, load_settings, positive_int
+from cli.common import command, load_settings, positive_int
 from vpp.errors import UserError
 from vpp.net import free_ports
 
@@ -158,8 +158,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("flows", help="list the dataflows `vpp run` can start")
     p.set_defaults(func=cmd_flows)
-    p = sub.add_parser("run", help="run one dataflow in the foreground against the configured services")
-    add_common(p)
+    p = command(sub, "run", cmd_run, help="run one dataflow in the foreground against the configured services")
     p.add_argument("flow", help="flow name (see `vpp flows`)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="worker threads per process, at least 1 (default $BYTEWAX_WORKERS_PER_PROCESS or 1)")
@@ -168,4 +167,3 @@ def add_commands(sub) -> None:
     p.add_argument("--recovery-dir", default=None, help="bytewax recovery store root (default $VPP_RECOVERY_DIR; empty = no recovery)")
     p.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import redact_dsn
 
 __all__ = ["add_commands"]
@@ -27,6 +27,4 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("migrate", help="apply the PostgreSQL migrations as the database owner (deploy time)")
-    add_common(p)
-    p.set_defaults(func=_cmd_migrate)
+    command(subparsers, "migrate", _cmd_migrate, help="apply the PostgreSQL migrations as the database owner (deploy time)")

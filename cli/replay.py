@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import UserError
 from vpp.kafka_security import client_config
 
@@ -261,8 +261,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("replay", help="run a flow over a kcat-format dump (no services), or republish a dump")
-    add_common(p)
+    p = command(sub, "replay", cmd_replay, help="run a flow over a kcat-format dump (no services), or republish a dump")
     p.add_argument("flow", help="canonicalize, aggregate, pipeline, dispatch (those installed)")
     p.add_argument("--input", required=True, help="kcat -J dump (plain or .gz)")
     p.add_argument("--assets", help="asset registry CSV (spec section 5)")
@@ -271,9 +270,6 @@ def add_commands(sub) -> None:
                         "is enriched with the version valid at its timestamp")
     p.add_argument("--out", help="output directory for <topic>.jsonl files")
     p.add_argument("--to-broker", action="store_true", help="republish the dump into the running broker instead")
-    p.set_defaults(func=cmd_replay)
-    d = sub.add_parser("dump", help="write a topic's messages as a kcat -J dump (works where kcat cannot talk to Tansu)")
-    add_common(d)
+    d = command(sub, "dump", cmd_dump, help="write a topic's messages as a kcat -J dump (works where kcat cannot talk to Tansu)")
     d.add_argument("topic")
     d.add_argument("--out", required=True, help="output file (.gz to compress)")
-    d.set_defaults(func=cmd_dump)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "register_all"]
@@ -60,9 +60,5 @@ def cmd_list(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("schemas", help="register or list the Avro schemas of every topic")
     ssub = p.add_subparsers(dest="schemas_command", metavar="ACTION", required=True)
-    r = ssub.add_parser("register", help="register schemas/*.avsc under <topic>-value; fails on an incompatible change")
-    add_common(r)
-    r.set_defaults(func=cmd_register)
-    ls = ssub.add_parser("list", help="subjects with their latest version and id")
-    add_common(ls)
-    ls.set_defaults(func=cmd_list)
+    command(ssub, "register", cmd_register, help="register schemas/*.avsc under <topic>-value; fails on an incompatible change")
+    command(ssub, "list", cmd_list, help="subjects with their latest version and id")

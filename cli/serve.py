@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import UserError
 
 __all__ = ["add_commands", "session_key", "API_FILE", "ensure_demo_user", "wait_for_api"]
@@ -129,12 +129,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="the operators' HTTP API and web console")
-    add_common(p)
+    p = command(sub, "serve", _cmd_serve, help="the operators' HTTP API and web console")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default a free one)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
     p.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For from --forwarded-allow-ips")
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies whose X-Forwarded-For is trusted")
-    p.set_defaults(func=_cmd_serve)

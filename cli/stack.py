@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import redact_dsn
 
 __all__ = ["add_commands"]
@@ -56,14 +56,8 @@ def _print_status(status) -> None:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("up", help="start the local stack (broker, PostgreSQL, time-series store, schema registry)")
-    add_common(p)
-    p.set_defaults(func=cmd_up)
-    p = sub.add_parser("down", help="stop the local stack")
-    add_common(p)
+    p = command(sub, "up", cmd_up, help="start the local stack (broker, PostgreSQL, time-series store, schema registry)")
+    p = command(sub, "down", cmd_down, help="stop the local stack")
     p.add_argument("--purge", action="store_true", help="also delete the state directory (all data)")
-    p.set_defaults(func=cmd_down)
-    p = sub.add_parser("status", help="addresses and health of each local service (exit 1 if any is down)")
-    add_common(p)
+    p = command(sub, "status", cmd_status, help="addresses and health of each local service (exit 1 if any is down)")
     p.add_argument("--json", action="store_true", help="one JSON object: broker, schema_registry, postgres, timeseries, api (while vpp serve runs), services")
-    p.set_defaults(func=cmd_status)

@@ -9,7 +9,7 @@ import argparse
 from datetime import timedelta
 
 from cli.users import audited, auth_store
-from cli.common import add_common, positive_int
+from cli.common import command, positive_int
 
 __all__ = ["add_commands"]
 
@@ -47,16 +47,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("tokens", help="API tokens: create (printed once), revoke, list")
     actions = p.add_subparsers(dest="tokens_command", metavar="ACTION")
     actions.required = True
-    c = actions.add_parser("create", help="a new token for a user (printed once)")
-    add_common(c)
+    c = command(actions, "create", _cmd_create, help="a new token for a user (printed once)")
     c.add_argument("name", metavar="NAME")
     c.add_argument("--expires-days", type=positive_int, default=None, metavar="N", help="expiry (default never)")
-    c.set_defaults(func=_cmd_create)
-    r = actions.add_parser("revoke", help="revoke a token by its id")
-    add_common(r)
+    r = command(actions, "revoke", _cmd_revoke, help="revoke a token by its id")
     r.add_argument("token_id", metavar="ID", type=positive_int)
-    r.set_defaults(func=_cmd_revoke)
-    ls = actions.add_parser("list", help="tokens (ids, owners, expiry; never the tokens themselves)")
-    add_common(ls)
+    ls = command(actions, "list", _cmd_list, help="tokens (ids, owners, expiry; never the tokens themselves)")
     ls.add_argument("name", metavar="NAME", nargs="?", default=None)
-    ls.set_defaults(func=_cmd_list)

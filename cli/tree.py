@@ -13,7 +13,7 @@ import argparse
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import UserError, postgres_reason, redact_dsn, unreachable
 
 __all__ = ["add_commands", "tree_rows", "render_tree"]
@@ -88,9 +88,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("tree", help="show the live fleet tree (latest window per node) from PostgreSQL")
-    add_common(p)
+    p = command(sub, "tree", cmd_tree, help="show the live fleet tree (latest window per node) from PostgreSQL")
     p.add_argument("path", nargs="?", default=None, help="region path to start at (default: the roots)")
     p.add_argument("--depth", type=int, default=1, help="levels below PATH to show (default 1)")
     p.add_argument("--all", action="store_true", help="also show nodes whose devices all went stale")
-    p.set_defaults(func=cmd_tree)

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any, Callable, TypeVar
 
-from cli.common import add_common, load_settings
+from cli.common import command, load_settings
 from vpp.errors import UserError
 
 T = TypeVar("T")
@@ -103,16 +103,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("users", help="operators of the API and console: add, list, disable")
     actions = p.add_subparsers(dest="users_command", metavar="ACTION")
     actions.required = True
-    a = actions.add_parser("add", help="add a user (password read from standard input)")
-    add_common(a)
+    a = command(actions, "add", _cmd_add, help="add a user (password read from standard input)")
     a.add_argument("name", metavar="NAME")
     a.add_argument("--role", required=True, choices=ROLES)
-    a.set_defaults(func=_cmd_add)
-    ls = actions.add_parser("list", help="every user, role and whether disabled")
-    add_common(ls)
+    ls = command(actions, "list", _cmd_list, help="every user, role and whether disabled")
     ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=_cmd_list)
-    d = actions.add_parser("disable", help="disable a user and revoke their tokens")
-    add_common(d)
+    d = command(actions, "disable", _cmd_disable, help="disable a user and revoke their tokens")
     d.add_argument("name", metavar="NAME")
-    d.set_defaults(func=_cmd_disable)
