@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from edge.kafka_io import CommandFollower, DeliveryProducer
 from edge.pki import PkiError, PkiPaths, device_id_of, fingerprint_sha256, serial_hex
 from edge.registry import EdgeRegistry
 from vpp.dead_letters import dead_letter_record
-from sinks.messages import OutMessage, out_messages
+from sinks.messages import OutMessage
 
 __all__ = ["Gateway", "server_ssl_context", "PATH", "STATE_FILE"]
 
@@ -57,6 +58,7 @@ _log = logging.getLogger(__name__)
 PATH = "/v1/device"
 STATE_FILE = "gateway.json"
 CLOSE_TRY_LATER, CLOSE_POLICY, CLOSE_REPLACED = 1013, 1008, 4000
+_TELEMETRY = {"type": "telemetry"}
 
 
 def server_ssl_context(paths: PkiPaths) -> ssl.SSLContext:
@@ -103,6 +105,10 @@ class _Session:
     session_id: int | None = None
     readable: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    key: bytes = b""  # the Kafka key of its readings: device_id, encoded once
+
+    def __post_init__(self) -> None:
+        self.key = self.device_id.encode()
 
     def send_soon(self, frame: dict[str, Any]) -> None:
         self.outbox.put_nowait(frame)
@@ -143,7 +149,7 @@ class Gateway:
         ctx = server_ssl_context(self.paths)
         for topic in ("telemetry.dlq", "device.command_acks", "device.commands"):  # register schemas before serving
             await asyncio.to_thread(self.serde.schema_id, self.topics[topic])
-        self.producer = DeliveryProducer(self.settings, loop)
+        self.producer = DeliveryProducer(self.settings, loop, self.topics["telemetry.raw"])
         self.commands = await asyncio.to_thread(CommandFollower, self.settings, self.topics["device.commands"],
                                                 self.serde.decode, loop, self._on_command)
         self._spawn(self.registry.run(self._on_certificates_changed))
@@ -174,7 +180,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.commands.close)
-        await asyncio.to_thread(self.producer.close)
+        await self.producer.close()
         await self.registry.close()
         state = Path(self.settings.state_dir) / STATE_FILE
         try:
@@ -293,27 +299,28 @@ class Gateway:
             if sess.strikes.add(received):
                 self._spawn(sess.ws.close(CLOSE_POLICY, "limits exceeded repeatedly"))
             return
-        self._metrics.frames.add(1, {"type": "telemetry"})
+        self._metrics.frames.add(1, _TELEMETRY)
         ok, foreign = protocol.split_by_identity(frame.readings, sess.device_id)
-        messages = out_messages(self.topics["telemetry.raw"], [sess.device_id] * len(ok), ok)
-        dlq = self.topics["telemetry.dlq"]
-        received_us = int(time.time() * 1_000_000)
-        for index, raw, claimed in foreign:
-            # source_partition = index in the frame, source_offset = receipt time in us: unique per reading
-            dead = dead_letter_record(protocol.IDENTITY_MISMATCH, f"the certificate of {sess.device_id} (serial "
-                                      f"{sess.serial}) sent a reading for {claimed!r}", raw,
-                                      source_topic=f"gateway:{sess.device_id}", source_partition=index,
-                                      source_offset=received_us, source_timestamp=received_us // 1000,
-                                      device_id=claimed)
-            messages.append(OutMessage(dlq, sess.device_id, self.serde.encode(dlq, dead)))
+        dead = [self._identity_mismatch(sess, *one) for one in foreign]
         sess.unacked += 1
         if sess.unacked >= sess.window:
             sess.readable.clear()
-        delivered = await self.producer.produce(messages)
-        self._spawn(self._answer(sess, frame.seq, delivered, foreign, received))
+        delivered = await self.producer.produce_frame(sess.key, ok, dead)
+        delivered.add_done_callback(functools.partial(self._answer, sess, frame.seq, foreign, received))
 
-    async def _answer(self, sess: _Session, seq: int, delivered: asyncio.Future, foreign, received: float) -> None:
-        errors = await delivered
+    def _identity_mismatch(self, sess: _Session, index: int, raw: bytes, claimed: str | None) -> OutMessage:
+        dlq = self.topics["telemetry.dlq"]
+        received_us = int(time.time() * 1_000_000)
+        # source_partition = index in the frame, source_offset = receipt time in us: unique per reading
+        dead = dead_letter_record(protocol.IDENTITY_MISMATCH, f"the certificate of {sess.device_id} (serial "
+                                  f"{sess.serial}) sent a reading for {claimed!r}", raw,
+                                  source_topic=f"gateway:{sess.device_id}", source_partition=index,
+                                  source_offset=received_us, source_timestamp=received_us // 1000, device_id=claimed)
+        return OutMessage(dlq, sess.device_id, self.serde.encode(dlq, dead))
+
+    def _answer(self, sess: _Session, seq: int, foreign, received: float, delivered: asyncio.Future) -> None:
+        """The frame's answer, once every delivery report of its messages ran (a done callback of ``delivered``)."""
+        errors = delivered.result()
         sess.unacked -= 1
         if sess.unacked < sess.window:
             sess.readable.set()
