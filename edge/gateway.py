@@ -31,8 +31,8 @@ import functools
 import json
 import logging
 import os
-import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -49,38 +49,17 @@ from edge import protocol
 from edge.kafka_io import CommandFollower, DeliveryProducer
 from edge.pki import PkiError, PkiPaths, device_id_of, fingerprint_sha256, serial_hex
 from edge.registry import EdgeRegistry
+from edge.tls import server_ssl_context, small_tls_read_buffers
 from vpp.dead_letters import dead_letter_record
 from sinks.messages import OutMessage
 
-__all__ = ["Gateway", "server_ssl_context", "PATH", "STATE_FILE"]
+__all__ = ["Gateway", "PATH", "STATE_FILE"]
 
 _log = logging.getLogger(__name__)
 PATH = "/v1/device"
 STATE_FILE = "gateway.json"
 CLOSE_TRY_LATER, CLOSE_POLICY, CLOSE_REPLACED = 1013, 1008, 4000
 _TELEMETRY = {"type": "telemetry"}
-
-
-def server_ssl_context(paths: PkiPaths) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_cert_chain(paths.server_cert, paths.server_key)
-    ctx.load_verify_locations(cafile=str(paths.ca_cert))
-    return ctx
-
-
-#: asyncio's TLS transport allocates (and zeroes: resident) a read buffer of ``SSLProtocol.max_size``,
-#: 256 KiB, per connection: 70 % of what an idle device's session costs. Decrypted data is read in
-#: chunks of this size, so 32 KiB (two TLS records) costs nothing but a few more reads of a large frame.
-#: Measured with bench/gateway.py: 365 -> 145 KiB per idle connection.
-TLS_READ_CHUNK = 32 * 1024
-
-
-def _small_tls_read_buffers() -> None:
-    import asyncio.sslproto
-
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_CHUNK
 
 
 class _Metrics:
@@ -140,13 +119,14 @@ class Gateway:
         self._admitted: dict[Any, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._metrics = _Metrics()
+        self.refused: Counter[str] = Counter()  # handshakes refused by reason, as the metric counts them
         self.url = ""
 
     # -- life cycle -----------------------------------------------------------------------
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
-        _small_tls_read_buffers()
-        ctx = server_ssl_context(self.paths)
+        small_tls_read_buffers()
+        ctx = server_ssl_context(self.paths, on_refused=self._count_refusal)
         for topic in ("telemetry.dlq", "device.command_acks", "device.commands"):  # register schemas before serving
             await asyncio.to_thread(self.serde.schema_id, self.topics[topic])
         self.producer = DeliveryProducer(self.settings, loop, self.topics["telemetry.raw"])
@@ -203,9 +183,14 @@ class Gateway:
         return task
 
     # -- handshake ----------------------------------------------------------------------------
-    def _refuse(self, connection: ServerConnection, reason: str, detail: str = ""):
+    def _count_refusal(self, reason: str, detail: str) -> None:
+        """A refused handshake, at the TLS level (edge.tls) or before the upgrade: counted by reason and logged."""
+        self.refused[reason] += 1
         self._metrics.refused.add(1, {"reason": reason})
-        _log.warning("refused %s: %s %s", connection.remote_address, reason, detail)
+        _log.warning("refused: %s %s", reason, detail)
+
+    def _refuse(self, connection: ServerConnection, reason: str, detail: str = ""):
+        self._count_refusal(reason, f"{connection.remote_address} {detail}")
         return connection.respond(HTTPStatus.FORBIDDEN, f"refused: {reason}\n")
 
     async def _process_request(self, connection: ServerConnection, request):

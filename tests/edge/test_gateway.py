@@ -57,22 +57,33 @@ def _refused(gateway, cert_dir, platform_pki) -> Exception:
     return caught.value
 
 
-def test_no_client_certificate_is_refused_by_tls(gateway, platform_pki, edge_settings):
+def _counted(gateway, reason: str, timeout_s: float = 10.0) -> dict:
+    """The gateway's refusals by reason once ``reason`` is among them (the client may see the refusal first)."""
+    deadline = time.monotonic() + timeout_s
+    while not gateway.gateway.refused[reason] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return dict(gateway.gateway.refused)
+
+
+def test_no_client_certificate_is_refused_by_tls_and_counted(gateway, platform_pki, edge_settings):
     _refused(gateway, None, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "no_certificate") == {"no_certificate": 1}
 
 
-def test_a_certificate_of_another_ca_is_refused(gateway, platform_pki, edge_settings):
+def test_a_certificate_of_another_ca_is_refused_and_counted(gateway, platform_pki, edge_settings):
     other_ca = pki.make_ca(ago(0))
     cert = platform_pki.issue("pw-1", ca=other_ca, record=False)
     _refused(gateway, cert, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "unknown_ca") == {"unknown_ca": 1}
 
 
-def test_an_expired_certificate_is_refused(gateway, platform_pki, edge_settings):
+def test_an_expired_certificate_is_refused_and_counted(gateway, platform_pki, edge_settings):
     cert = platform_pki.issue("pw-1", now=ago(3), days=1)
     _refused(gateway, cert, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "expired") == {"expired": 1}
 
 
 @pytest.mark.parametrize("case", ["revoked", "superseded", "not_registered", "not_recorded"])
@@ -96,6 +107,7 @@ def test_refused_before_the_upgrade_with_403_and_the_reason(gateway, platform_pk
                 "not_recorded": "unknown_certificate"}[case]
     assert refused.value.response.status_code == 403
     assert refused.value.response.body.decode().strip() == f"refused: {expected}"
+    assert dict(gateway.gateway.refused) == {expected: 1}
 
 
 def test_an_envelope_for_another_device_is_a_dead_letter_identity_mismatch(gateway, platform_pki, edge_settings):
