@@ -2,14 +2,16 @@
 
 - TLS 1.2+ with a REQUIRED client certificate chained to the platform CA (one ``SSLContext``
   built at start; OpenSSL refuses no certificate, another CA's and an expired one during the TLS
-  handshake, before any HTTP). The identity is the certificate's SAN URI ``urn:vpp:device:<id>``.
+  handshake, before any HTTP, and ``edge.tls`` counts those by reason too). The identity is the
+  certificate's SAN URI ``urn:vpp:device:<id>``.
 - Before the upgrade (``process_request``) the certificate is checked against the certificate
   table and the asset registry (``edge.registry``): revoked, superseded, unknown certificate,
   unregistered device -> HTTP 403 with the reason, logged and counted
   (``vpp.gateway.handshakes.refused{reason}``). The first use of a certificate supersedes the
   device's older active ones. While the cache is loading the session is accepted and closed with
   1013 (try again later).
-- A device holds one session: a newer one closes the older (4000 "replaced").
+- A device holds one session: a newer one closes the older (4000 "replaced"). Each session is a row
+  of ``gateway_sessions`` and a ``device_connected`` / ``device_disconnected`` event on ``fleet.events``.
 - Telemetry: each envelope of a frame goes to ``telemetry.raw`` (key device_id) with the
   idempotent producer; the ``ack`` goes out after every delivery of the frame succeeded. At most
   ``gateway_window`` frames of a device are unacknowledged: beyond, its socket is not read; while
@@ -51,6 +53,7 @@ from edge.pki import PkiError, PkiPaths, device_id_of, fingerprint_sha256, seria
 from edge.registry import EdgeRegistry
 from edge.tls import server_ssl_context, small_tls_read_buffers
 from vpp.dead_letters import dead_letter_record
+from vpp.events import event_record
 from sinks.messages import OutMessage
 
 __all__ = ["Gateway", "PATH", "STATE_FILE"]
@@ -113,7 +116,8 @@ class Gateway:
         self.paths = PkiPaths.of(settings)
         self.registry = EdgeRegistry(settings.postgres_dsn, refresh_s=settings.gateway_refresh_s, gateway=self.name)
         self.serde = Serde.from_settings(settings)
-        self.topics = {t: settings.topic(t) for t in ("telemetry.raw", "telemetry.dlq", "device.commands", "device.command_acks")}
+        self.topics = {t: settings.topic(t) for t in ("telemetry.raw", "telemetry.dlq", "device.commands", "device.command_acks",
+                                                      "fleet.events")}
         self.sessions: dict[str, _Session] = {}
         self.latest_setpoints: dict[str, dict[str, Any]] = {}
         self._admitted: dict[Any, tuple[str, str]] = {}
@@ -127,7 +131,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         small_tls_read_buffers()
         ctx = server_ssl_context(self.paths, on_refused=self._count_refusal)
-        for topic in ("telemetry.dlq", "device.command_acks", "device.commands"):  # register schemas before serving
+        for topic in ("telemetry.dlq", "device.command_acks", "device.commands", "fleet.events"):  # their schemas first
             await asyncio.to_thread(self.serde.schema_id, self.topics[topic])
         self.producer = DeliveryProducer(self.settings, loop, self.topics["telemetry.raw"])
         self.commands = await asyncio.to_thread(CommandFollower, self.settings, self.topics["device.commands"],
@@ -236,6 +240,7 @@ class Gateway:
         writer = asyncio.create_task(sess.writer())
         try:
             sess.session_id = await self.registry.open_session(device_id, serial, str(ws.remote_address))
+            await self._session_event(sess, "device_connected", remote=str(ws.remote_address))
             await self._send_current_setpoint(sess)
             while True:
                 if not sess.readable.is_set():
@@ -255,6 +260,7 @@ class Gateway:
             writer.cancel()
             if sess.session_id is not None:
                 await self.registry.close_session(sess.session_id, ws.close_code, ws.close_reason)
+                await self._session_event(sess, "device_disconnected", close_code=ws.close_code, close_reason=ws.close_reason)
 
     def _close_serial(self, serial: str, reason: str) -> None:
         for sess in list(self.sessions.values()):
@@ -341,8 +347,25 @@ class Gateway:
         topic = self.topics["device.command_acks"]
         record = {"command_id": ack.command_id, "device_id": sess.device_id, "start": ack.start_ms, "status": ack.status,
                   "reason": ack.reason, "acked_at": int(time.time() * 1000), "cert_serial": sess.serial}
-        delivered = await self.producer.produce([OutMessage(topic, sess.device_id, self.serde.encode(topic, record))])
+        await self._publish(OutMessage(topic, sess.device_id, self.serde.encode(topic, record)),
+                            f"command ack of {sess.device_id} for {ack.command_id}")
         await self.registry.record_ack(record)
-        errors = await delivered
-        if errors:
-            _log.error("command ack of %s for %s not delivered: %s", sess.device_id, ack.command_id, errors[0])
+
+    async def _session_event(self, sess: _Session, kind: str, **detail: Any) -> None:
+        """``device_connected`` / ``device_disconnected`` on ``fleet.events`` (alerts.md; vpp.events: one id per session
+        and kind), keyed by the device, with the session's id, certificate serial and this gateway."""
+        topic, at = self.topics["fleet.events"], int(time.time() * 1000)
+        record = event_record(kind, sess.device_id, self.registry.devices.get(sess.device_id, ""), at,
+                              {"session_id": sess.session_id, "cert_serial": sess.serial, "gateway": self.name, **detail},
+                              sess.session_id)
+        await self._publish(OutMessage(topic, sess.device_id, self.serde.encode(topic, record), at), f"{kind} of {sess.device_id}")
+
+    async def _publish(self, message: OutMessage, what: str) -> None:
+        """Hand ``message`` to the producer; a delivery that fails is logged (nothing waits for it)."""
+        delivered = await self.producer.produce([message])
+        delivered.add_done_callback(functools.partial(_log_undelivered, what))
+
+
+def _log_undelivered(what: str, delivered: asyncio.Future) -> None:
+    if delivered.result():
+        _log.error("%s not delivered: %s", what, delivered.result()[0])

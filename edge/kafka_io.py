@@ -108,7 +108,7 @@ class DeliveryProducer:
         for m in others:
             while True:
                 try:
-                    self._producer.produce(m.topic, m.value, m.key, on_delivery=on_delivery)
+                    self._producer.produce(m.topic, m.value, m.key, timestamp=m.timestamp_ms or 0, on_delivery=on_delivery)
                     break
                 except BufferError:
                     await self._wait_for_room()

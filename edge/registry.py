@@ -25,8 +25,8 @@ __all__ = ["EdgeRegistry"]
 
 _log = logging.getLogger(__name__)
 _CERTS = f"SELECT {', '.join(CERT_COLUMNS)} FROM device_certificates"
-_ASSETS_SINCE = ("SELECT device_id, updated_at FROM assets WHERE updated_at > %s::timestamptz - interval '10 seconds' "
-                 "ORDER BY updated_at")
+_ASSETS_SINCE = ("SELECT device_id, region_path, updated_at FROM assets "
+                 "WHERE updated_at > %s::timestamptz - interval '10 seconds' ORDER BY updated_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -34,7 +34,7 @@ class EdgeRegistry:
     def __init__(self, dsn: str, *, refresh_s: float = 1.0, gateway: str = "gateway"):
         self._dsn, self._refresh_s, self.gateway = dsn, refresh_s, gateway
         self.certs: dict[str, CertRow] = {}
-        self.devices: set[str] = set()
+        self.devices: dict[str, str] = {}  # registered device id -> its region path (the node of its events)
         self.ready = False
         self._certs_since: datetime = _EPOCH
         self._assets_since: datetime = _EPOCH
@@ -57,8 +57,8 @@ class EdgeRegistry:
                 self.certs[row.serial] = row
             self._certs_since = max(self._certs_since, row.updated_at)
         cur = await conn.execute(_ASSETS_SINCE, (self._assets_since,))
-        for device_id, updated_at in await cur.fetchall():
-            self.devices.add(device_id)
+        for device_id, region_path, updated_at in await cur.fetchall():
+            self.devices[device_id] = region_path
             self._assets_since = max(self._assets_since, updated_at)
         self.ready = True
         return changed
@@ -92,10 +92,11 @@ class EdgeRegistry:
         if device_id in self.devices:
             return True
         conn = await self._connection()
-        cur = await conn.execute("SELECT 1 FROM assets WHERE device_id = %s", (device_id,))
-        if await cur.fetchone() is None:
+        cur = await conn.execute("SELECT region_path FROM assets WHERE device_id = %s", (device_id,))
+        found = await cur.fetchone()
+        if found is None:
             return False
-        self.devices.add(device_id)
+        self.devices[device_id] = found[0]
         return True
 
     async def supersede_older(self, device_id: str, serial: str) -> list[str]:

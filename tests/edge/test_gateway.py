@@ -273,7 +273,8 @@ def test_while_the_registry_cannot_be_loaded_devices_are_told_to_try_again_later
         running.stop()
 
 
-def test_vpp_gateway_sessions_lists_them_newest_first(gateway, platform_pki, edge_settings, monkeypatch, capsys):
+def test_sessions_are_listed_newest_first_and_published_as_fleet_events(gateway, platform_pki, edge_settings,
+                                                                         monkeypatch, capsys):
     from cli.main import main
 
     cert = platform_pki.issue("pw-1")
@@ -288,3 +289,12 @@ def test_vpp_gateway_sessions_lists_them_newest_first(gateway, platform_pki, edg
     listed = json.loads(capsys.readouterr().out)
     assert [(s["device_id"], s["cert_serial"], s["close_code"]) for s in listed] == [("pw-1", (cert / "serial").read_text(), 1000)] * 2
     assert listed[0]["id"] > listed[1]["id"]
+
+    serde = Serde.from_settings(edge_settings)
+    events = sorted((serde.decode(m.value()) for m in read_topic(edge_settings, "fleet.events", 4)),
+                    key=lambda e: (int(e["detail"]["session_id"]), e["kind"] != "device_connected"))
+    assert [(e["kind"], e["subject"], e["node_path"], e["detail"]["session_id"], e["detail"].get("close_code"))
+            for e in events] == [(kind, "pw-1", "us/ca/site-pw-1", str(s["id"]), code) for s in reversed(listed)
+                                 for kind, code in (("device_connected", None), ("device_disconnected", "1000"))]
+    assert {e["detail"]["cert_serial"] for e in events} == {(cert / "serial").read_text()}
+    assert len({e["event_id"] for e in events}) == 4
