@@ -100,6 +100,7 @@ def test_refused_before_the_upgrade_with_403_and_the_reason(gateway, platform_pk
             assert answer(ws)["type"] == "ack"
         with open_device(gateway, newer, platform_pki):
             pass
+        assert _status_becomes(edge_settings, (cert / "serial").read_text(), "superseded")  # by the newer one's first use
     with pytest.raises(InvalidStatus) as refused:
         with open_device(gateway, cert, platform_pki):
             pass
@@ -108,6 +109,16 @@ def test_refused_before_the_upgrade_with_403_and_the_reason(gateway, platform_pk
     assert refused.value.response.status_code == 403
     assert refused.value.response.body.decode().strip() == f"refused: {expected}"
     assert dict(gateway.gateway.refused) == {expected: 1}
+
+
+def _status_becomes(settings, serial: str, status: str, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            now = conn.execute("SELECT status FROM device_certificates WHERE serial = %s", (serial,)).fetchone()[0]
+        if now == status or time.monotonic() > deadline:
+            return now == status
+        time.sleep(0.05)
 
 
 def test_an_envelope_for_another_device_is_a_dead_letter_identity_mismatch(gateway, platform_pki, edge_settings):
