@@ -1,6 +1,7 @@
 """Benchmark of the device gateway: connections, memory, readings/s into Kafka, ack latency, reconnect storm.
 
-    python bench/gateway.py [--devices 1000] [--seconds 15] [--readings-per-frame 50] [--state-dir .vpp]
+    python bench/gateway.py [--devices 1000] [--seconds 15] [--readings-per-frame 50] [--compression deflate|none]
+                            [--reconnect-only] [--state-dir .vpp]
 
 Needs the local stack (``vpp up``). Makes a fresh database and uuid-prefixed topics, a PKI in a
 temporary directory, registers and certifies ``--devices`` devices (timed: ``vpp pki issue --all``'s
@@ -11,11 +12,16 @@ websockets' client, one mutual-TLS socket each). Phases:
 2. throughput: every device sends frames of ``--readings-per-frame`` within its window for
    ``--seconds``; readings acked per second (acks=all, idempotent), against the BASELINE of the
    same run: the same envelopes produced to the same broker by a plain confluent-kafka loop with
-   the same producer settings (``sinks.kafka.producer_config``);
+   the same producer settings (``sinks.kafka.producer_config``); with the cores each process used
+   and the cores' worth of time its threads waited for a CPU (the machine is shared);
 3. live rate: one reading per device every 5 s (the fleet's rate) for ``--seconds``: ack latency
    p50/p99 (device send to ack received);
-4. restart: the gateway is stopped (SIGTERM) and started again; time until every device is
-   connected again (each reconnects with jittered exponential backoff from 0.5 s).
+4. restart (a reconnect storm): the gateway is stopped (SIGTERM) and started again; every device
+   reconnects with jittered exponential backoff from 0.5 s and sends one reading first: time until
+   all are connected, until all are acked, the attempts that got no ack by cause, the gateway's RSS.
+
+``--reconnect-only`` runs phases 1 and 4. ``BENCH_PROFILE=PATH`` runs the gateway under cProfile timed
+by its loop thread's CPU time (``PATH.<time>``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,34 +56,52 @@ def _envelope(device_id: str, n: int) -> dict:
                         "Consumption_W": 400, "GridFeedIn_W": -300, "SystemStatus": "OnGrid"}}
 
 
+def _readings(device_id: str, n: int) -> list[dict]:
+    return [_envelope(device_id, i) for i in range(n)]
+
+
 # -- the devices' process ---------------------------------------------------------------------------
 class _Device:
-    def __init__(self, device_id: str, certs: Path, url: str, window: int):
-        self.device_id, self.url, self.window = device_id, url, window
+    def __init__(self, device_id: str, certs: Path, url: str, window: int, compression: str | None):
+        self.device_id, self.url, self.window, self.compression = device_id, url, window, compression
         self.ctx = ssl.create_default_context(cafile=str(certs / device_id / "ca.pem"))
         self.ctx.load_cert_chain(certs / device_id / "device.pem", certs / device_id / "device.key")
         self.connected = asyncio.Event()
         self.ws = None
-        self.mode, self.per_frame = "idle", 1
+        self.mode, self.per_frame, self.tail = "idle", 1, ""
         self.sent_at: dict[int, float] = {}
         self.acked_readings, self.latencies, self.seq, self.refused = 0, [], 0, 0
+        self.connects: list[float] = []  # time.monotonic() of each connection opened (a clock every process shares)
+        self.probe_seq: int | None = None  # set: the next connection sends one reading first and records its ack
+        self.probe_acked: float | None = None
+        self.attempts, self.failures, self.armed_at = 0, Counter(), float("inf")
 
     async def run(self) -> None:
         from websockets.asyncio.client import connect
 
         backoff = 0.5
         while True:
+            started, acked, ws = time.monotonic(), False, None
+            self.attempts += started >= self.armed_at
             try:
                 async with connect(self.url, ssl=self.ctx, open_timeout=60, ping_interval=None,
-                                   compression=os.environ.get("BENCH_COMPRESSION", "deflate") or None) as ws:
+                                   compression=self.compression) as ws:
                     self.ws, backoff = ws, 0.5
+                    self.connects.append(time.monotonic())
                     self.connected.set()
                     self.sent_at.clear()
+                    if self.probe_seq is not None:
+                        self._frames_of(1)
+                        await self._send()
+                        self.probe_seq = self.seq
                     async for message in ws:
                         frame = json.loads(message)
                         sent = self.sent_at.pop(frame.get("seq"), None)
                         if sent is None:
                             continue
+                        acked = acked or frame.get("type") == "ack"
+                        if frame.get("seq") == self.probe_seq and frame.get("type") == "ack":
+                            self.probe_seq, self.probe_acked = None, time.monotonic()
                         if frame.get("type") == "ack":
                             self.latencies.append(time.perf_counter() - sent)
                             self.acked_readings += self.per_frame
@@ -84,8 +109,12 @@ class _Device:
                             self.refused += 1
                         if self.mode == "flood":
                             await self._send()
-            except Exception:  # noqa: BLE001 - a device keeps trying, as a real one does
-                pass
+            except Exception as exc:  # noqa: BLE001 - a device keeps trying, as a real one does
+                failure = type(exc).__name__
+            else:
+                failure = "closed"
+            if started >= self.armed_at and not acked:  # an attempt after the restart began, without an ack
+                self.failures[f"closed {ws.close_code}" if ws is not None and ws.close_code else failure] += 1
             self.connected.clear()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 8.0)
@@ -93,16 +122,23 @@ class _Device:
     async def _send(self) -> None:
         self.seq += 1
         self.sent_at[self.seq] = time.perf_counter()
-        readings = [_envelope(self.device_id, self.seq + i) for i in range(self.per_frame)]
-        await self.ws.send(orjson.dumps({"type": "telemetry", "seq": self.seq, "readings": readings}).decode())
+        await self.ws.send(f'{{"type":"telemetry","seq":{self.seq}{self.tail}')
+
+    def _frames_of(self, per_frame: int) -> None:
+        # the load generator shares the gateway's two cores: a device's readings are encoded once per phase
+        # (the gateway still parses and re-encodes every reading of every frame)
+        self.per_frame = per_frame
+        self.tail = ',"readings":' + orjson.dumps(_readings(self.device_id, per_frame)).decode() + "}"
 
     async def flood(self, per_frame: int) -> None:
-        self.mode, self.per_frame = "flood", per_frame
+        self.mode = "flood"
+        self._frames_of(per_frame)
         for _ in range(self.window):
             await self._send()
 
     async def live(self, seconds: float) -> None:
-        self.mode, self.per_frame = "live", 1
+        self.mode = "live"
+        self._frames_of(1)
         await asyncio.sleep(random.uniform(0, 5))
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
@@ -110,9 +146,9 @@ class _Device:
             await asyncio.sleep(5.0)
 
 
-def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int) -> None:
+def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int, compression: str | None) -> None:
     async def main() -> None:
-        devices = [_Device(d, Path(certs), url, window) for d in device_ids]
+        devices = [_Device(d, Path(certs), url, window, compression) for d in device_ids]
         runners = [asyncio.create_task(d.run()) for d in devices]
         loop = asyncio.get_running_loop()
         while True:
@@ -123,13 +159,14 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
                 conn.send(time.perf_counter() - started)
             elif command == "flood":
                 for d in devices:
-                    d.acked_readings = 0
+                    d.acked_readings, d.latencies = 0, []
                 await asyncio.gather(*(d.flood(arg[1]) for d in devices))
                 await asyncio.sleep(arg[0])
                 for d in devices:
                     d.mode = "idle"
+                rtts = sorted(x for d in devices for x in d.latencies)
                 conn.send((sum(d.acked_readings for d in devices) / (time.perf_counter() - started),
-                           sum(d.refused for d in devices)))
+                           sum(d.refused for d in devices), rtts[len(rtts) // 2] if rtts else 0.0))
                 deadline = time.perf_counter() + 300
                 while any(d.sent_at for d in devices) and time.perf_counter() < deadline:
                     await asyncio.sleep(0.1)  # the frames still in flight come back before the next phase
@@ -140,6 +177,18 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
                 await asyncio.gather(*(d.live(arg) for d in devices))
                 await asyncio.sleep(1)
                 conn.send(sorted(x for d in devices for x in d.latencies))
+            elif command == "arm":  # before a restart: each device's next connection sends a reading first
+                for d in devices:
+                    d.probe_seq, d.probe_acked, d.attempts, d.failures = -1, None, 0, Counter()
+                    d.armed_at = time.monotonic()
+                conn.send(None)
+            elif command == "storm":  # arg: time.monotonic() of the restart; until every device is connected and acked
+                deadline = time.monotonic() + 600
+                while any(d.probe_acked is None for d in devices) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                firsts = [min((t for t in d.connects if t >= arg), default=float("inf")) for d in devices]
+                conn.send((max(firsts) - arg, max(d.probe_acked or float("inf") for d in devices) - arg,
+                           sum(d.attempts for d in devices), dict(sum((d.failures for d in devices), Counter()))))
             elif command == "exit":
                 for runner in runners:
                     runner.cancel()
@@ -150,11 +199,54 @@ def _devices_main(conn, device_ids: list[str], certs: str, url: str, window: int
 
 
 # -- the orchestrator -----------------------------------------------------------------------------------
+#: the gateway under cProfile with the loop thread's CPU time as its clock: on a shared machine the wall clock
+#: also counts the time a runnable process waited for a core, which no line of its code spent
+_PROFILED = """import cProfile, sys, time
+from cli.main import main
+profiler = cProfile.Profile(time.thread_time)
+try:
+    profiler.runcall(main, ["gateway", *sys.argv[1:]])
+finally:
+    profiler.dump_stats({out!r})
+"""
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of every thread of a process so far."""
+    on, waiting = 0, 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ran, waited, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        on, waiting = on + int(ran), waiting + int(waited)
+    return on / 1e9, waiting / 1e9
+
+
+class _Cpu:
+    """Cores used by each named process between ``start()`` and ``shares()``, and cores' worth of time its
+    threads were runnable but waited for a CPU (the machine is shared: where the two cores went)."""
+
+    def __init__(self, **pids: int):
+        self.pids = pids
+
+    def start(self) -> None:
+        self.wall, self.used = time.perf_counter(), {k: _cpu_s(p) for k, p in self.pids.items()}
+
+    def shares(self) -> str:
+        wall = time.perf_counter() - self.wall
+        out = []
+        for k, p in self.pids.items():
+            (on, waited), (on0, waited0) = _cpu_s(p), self.used[k]
+            out.append(f"{k} {(on - on0) / wall:.2f} (waited {(waited - waited0) / wall:.2f})")
+        return ", ".join(out)
 
 
 def _baseline(settings, device_ids: list[str], per_frame: int, seconds: float) -> float:
@@ -185,6 +277,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--readings-per-frame", type=int, default=50)
+    parser.add_argument("--reconnect-only", action="store_true", help="only connect, restart the gateway, reconnect")
+    parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
+                        help="what the devices offer (websockets' permessage-deflate by default, as the simulator)")
     parser.add_argument("--state-dir", default=os.environ.get("VPP_STATE_DIR", ".vpp"))
     args = parser.parse_args()
 
@@ -249,8 +344,10 @@ def main() -> None:
         log = open(tmp / "gateway.log", "ab")
 
         def start_gateway() -> subprocess.Popen:
-            profile = ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{time.time():.0f}"] if os.environ.get("BENCH_PROFILE") else []
-            proc = subprocess.Popen([sys.executable, *profile, "-m", "cli", "gateway", "--state-dir", settings.state_dir],
+            command = ["-m", "cli", "gateway", "--state-dir", settings.state_dir]
+            if os.environ.get("BENCH_PROFILE"):  # cProfile timed by the loop thread's CPU time, not the wall clock
+                command = ["-c", _PROFILED.format(out=f"{os.environ['BENCH_PROFILE']}.{time.time():.0f}"), *command[3:]]
+            proc = subprocess.Popen([sys.executable, *command],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             state = Path(settings.state_dir) / "gateway.json"
             while not (state.exists() and json.loads(state.read_text()).get("pid") == proc.pid):
@@ -264,7 +361,8 @@ def main() -> None:
         url = f"wss://127.0.0.1:{port}/v1/device"
         ours, theirs = mp.get_context("spawn").Pipe()
         clients = mp.get_context("spawn").Process(target=_devices_main, args=(theirs, device_ids, str(tmp / "certs"), url,
-                                                                              settings.gateway_window))
+                                                                              settings.gateway_window,
+                                                                              None if args.compression == "none" else args.compression))
         clients.start()
         ours.send(("connected", None))
         connect_s = ours.recv()
@@ -274,30 +372,46 @@ def main() -> None:
         print(f"{args.devices} devices connected in {connect_s:.1f} s ({args.devices / connect_s:,.0f} handshakes/s); "
               f"gateway RSS {rss_idle / 1024:.0f} -> {rss_connected / 1024:.0f} MiB: {per_conn:.1f} KiB per connection")
 
-        ours.send(("flood", (args.seconds, args.readings_per_frame)))
-        gateway_rate, refused = ours.recv()
-        rss_flood = _rss_kib(gateway.pid)
-        ours.recv()  # drained
-        baseline_rate = _baseline(settings, device_ids, args.readings_per_frame, args.seconds)
-        print(f"readings/s into Kafka (acks=all): gateway {gateway_rate:,.0f}, plain producer loop {baseline_rate:,.0f}: "
-              f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB; "
-              f"{refused} frames refused, e.g. beyond {settings.gateway_max_frames_per_s:g} frames/s a device)")
+        if not args.reconnect_only:
+            broker_pid = json.loads((Path(args.state_dir) / "stack.json").read_text())["pids"]["broker"]
+            flood_cpu = _Cpu(gateway=gateway.pid, devices=clients.pid, broker=broker_pid)
+            flood_cpu.start()
+            ours.send(("flood", (args.seconds, args.readings_per_frame)))
+            gateway_rate, refused, flood_rtt_s = ours.recv()
+            flood_cores = flood_cpu.shares()
+            rss_flood = _rss_kib(gateway.pid)
+            ours.recv()  # drained
+            baseline_cpu = _Cpu(producer_loop=os.getpid(), broker=broker_pid)
+            baseline_cpu.start()
+            baseline_rate = _baseline(settings, device_ids, args.readings_per_frame, args.seconds)
+            baseline_cores = baseline_cpu.shares()
+            print(f"readings/s into Kafka (acks=all): gateway {gateway_rate:,.0f}, plain producer loop {baseline_rate:,.0f}: "
+                  f"ratio {gateway_rate / baseline_rate:.2f} (gateway RSS under load {rss_flood / 1024:.0f} MiB; "
+                  f"{refused} frames refused, e.g. beyond {settings.gateway_max_frames_per_s:g} frames/s a device; "
+                  f"a frame's send to its ack p50 {flood_rtt_s * 1000:.0f} ms)")
+            print(f"cores used: through the gateway {flood_cores}; plain loop {baseline_cores}; "
+                  f"load average {os.getloadavg()[0]:.1f}")
 
-        ours.send(("live", args.seconds))
-        latencies = ours.recv()
-        if latencies:
-            p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-            print(f"ack latency at the live rate (1 reading / device / 5 s, {len(latencies)} frames): "
-                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-
+            ours.send(("live", args.seconds))
+            latencies = ours.recv()
+            if latencies:
+                p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                print(f"ack latency at the live rate (1 reading / device / 5 s, {len(latencies)} frames): "
+                      f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        ours.send(("arm", None))
+        ours.recv()
+        rss_before = _rss_kib(gateway.pid)
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(60)
-        restarted = time.perf_counter()
+        restarted = time.monotonic()
         gateway = start_gateway()
-        ours.send(("connected", None))
-        ours.recv()
-        print(f"gateway restart: all {args.devices} devices connected again {time.perf_counter() - restarted:.1f} s "
-              "after it was started again (jittered backoff from 0.5 s)")
+        ours.send(("storm", restarted))
+        connected_s, acked_s, attempts, failures = ours.recv()
+        print(f"gateway restart: all {args.devices} devices connected again {connected_s:.1f} s and each acked "
+              f"{acked_s:.1f} s after it was started again (jittered backoff from 0.5 s doubling to 8 s); "
+              f"{attempts} connection attempts, without an ack: {failures or 'none'}; gateway RSS "
+              f"{rss_before / 1024:.0f} MiB before, {_rss_kib(gateway.pid) / 1024:.0f} MiB after; "
+              f"load average {os.getloadavg()[0]:.1f}")
         ours.send(("exit", None))
         ours.recv()
         clients.join(30)

@@ -2,14 +2,16 @@
 
 - TLS 1.2+ with a REQUIRED client certificate chained to the platform CA (one ``SSLContext``
   built at start; OpenSSL refuses no certificate, another CA's and an expired one during the TLS
-  handshake, before any HTTP). The identity is the certificate's SAN URI ``urn:vpp:device:<id>``.
+  handshake, before any HTTP, and ``edge.tls`` counts those by reason too). The identity is the
+  certificate's SAN URI ``urn:vpp:device:<id>``.
 - Before the upgrade (``process_request``) the certificate is checked against the certificate
   table and the asset registry (``edge.registry``): revoked, superseded, unknown certificate,
   unregistered device -> HTTP 403 with the reason, logged and counted
   (``vpp.gateway.handshakes.refused{reason}``). The first use of a certificate supersedes the
   device's older active ones. While the cache is loading the session is accepted and closed with
   1013 (try again later).
-- A device holds one session: a newer one closes the older (4000 "replaced").
+- A device holds one session: a newer one closes the older (4000 "replaced"). Each session is a row
+  of ``gateway_sessions`` and a ``device_connected`` / ``device_disconnected`` event on ``fleet.events``.
 - Telemetry: each envelope of a frame goes to ``telemetry.raw`` (key device_id) with the
   idempotent producer; the ``ack`` goes out after every delivery of the frame succeeded. At most
   ``gateway_window`` frames of a device are unacknowledged: beyond, its socket is not read; while
@@ -27,11 +29,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
-import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -48,37 +51,18 @@ from edge import protocol
 from edge.kafka_io import CommandFollower, DeliveryProducer
 from edge.pki import PkiError, PkiPaths, device_id_of, fingerprint_sha256, serial_hex
 from edge.registry import EdgeRegistry
+from edge.tls import server_ssl_context, small_tls_read_buffers
 from vpp.dead_letters import dead_letter_record
-from sinks.messages import OutMessage, out_messages
+from vpp.events import event_record
+from sinks.messages import OutMessage
 
-__all__ = ["Gateway", "server_ssl_context", "PATH", "STATE_FILE"]
+__all__ = ["Gateway", "PATH", "STATE_FILE"]
 
 _log = logging.getLogger(__name__)
 PATH = "/v1/device"
 STATE_FILE = "gateway.json"
 CLOSE_TRY_LATER, CLOSE_POLICY, CLOSE_REPLACED = 1013, 1008, 4000
-
-
-def server_ssl_context(paths: PkiPaths) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_cert_chain(paths.server_cert, paths.server_key)
-    ctx.load_verify_locations(cafile=str(paths.ca_cert))
-    return ctx
-
-
-#: asyncio's TLS transport allocates (and zeroes: resident) a read buffer of ``SSLProtocol.max_size``,
-#: 256 KiB, per connection: 70 % of what an idle device's session costs. Decrypted data is read in
-#: chunks of this size, so 32 KiB (two TLS records) costs nothing but a few more reads of a large frame.
-#: Measured with bench/gateway.py: 365 -> 145 KiB per idle connection.
-TLS_READ_CHUNK = 32 * 1024
-
-
-def _small_tls_read_buffers() -> None:
-    import asyncio.sslproto
-
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_CHUNK
+_TELEMETRY = {"type": "telemetry"}
 
 
 class _Metrics:
@@ -103,6 +87,10 @@ class _Session:
     session_id: int | None = None
     readable: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    key: bytes = b""  # the Kafka key of its readings: device_id, encoded once
+
+    def __post_init__(self) -> None:
+        self.key = self.device_id.encode()
 
     def send_soon(self, frame: dict[str, Any]) -> None:
         self.outbox.put_nowait(frame)
@@ -128,22 +116,24 @@ class Gateway:
         self.paths = PkiPaths.of(settings)
         self.registry = EdgeRegistry(settings.postgres_dsn, refresh_s=settings.gateway_refresh_s, gateway=self.name)
         self.serde = Serde.from_settings(settings)
-        self.topics = {t: settings.topic(t) for t in ("telemetry.raw", "telemetry.dlq", "device.commands", "device.command_acks")}
+        self.topics = {t: settings.topic(t) for t in ("telemetry.raw", "telemetry.dlq", "device.commands", "device.command_acks",
+                                                      "fleet.events")}
         self.sessions: dict[str, _Session] = {}
         self.latest_setpoints: dict[str, dict[str, Any]] = {}
         self._admitted: dict[Any, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._metrics = _Metrics()
+        self.refused: Counter[str] = Counter()  # handshakes refused by reason, as the metric counts them
         self.url = ""
 
     # -- life cycle -----------------------------------------------------------------------
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
-        _small_tls_read_buffers()
-        ctx = server_ssl_context(self.paths)
-        for topic in ("telemetry.dlq", "device.command_acks", "device.commands"):  # register schemas before serving
+        small_tls_read_buffers()
+        ctx = server_ssl_context(self.paths, on_refused=self._count_refusal)
+        for topic in ("telemetry.dlq", "device.command_acks", "device.commands", "fleet.events"):  # their schemas first
             await asyncio.to_thread(self.serde.schema_id, self.topics[topic])
-        self.producer = DeliveryProducer(self.settings, loop)
+        self.producer = DeliveryProducer(self.settings, loop, self.topics["telemetry.raw"])
         self.commands = await asyncio.to_thread(CommandFollower, self.settings, self.topics["device.commands"],
                                                 self.serde.decode, loop, self._on_command)
         self._spawn(self.registry.run(self._on_certificates_changed))
@@ -174,7 +164,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.commands.close)
-        await asyncio.to_thread(self.producer.close)
+        await self.producer.close()
         await self.registry.close()
         state = Path(self.settings.state_dir) / STATE_FILE
         try:
@@ -197,9 +187,14 @@ class Gateway:
         return task
 
     # -- handshake ----------------------------------------------------------------------------
-    def _refuse(self, connection: ServerConnection, reason: str, detail: str = ""):
+    def _count_refusal(self, reason: str, detail: str) -> None:
+        """A refused handshake, at the TLS level (edge.tls) or before the upgrade: counted by reason and logged."""
+        self.refused[reason] += 1
         self._metrics.refused.add(1, {"reason": reason})
-        _log.warning("refused %s: %s %s", connection.remote_address, reason, detail)
+        _log.warning("refused: %s %s", reason, detail)
+
+    def _refuse(self, connection: ServerConnection, reason: str, detail: str = ""):
+        self._count_refusal(reason, f"{connection.remote_address} {detail}")
         return connection.respond(HTTPStatus.FORBIDDEN, f"refused: {reason}\n")
 
     async def _process_request(self, connection: ServerConnection, request):
@@ -245,6 +240,7 @@ class Gateway:
         writer = asyncio.create_task(sess.writer())
         try:
             sess.session_id = await self.registry.open_session(device_id, serial, str(ws.remote_address))
+            await self._session_event(sess, "device_connected", remote=str(ws.remote_address))
             await self._send_current_setpoint(sess)
             while True:
                 if not sess.readable.is_set():
@@ -264,6 +260,7 @@ class Gateway:
             writer.cancel()
             if sess.session_id is not None:
                 await self.registry.close_session(sess.session_id, ws.close_code, ws.close_reason)
+                await self._session_event(sess, "device_disconnected", close_code=ws.close_code, close_reason=ws.close_reason)
 
     def _close_serial(self, serial: str, reason: str) -> None:
         for sess in list(self.sessions.values()):
@@ -293,27 +290,28 @@ class Gateway:
             if sess.strikes.add(received):
                 self._spawn(sess.ws.close(CLOSE_POLICY, "limits exceeded repeatedly"))
             return
-        self._metrics.frames.add(1, {"type": "telemetry"})
+        self._metrics.frames.add(1, _TELEMETRY)
         ok, foreign = protocol.split_by_identity(frame.readings, sess.device_id)
-        messages = out_messages(self.topics["telemetry.raw"], [sess.device_id] * len(ok), ok)
-        dlq = self.topics["telemetry.dlq"]
-        received_us = int(time.time() * 1_000_000)
-        for index, raw, claimed in foreign:
-            # source_partition = index in the frame, source_offset = receipt time in us: unique per reading
-            dead = dead_letter_record(protocol.IDENTITY_MISMATCH, f"the certificate of {sess.device_id} (serial "
-                                      f"{sess.serial}) sent a reading for {claimed!r}", raw,
-                                      source_topic=f"gateway:{sess.device_id}", source_partition=index,
-                                      source_offset=received_us, source_timestamp=received_us // 1000,
-                                      device_id=claimed)
-            messages.append(OutMessage(dlq, sess.device_id, self.serde.encode(dlq, dead)))
+        dead = [self._identity_mismatch(sess, *one) for one in foreign]
         sess.unacked += 1
         if sess.unacked >= sess.window:
             sess.readable.clear()
-        delivered = await self.producer.produce(messages)
-        self._spawn(self._answer(sess, frame.seq, delivered, foreign, received))
+        delivered = await self.producer.produce_frame(sess.key, ok, dead)
+        delivered.add_done_callback(functools.partial(self._answer, sess, frame.seq, foreign, received))
 
-    async def _answer(self, sess: _Session, seq: int, delivered: asyncio.Future, foreign, received: float) -> None:
-        errors = await delivered
+    def _identity_mismatch(self, sess: _Session, index: int, raw: bytes, claimed: str | None) -> OutMessage:
+        dlq = self.topics["telemetry.dlq"]
+        received_us = int(time.time() * 1_000_000)
+        # source_partition = index in the frame, source_offset = receipt time in us: unique per reading
+        dead = dead_letter_record(protocol.IDENTITY_MISMATCH, f"the certificate of {sess.device_id} (serial "
+                                  f"{sess.serial}) sent a reading for {claimed!r}", raw,
+                                  source_topic=f"gateway:{sess.device_id}", source_partition=index,
+                                  source_offset=received_us, source_timestamp=received_us // 1000, device_id=claimed)
+        return OutMessage(dlq, sess.device_id, self.serde.encode(dlq, dead))
+
+    def _answer(self, sess: _Session, seq: int, foreign, received: float, delivered: asyncio.Future) -> None:
+        """The frame's answer, once every delivery report of its messages ran (a done callback of ``delivered``)."""
+        errors = delivered.result()
         sess.unacked -= 1
         if sess.unacked < sess.window:
             sess.readable.set()
@@ -349,8 +347,25 @@ class Gateway:
         topic = self.topics["device.command_acks"]
         record = {"command_id": ack.command_id, "device_id": sess.device_id, "start": ack.start_ms, "status": ack.status,
                   "reason": ack.reason, "acked_at": int(time.time() * 1000), "cert_serial": sess.serial}
-        delivered = await self.producer.produce([OutMessage(topic, sess.device_id, self.serde.encode(topic, record))])
+        await self._publish(OutMessage(topic, sess.device_id, self.serde.encode(topic, record)),
+                            f"command ack of {sess.device_id} for {ack.command_id}")
         await self.registry.record_ack(record)
-        errors = await delivered
-        if errors:
-            _log.error("command ack of %s for %s not delivered: %s", sess.device_id, ack.command_id, errors[0])
+
+    async def _session_event(self, sess: _Session, kind: str, **detail: Any) -> None:
+        """``device_connected`` / ``device_disconnected`` on ``fleet.events`` (alerts.md; vpp.events: one id per session
+        and kind), keyed by the device, with the session's id, certificate serial and this gateway."""
+        topic, at = self.topics["fleet.events"], int(time.time() * 1000)
+        record = event_record(kind, sess.device_id, self.registry.devices.get(sess.device_id, ""), at,
+                              {"session_id": sess.session_id, "cert_serial": sess.serial, "gateway": self.name, **detail},
+                              sess.session_id)
+        await self._publish(OutMessage(topic, sess.device_id, self.serde.encode(topic, record), at), f"{kind} of {sess.device_id}")
+
+    async def _publish(self, message: OutMessage, what: str) -> None:
+        """Hand ``message`` to the producer; a delivery that fails is logged (nothing waits for it)."""
+        delivered = await self.producer.produce([message])
+        delivered.add_done_callback(functools.partial(_log_undelivered, what))
+
+
+def _log_undelivered(what: str, delivered: asyncio.Future) -> None:
+    if delivered.result():
+        _log.error("%s not delivered: %s", what, delivered.result()[0])

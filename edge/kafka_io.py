@@ -1,11 +1,22 @@
 """The gateway's Kafka side: a producer whose deliveries are awaitable, and a follower of ``device.commands``.
 
-``DeliveryProducer.produce(messages)`` produces with the idempotent producer (acks=all,
-``sinks.kafka.producer_config``) and returns a future resolved on the event loop once every
-delivery callback of those messages ran, with the list of errors (empty: all confirmed). A poll
-thread serves the callbacks. When librdkafka's local queue is full, ``send`` waits (it does not
-buffer beyond it) and ``room`` is cleared, so the gateway stops reading every socket until the
-queue has drained below half.
+``DeliveryProducer.produce_frame(key, values, others)`` produces a frame's readings to its topic (one
+``produce_batch`` call) and any ``others`` (dead letters) with the idempotent producer (acks=all,
+``sinks.kafka.producer_config``) and returns a future resolved with the
+list of errors once EVERY message of the frame has its delivery report (empty: the broker confirmed
+all). Each message has its own report, counted down per frame: the frame's future is resolved once,
+by its last report. No report is skipped: with ``enable.gapless.guarantee`` off (and message
+timeouts never covered by it), an earlier message of a partition can fail while a later one is
+delivered, so "the last one arrived" would not prove the others did.
+
+Delivery reports are served on the event loop's own thread: a task polls librdkafka every
+``poll_interval_s`` while anything is outstanding, each poll serving every report that is ready. A
+report runs Python, so it needs the GIL; served by a poll thread, each report took the GIL from the
+busy loop (a wait of up to the interpreter's 5 ms switch interval, once per message) and the
+gateway idled between bursts at a fraction of the broker's pace (bench/README.md).
+
+When librdkafka's local queue is full, ``produce_frame`` waits (it does not buffer beyond it) and
+``room`` is cleared, so the gateway stops reading every socket until the queue has drained below half.
 
 ``CommandFollower`` reads every partition of ``device.commands`` from the end as of its start
 (explicit offsets from the watermarks, no consumer group: every gateway process sees every set
@@ -19,7 +30,7 @@ import logging
 import threading
 from typing import Any, Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sinks.kafka import producer_config
 from sinks.messages import OutMessage
@@ -30,22 +41,20 @@ _log = logging.getLogger(__name__)
 _QUEUE_MAX = 100_000
 
 
-class _Batch:
-    __slots__ = ("remaining", "errors", "future", "loop")
+class _Frame:
+    """The delivery reports of one frame's messages, counted down; resolves ``future`` with the errors at the last."""
 
-    def __init__(self, n: int, future: asyncio.Future, loop: asyncio.AbstractEventLoop):
-        self.remaining, self.errors, self.future, self.loop = n, [], future, loop
+    __slots__ = ("remaining", "errors", "future")
 
-    def on_delivery(self, err, msg) -> None:  # librdkafka's poll thread
+    def __init__(self, n: int, future: asyncio.Future):
+        self.remaining, self.errors, self.future = n, [], future
+
+    def on_delivery(self, err, msg) -> None:  # served on the loop's thread by DeliveryProducer's poll
         if err is not None:
             self.errors.append(f"{msg.topic()}: {err.str()}" if msg is not None else err.str())
         self.remaining -= 1
-        if self.remaining == 0:
-            self.loop.call_soon_threadsafe(self._resolve)
-
-    def _resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(list(self.errors))
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(self.errors)
 
 
 class _Failed:
@@ -57,44 +66,78 @@ class _Failed:
 
 
 class DeliveryProducer:
-    def __init__(self, settings: Any, loop: asyncio.AbstractEventLoop, *, extra: dict[str, Any] | None = None,
-                 queue_max: int = _QUEUE_MAX):
+    """Frames go to ``topic`` (``produce_frame``); build it inside the running loop; ``await close()`` flushes."""
+
+    def __init__(self, settings: Any, loop: asyncio.AbstractEventLoop, topic: str, *, extra: dict[str, Any] | None = None,
+                 queue_max: int = _QUEUE_MAX, poll_interval_s: float = 0.001):
         config = producer_config(settings, {"queue.buffering.max.messages": queue_max, **(extra or {})})
         self._producer = Producer(config)
-        self._loop = loop
-        self._low_water = queue_max // 2
+        self._loop, self._topic = loop, topic
+        self._queue_max, self._low_water = queue_max, queue_max // 2
+        self._poll_interval_s = poll_interval_s
         self.room = asyncio.Event()
         self.room.set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="gateway-producer-poll", daemon=True)
-        self._thread.start()
+        self._outstanding = asyncio.Event()  # set while librdkafka holds messages or reports
+        self._poller = loop.create_task(self._serve_reports())
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+    async def _serve_reports(self) -> None:
+        poll, outstanding = self._producer.poll, self._outstanding
+        while True:
+            if len(self._producer) == 0:
+                outstanding.clear()
+                await outstanding.wait()
+            try:
+                poll(0)
+            except Exception:  # noqa: BLE001 - a failing report handler must not stop serving the others
+                _log.exception("a delivery report handler failed")
+            await asyncio.sleep(self._poll_interval_s)
 
-    async def produce(self, messages: Sequence[OutMessage]) -> asyncio.Future:
-        """Produce ``messages`` in order (waiting while the local queue is full); returns a future of their errors.
-
-        The future resolves once every delivery callback ran: an empty list means the broker confirmed all.
-        """
+    async def produce_frame(self, key: bytes, values: Sequence[bytes], others: Sequence[OutMessage] = ()) -> asyncio.Future:
+        """Produce ``values`` to the frame topic under ``key`` (one ``produce_batch``), then ``others``, waiting
+        while the local queue is full; returns a future of their errors, resolved once every report ran."""
         future = self._loop.create_future()
-        if not messages:
+        n = len(values) + len(others)
+        if n == 0:
             future.set_result([])
             return future
-        batch = _Batch(len(messages), future, self._loop)
-        produce = self._producer.produce
-        for m in messages:
+        frame = _Frame(n, future)
+        on_delivery = frame.on_delivery
+        self._outstanding.set()
+        if values:
+            await self._produce_batch([{"key": key, "value": v} for v in values], on_delivery)
+        for m in others:
             while True:
                 try:
-                    produce(m.topic, m.value, m.key, on_delivery=batch.on_delivery)
+                    self._producer.produce(m.topic, m.value, m.key, timestamp=m.timestamp_ms or 0, on_delivery=on_delivery)
                     break
                 except BufferError:
                     await self._wait_for_room()
-                except KafkaException as exc:  # e.g. an unknown topic: nothing will call back for this one
-                    batch.on_delivery(_Failed(f"{m.topic}: {exc}"), None)
+                except KafkaException as exc:  # e.g. an unknown topic: nothing will report on this one
+                    on_delivery(_Failed(f"{m.topic}: {exc}"), None)
                     break
         return future
+
+    async def _produce_batch(self, batch: list[dict], on_delivery) -> None:
+        """One call for a frame's messages (the cheapest per message); a message refused at once (``_error``: no
+        report will come for it) is reported failed here, or produced again once there is room if the queue was full."""
+        if len(self._producer) + len(batch) > self._queue_max:
+            await self._wait_for_room()
+        while batch:
+            self._producer.produce_batch(self._topic, batch, on_delivery=on_delivery)
+            refused = [m for m in batch if "_error" in m]
+            batch = []
+            for m in refused:
+                err = m.pop("_error")
+                if err.code() == KafkaError._QUEUE_FULL:
+                    batch.append(m)
+                else:
+                    on_delivery(err, None)
+            if batch:
+                await self._wait_for_room()
+
+    async def produce(self, messages: Sequence[OutMessage]) -> asyncio.Future:
+        """``produce_frame`` for messages of any topics and keys."""
+        return await self.produce_frame(b"", (), messages)
 
     async def _wait_for_room(self) -> None:
         self.room.clear()
@@ -105,10 +148,13 @@ class DeliveryProducer:
     def queued(self) -> int:
         return len(self._producer)
 
-    def close(self, timeout_s: float = 10.0) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self._producer.flush(timeout_s)
+    async def close(self, timeout_s: float = 10.0) -> int:
+        """Wait (at most ``timeout_s``) for every outstanding delivery report; returns how many were left."""
+        deadline = self._loop.time() + timeout_s
+        while len(self._producer) and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)  # the poller serves the reports, on this thread
+        self._poller.cancel()
+        return len(self._producer)
 
 
 class CommandFollower:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import orjson
 
-__all__ = ["refusal", "TelemetryFrame", "CommandAck", "FrameError", "parse_frame", "split_by_identity",
+__all__ = ["refusal", "tls_refusal_reason", "TelemetryFrame", "CommandAck", "FrameError", "parse_frame", "split_by_identity",
            "TokenBucket", "Strikes", "command_frame", "IDENTITY_MISMATCH"]
 
 IDENTITY_MISMATCH = "identity_mismatch"
@@ -49,6 +49,37 @@ def refusal(row: Any, cert_device_id: str, fingerprint: str, registered: bool, n
     if not registered:
         return "unknown_device"
     return None
+
+
+#: OpenSSL's verify codes of a client certificate, as refusal reasons (the rest: ``bad_certificate``)
+_VERIFY_REASONS = {
+    10: "expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+    9: "not_yet_valid",  # X509_V_ERR_CERT_NOT_YET_VALID
+    2: "unknown_ca",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+    18: "unknown_ca",  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19: "unknown_ca",  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20: "unknown_ca",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: another CA's certificate
+    21: "unknown_ca",  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    23: "revoked",  # X509_V_ERR_CERT_REVOKED (only with a CRL loaded in the context)
+}
+#: OpenSSL's reasons of a refused handshake without a verify code
+_TLS_REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_certificate",
+    "UNSUPPORTED_PROTOCOL": "tls_version",
+    "NO_SHARED_CIPHER": "tls_version",
+    "HTTP_REQUEST": "not_tls",
+    "WRONG_VERSION_NUMBER": "not_tls",
+}
+
+
+def tls_refusal_reason(exc: Exception) -> str:
+    """The refusal reason of a TLS handshake OpenSSL failed (``ssl.SSLError``), as the handshake metric counts it."""
+    code = getattr(exc, "verify_code", None)
+    if code is not None:
+        return _VERIFY_REASONS.get(code, "bad_certificate")
+    if type(exc).__name__ == "SSLEOFError":
+        return "handshake_aborted"
+    return _TLS_REASONS.get(getattr(exc, "reason", None) or "", "tls_error")
 
 
 class FrameError(ValueError):

@@ -25,8 +25,8 @@ __all__ = ["EdgeRegistry"]
 
 _log = logging.getLogger(__name__)
 _CERTS = f"SELECT {', '.join(CERT_COLUMNS)} FROM device_certificates"
-_ASSETS_SINCE = ("SELECT device_id, updated_at FROM assets WHERE updated_at > %s::timestamptz - interval '10 seconds' "
-                 "ORDER BY updated_at")
+_ASSETS_SINCE = ("SELECT device_id, region_path, updated_at FROM assets "
+                 "WHERE updated_at > %s::timestamptz - interval '10 seconds' ORDER BY updated_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -34,16 +34,20 @@ class EdgeRegistry:
     def __init__(self, dsn: str, *, refresh_s: float = 1.0, gateway: str = "gateway"):
         self._dsn, self._refresh_s, self.gateway = dsn, refresh_s, gateway
         self.certs: dict[str, CertRow] = {}
-        self.devices: set[str] = set()
+        self.devices: dict[str, str] = {}  # registered device id -> its region path (the node of its events)
         self.ready = False
         self._certs_since: datetime = _EPOCH
         self._assets_since: datetime = _EPOCH
-        self._conn: psycopg.AsyncConnection | None = None
+        # two connections (a connection runs one statement at a time): admission (the refresh, lookups, the
+        # supersede at a handshake) never queues behind the bookkeeping of sessions and acks, whose commits wait
+        # for the WAL to reach the disk (a handshake once timed out behind them on a machine busy writing)
+        self._conns: dict[str, psycopg.AsyncConnection] = {}
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        return self._conn
+    async def _connection(self, role: str = "admission") -> psycopg.AsyncConnection:
+        conn = self._conns.get(role)
+        if conn is None or conn.closed:
+            conn = self._conns[role] = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        return conn
 
     async def refresh(self) -> list[CertRow]:
         """Load what changed since the last refresh; returns the certificate rows that changed."""
@@ -52,13 +56,11 @@ class EdgeRegistry:
                                  (self._certs_since,))
         changed = [CertRow(*r) for r in await cur.fetchall()]
         for row in changed:
-            cached = self.certs.get(row.serial)
-            if cached is None or row.updated_at >= cached.updated_at:  # a query that began before a change is older
-                self.certs[row.serial] = row
+            self._keep(row)
             self._certs_since = max(self._certs_since, row.updated_at)
         cur = await conn.execute(_ASSETS_SINCE, (self._assets_since,))
-        for device_id, updated_at in await cur.fetchall():
-            self.devices.add(device_id)
+        for device_id, region_path, updated_at in await cur.fetchall():
+            self.devices[device_id] = region_path
             self._assets_since = max(self._assets_since, updated_at)
         self.ready = True
         return changed
@@ -72,7 +74,7 @@ class EdgeRegistry:
                     await on_change(changed)
             except (psycopg.Error, OSError) as exc:
                 _log.warning("certificate/asset refresh failed, serving the cached copy: %s", exc)
-                self._conn = None
+                self._conns.pop("admission", None)
             await asyncio.sleep(self._refresh_s)
 
     async def lookup(self, serial: str) -> CertRow | None:
@@ -85,17 +87,25 @@ class EdgeRegistry:
         found = await cur.fetchone()
         if found is None:
             return None
-        row = self.certs[serial] = CertRow(*found)
-        return row
+        return self._keep(CertRow(*found))
+
+    def _keep(self, row: CertRow) -> CertRow:
+        """Cache ``row`` unless the cache has a newer version of it (a read that began before a change, e.g. a
+        handshake's lookup racing another handshake's supersede, is older); returns the cached version."""
+        cached = self.certs.get(row.serial)
+        if cached is None or row.updated_at >= cached.updated_at:
+            self.certs[row.serial] = cached = row
+        return cached
 
     async def is_registered(self, device_id: str) -> bool:
         if device_id in self.devices:
             return True
         conn = await self._connection()
-        cur = await conn.execute("SELECT 1 FROM assets WHERE device_id = %s", (device_id,))
-        if await cur.fetchone() is None:
+        cur = await conn.execute("SELECT region_path FROM assets WHERE device_id = %s", (device_id,))
+        found = await cur.fetchone()
+        if found is None:
             return False
-        self.devices.add(device_id)
+        self.devices[device_id] = found[0]
         return True
 
     async def supersede_older(self, device_id: str, serial: str) -> list[str]:
@@ -111,19 +121,19 @@ class EdgeRegistry:
 
     # -- sessions and acks ------------------------------------------------------------
     async def open_session(self, device_id: str, serial: str, remote: str) -> int:
-        conn = await self._connection()
+        conn = await self._connection("bookkeeping")
         cur = await conn.execute("INSERT INTO gateway_sessions (device_id, cert_serial, gateway, remote) "
                                  "VALUES (%s, %s, %s, %s) RETURNING id", (device_id, serial, self.gateway, remote))
         return (await cur.fetchone())[0]
 
     async def close_session(self, session_id: int, code: int | None, reason: str | None) -> None:
-        conn = await self._connection()
+        conn = await self._connection("bookkeeping")
         await conn.execute("UPDATE gateway_sessions SET disconnected_at = now(), close_code = %s, close_reason = %s "
                            "WHERE id = %s", (code, reason, session_id))
 
     async def record_ack(self, record: dict[str, Any]) -> None:
         """A device's command ack next to its set point (keyed as ``device_setpoints``); the last answer wins."""
-        conn = await self._connection()
+        conn = await self._connection("bookkeeping")
         await conn.execute(
             "INSERT INTO device_command_acks (command_id, device_id, start_at, status, reason, acked_at, cert_serial) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (command_id, device_id, start_at) DO UPDATE "
@@ -134,7 +144,7 @@ class EdgeRegistry:
 
     async def current_setpoint(self, device_id: str, now_ms: int) -> dict[str, Any] | None:
         """The set point the device must follow now, from the command-and-control store (None: none)."""
-        conn = await self._connection()
+        conn = await self._connection("bookkeeping")
         cur = await conn.execute(
             "SELECT command_id, device_id, node_path, setpoint_w, start_at, end_at FROM device_setpoints "
             "WHERE device_id = %s AND start_at <= %s AND end_at > %s ORDER BY start_at DESC, stored_at DESC LIMIT 1",
@@ -146,8 +156,8 @@ class EdgeRegistry:
                 "start": int(row[4].timestamp() * 1000), "end": int(row[5].timestamp() * 1000)}
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        for conn in self._conns.values():
+            await conn.close()
 
 
 def _ts(ms: int) -> datetime:

@@ -19,10 +19,11 @@ No I/O, no clocks: times are event-time epoch milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from vpp.events import event_id, event_record, stable_id
 
 __all__ = ["RULES", "RuleSpec", "Track", "Emitted", "RuleConfig", "observe", "resolve", "alert_id", "event_id",
            "dlq_threshold", "shortfall_misses", "command_event", "COMMAND_EVENT_KINDS"]
@@ -110,18 +111,9 @@ _SUMMARIES = {
 _RESOLVED = "{rule} {subject}: resolved"
 
 
-def _hash(*parts: object) -> str:
-    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
-
-
 def alert_id(rule: str, subject: str, started_at: int) -> str:
     """The id of the alert of ``(rule, subject)`` whose condition became true at ``started_at``."""
-    return _hash("alert", rule, subject, started_at)
-
-
-def event_id(kind: str, subject: str, at: int, *extra: object) -> str:
-    """The id of an event: the same fact read twice has the same id."""
-    return _hash("event", kind, subject, at, *extra)
+    return stable_id("alert", rule, subject, started_at)
 
 
 @dataclass
@@ -165,10 +157,9 @@ class Emitted:
         self.alerts.append(rec)
         if state in ("firing", "resolved"):
             kind = f"alert_{state}"
-            self.events.append({"event_id": event_id(kind, rec["alert_id"], 0), "kind": kind, "subject": rec["alert_id"],
-                                "node_path": track.node_path, "at": at,
-                                "detail": {"rule": track.rule, "subject": track.subject, "severity": severity,
-                                           "summary": rec["summary"]}})
+            self.events.append(event_record(kind, rec["alert_id"], track.node_path, at,
+                                            {"rule": track.rule, "subject": track.subject, "severity": severity,
+                                             "summary": rec["summary"]}, id_at=0))
 
 
 def observe(track: Track | None, spec: RuleSpec, out: Emitted, *, subject: str, node_path: str, at: int,
@@ -243,8 +234,6 @@ def command_event(status: dict[str, Any]) -> dict[str, Any] | None:
     if kind is None:
         return None
     detail = {"requested_w": repr(float(status["requested_w"])), "allocated_w": repr(float(status["allocated_w"])),
-              "shortfall_w": repr(float(status["shortfall_w"])), "devices": str(status["devices"])}
-    if status.get("reason"):
-        detail["reason"] = status["reason"]
-    return {"event_id": event_id(kind, status["command_id"], status["at"]), "kind": kind,
-            "subject": status["command_id"], "node_path": status["node_path"], "at": status["at"], "detail": detail}
+              "shortfall_w": repr(float(status["shortfall_w"])), "devices": str(status["devices"]),
+              "reason": status.get("reason") or None}
+    return event_record(kind, status["command_id"], status["node_path"], status["at"], detail)

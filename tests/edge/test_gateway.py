@@ -57,22 +57,33 @@ def _refused(gateway, cert_dir, platform_pki) -> Exception:
     return caught.value
 
 
-def test_no_client_certificate_is_refused_by_tls(gateway, platform_pki, edge_settings):
+def _counted(gateway, reason: str, timeout_s: float = 10.0) -> dict:
+    """The gateway's refusals by reason once ``reason`` is among them (the client may see the refusal first)."""
+    deadline = time.monotonic() + timeout_s
+    while not gateway.gateway.refused[reason] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return dict(gateway.gateway.refused)
+
+
+def test_no_client_certificate_is_refused_by_tls_and_counted(gateway, platform_pki, edge_settings):
     _refused(gateway, None, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "no_certificate") == {"no_certificate": 1}
 
 
-def test_a_certificate_of_another_ca_is_refused(gateway, platform_pki, edge_settings):
+def test_a_certificate_of_another_ca_is_refused_and_counted(gateway, platform_pki, edge_settings):
     other_ca = pki.make_ca(ago(0))
     cert = platform_pki.issue("pw-1", ca=other_ca, record=False)
     _refused(gateway, cert, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "unknown_ca") == {"unknown_ca": 1}
 
 
-def test_an_expired_certificate_is_refused(gateway, platform_pki, edge_settings):
+def test_an_expired_certificate_is_refused_and_counted(gateway, platform_pki, edge_settings):
     cert = platform_pki.issue("pw-1", now=ago(3), days=1)
     _refused(gateway, cert, platform_pki)
     assert sessions(edge_settings, "pw-1") == []
+    assert _counted(gateway, "expired") == {"expired": 1}
 
 
 @pytest.mark.parametrize("case", ["revoked", "superseded", "not_registered", "not_recorded"])
@@ -89,6 +100,7 @@ def test_refused_before_the_upgrade_with_403_and_the_reason(gateway, platform_pk
             assert answer(ws)["type"] == "ack"
         with open_device(gateway, newer, platform_pki):
             pass
+        assert _status_becomes(edge_settings, (cert / "serial").read_text(), "superseded")  # by the newer one's first use
     with pytest.raises(InvalidStatus) as refused:
         with open_device(gateway, cert, platform_pki):
             pass
@@ -96,6 +108,17 @@ def test_refused_before_the_upgrade_with_403_and_the_reason(gateway, platform_pk
                 "not_recorded": "unknown_certificate"}[case]
     assert refused.value.response.status_code == 403
     assert refused.value.response.body.decode().strip() == f"refused: {expected}"
+    assert dict(gateway.gateway.refused) == {expected: 1}
+
+
+def _status_becomes(settings, serial: str, status: str, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            now = conn.execute("SELECT status FROM device_certificates WHERE serial = %s", (serial,)).fetchone()[0]
+        if now == status or time.monotonic() > deadline:
+            return now == status
+        time.sleep(0.05)
 
 
 def test_an_envelope_for_another_device_is_a_dead_letter_identity_mismatch(gateway, platform_pki, edge_settings):
@@ -261,7 +284,8 @@ def test_while_the_registry_cannot_be_loaded_devices_are_told_to_try_again_later
         running.stop()
 
 
-def test_vpp_gateway_sessions_lists_them_newest_first(gateway, platform_pki, edge_settings, monkeypatch, capsys):
+def test_sessions_are_listed_newest_first_and_published_as_fleet_events(gateway, platform_pki, edge_settings,
+                                                                         monkeypatch, capsys):
     from cli.main import main
 
     cert = platform_pki.issue("pw-1")
@@ -276,3 +300,12 @@ def test_vpp_gateway_sessions_lists_them_newest_first(gateway, platform_pki, edg
     listed = json.loads(capsys.readouterr().out)
     assert [(s["device_id"], s["cert_serial"], s["close_code"]) for s in listed] == [("pw-1", (cert / "serial").read_text(), 1000)] * 2
     assert listed[0]["id"] > listed[1]["id"]
+
+    serde = Serde.from_settings(edge_settings)
+    events = sorted((serde.decode(m.value()) for m in read_topic(edge_settings, "fleet.events", 4)),
+                    key=lambda e: (int(e["detail"]["session_id"]), e["kind"] != "device_connected"))
+    assert [(e["kind"], e["subject"], e["node_path"], e["detail"]["session_id"], e["detail"].get("close_code"))
+            for e in events] == [(kind, "pw-1", "us/ca/site-pw-1", str(s["id"]), code) for s in reversed(listed)
+                                 for kind, code in (("device_connected", None), ("device_disconnected", "1000"))]
+    assert {e["detail"]["cert_serial"] for e in events} == {(cert / "serial").read_text()}
+    assert len({e["event_id"] for e in events}) == 4

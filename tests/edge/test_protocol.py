@@ -84,3 +84,29 @@ def test_readings_orjson_refuses_still_travel():
                                   max_bytes=1000, max_readings=10)
     ok, foreign = protocol.split_by_identity(parsed.readings, "a")
     assert foreign == [] and json.loads(ok[0])["n"] == 123456789012345678901234
+
+
+def _ssl_error(cls, reason: str | None = None, verify_code: int | None = None):
+    import ssl
+
+    exc = getattr(ssl, cls)(1, f"[SSL: {reason}]")
+    exc.reason = reason
+    if verify_code is not None:
+        exc.verify_code = verify_code
+    return exc
+
+
+@pytest.mark.parametrize("cls, reason, verify_code, expected", [
+    ("SSLError", "PEER_DID_NOT_RETURN_A_CERTIFICATE", None, "no_certificate"),
+    ("SSLCertVerificationError", "CERTIFICATE_VERIFY_FAILED", 20, "unknown_ca"),  # another CA's certificate
+    ("SSLCertVerificationError", "CERTIFICATE_VERIFY_FAILED", 18, "unknown_ca"),  # self-signed
+    ("SSLCertVerificationError", "CERTIFICATE_VERIFY_FAILED", 10, "expired"),
+    ("SSLCertVerificationError", "CERTIFICATE_VERIFY_FAILED", 9, "not_yet_valid"),
+    ("SSLCertVerificationError", "CERTIFICATE_VERIFY_FAILED", 7, "bad_certificate"),  # a bad signature
+    ("SSLError", "UNSUPPORTED_PROTOCOL", None, "tls_version"),
+    ("SSLError", "HTTP_REQUEST", None, "not_tls"),
+    ("SSLEOFError", None, None, "handshake_aborted"),
+    ("SSLError", "SOMETHING_NEW", None, "tls_error"),
+])
+def test_a_handshake_refused_by_tls_has_a_reason(cls, reason, verify_code, expected):
+    assert protocol.tls_refusal_reason(_ssl_error(cls, reason, verify_code)) == expected
