@@ -47,8 +47,8 @@ def file_utc_offset_ms(series, given_h: float | None, source: str) -> int:
 class _Progress:
     """``[#####.....] 123/728 days 2m05s, about 3m left`` on stderr, redrawn at most twice a second."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream, self.began, self.drawn = stream, time.monotonic(), 0.0
+    def __init__(self, stream=None) -> None:
+        self.stream, self.began, self.drawn = stream or sys.stderr, time.monotonic(), 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()

@@ -63,11 +63,30 @@ def read_prices(path: Path):
     return list(read_price_file(path).points)
 
 
+_RISK_COLUMNS = ("p10_usd_per_mwh", "p90_usd_per_mwh")
+
+
+def _risk_prices(series, source: str):
+    """Discharge valued at p10, charging priced at p90 (the columns ``vpp forecast`` writes for a lear model)."""
+    from models.optimize import PricePoint
+
+    missing = [c for c in _RISK_COLUMNS if c not in series.regressor_names]
+    if missing:
+        raise UserError(f"{source}: --risk-quantiles needs the columns {', '.join(_RISK_COLUMNS)} "
+                        "(vpp forecast writes them with a model trained by vpp train --method lear)")
+    low, high = (series.regressor_names.index(c) for c in _RISK_COLUMNS)
+    priced = len(series.points)
+    sell = [PricePoint(p.interval_start, float(v)) for p, v in zip(series.points, series.regressors[:priced, low])]
+    return sell, [float(v) for v in series.regressors[:priced, high]]
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from models.optimize import Battery, SolverUnavailableError, plan
 
     series = read_price_file(Path(args.prices))
-    prices = list(series.points)
+    prices, charge_prices = list(series.points), None
+    if args.risk_quantiles:
+        prices, charge_prices = _risk_prices(series, args.prices)
     try:
         battery = Battery(
             capacity_wh=args.capacity_wh,
@@ -82,7 +101,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"invalid battery: {exc}") from None
     try:
-        schedule = plan(prices, battery, interval=series.interval, solver=args.solver, time_limit_s=args.time_limit_s)
+        schedule = plan(prices, battery, interval=series.interval, solver=args.solver, time_limit_s=args.time_limit_s,
+                        charge_prices=charge_prices)
     except SolverUnavailableError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -113,5 +133,8 @@ def add_commands(sub) -> None:
     p.add_argument("--degradation-usd-per-mwh", type=float, required=True, help="degradation cost per MWh discharged ($)")
     p.add_argument("--final-soc-pct", type=float, default=None, help="minimum state of charge at the end (%%)")
     p.add_argument("--solver", choices=("cbc", "highs"), default="cbc", help="MILP solver (highs needs highspy)")
+    p.add_argument("--risk-quantiles", action="store_true",
+                   help="plan against the forecast's p10 (what discharging earns) and p90 (what charging costs): "
+                        "bids only where the spread survives the forecast's uncertainty; revenue_usd is valued so")
     p.add_argument("--time-limit-s", type=float, default=None, help="stop the solver after this many seconds")
     p.set_defaults(func=cmd_plan)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,8 @@ def _hourly(values: np.ndarray) -> np.ndarray:
     """Per-hour means of ``... x n`` (n a multiple of the hours' blocks), NaN where the hour has none."""
     blocks = math.gcd(values.shape[-1], 24)
     shaped = values.reshape(values.shape[:-1] + (blocks, values.shape[-1] // blocks))
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an hour without any value is NaN, as meant
         return np.nanmean(shaped, axis=-1)
 
 
@@ -126,8 +127,8 @@ class _Scaler:
     @staticmethod
     def of(values: np.ndarray) -> "_Scaler":
         middle = np.median if not np.isnan(values).any() else np.nanmedian  # nanmedian is 10x slower
-        with np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (a lag before the data): no scale
             median = np.nan_to_num(middle(values, axis=0))
             mad = middle(np.abs(values - median), axis=0) * _MAD_TO_SIGMA
         return _Scaler(median, np.where(np.isfinite(mad) & (mad > 1e-9), mad, 1.0))
