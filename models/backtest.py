@@ -51,6 +51,8 @@ def naive_forecasts(prices: np.ndarray, first_day: int, day: int) -> tuple[np.nd
 def metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     known = ~np.isnan(actual) & ~np.isnan(forecast)
     a, f = actual[known], forecast[known]
+    if not known.any():  # e.g. quantiles of a backtest too short to have any yet
+        return {"mae": float("nan"), "rmse": float("nan"), "smape_pct": float("nan"), "intervals": 0}
     error = a - f
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.abs(error) / ((np.abs(a) + np.abs(f)) / 2)
