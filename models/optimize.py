@@ -1,8 +1,8 @@
-"""Battery schedule optimizer: one battery node over a horizon of 5-minute market intervals.
+"""Battery schedule optimizer: one battery node over a horizon of market intervals (5 minutes unless given).
 
 The model is a small mixed-integer program, built with PuLP and solved by the
 solver the caller names (``"cbc"``, bundled with PuLP, or ``"highs"``, which
-needs the ``highspy`` package). For intervals ``t = 0..T-1`` of ``h = 1/12`` h
+needs the ``highspy`` package). For intervals ``t = 0..T-1`` of ``h`` hours (``1/12`` for 5 minutes)
 with forecast price ``p_t`` ($/MWh):
 
 * charge ``c_t`` in ``[0, Pc]`` W and discharge ``d_t`` in ``[0, Pd]`` W, never
