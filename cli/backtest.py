@@ -122,6 +122,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(f"{'':36} {'MAE':>8} {'RMSE':>8} {'sMAPE %':>8} {'rMAE':>6}")
     for name, score in scores.items():
         print(f"{name:36} {score['mae']:8.3f} {score['rmse']:8.3f} {score['smape_pct']:8.2f} {score['mae'] / weekly:6.3f}")
+    print("rMAE: MAE / the MAE of the D-7 on Mon/Sat/Sun, else D-1 naive (epftoolbox's rMAE divides by the D-7 naive's)")
     low, high = result.table[:, 2], result.table[:, 4]
     known = ~np.isnan(low) & ~np.isnan(actual)
     if known.any():
