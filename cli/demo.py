@@ -158,7 +158,9 @@ def market_rows(facts: list[dict], measured_w, from_interval_ms: int = 0) -> lis
             by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
     rows = []
     newest_awarded = max((t for t, steps in by_interval.items() if "awarded" in steps), default=None)
-    for start in sorted(by_interval)[-6:]:
+    # the newest intervals that bid (at speed, a minute of idle intervals would hide them), and the newest one
+    bidding = [t for t in sorted(by_interval) if {"bid_submitted", "awarded"} & by_interval[t].keys()]
+    for start in sorted(set(bidding[-5:] + sorted(by_interval)[-1:])):
         steps = by_interval[start]
         forecast = steps.get("forecast", {}).get("prices_usd_per_mwh") or []
         optimized = steps.get("optimized", {})
