@@ -133,7 +133,7 @@ def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
 
 
 def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None) -> None:
-    """Keep a node's latest window's battery power under its 5-minute market interval (the windows of each, by start)."""
+    """Keep a node's battery power at a time (``window_start``: a datetime or epoch ms) under its 5-minute market interval."""
     if row is None or row.get("battery_w") is None:
         return
     start = row["window_start"]
@@ -237,13 +237,15 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
             facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
-        root = next((r for r in watcher.tree(levels=0) if r["node_path"] == bidding_node), None)
         market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals, $/MWh, W > 0 discharge)")
         for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W (in it)"):
             market.add_column(col)
         # the intervals this run bids for (the first starts ~5 min after the newest price): PostgreSQL keeps
         # the facts of earlier runs too
-        measure_interval_power(watcher.measured, root)
+        readings = [r for r in watcher.latest.values() if f"{r['region_path']}/".startswith(f"{bidding_node}/")]
+        if readings:  # the node's power from its devices' latest readings (the node_state windows lag at --speed)
+            measure_interval_power(watcher.measured, {"window_start": max(r["ts"] for r in readings),
+                                                      "battery_w": sum(r["battery_w"] or 0.0 for r in readings)})
         for row in market_rows(facts, watcher.measured, watcher.since_ms - 300_000):
             market.add_row(*row)
         if not facts:
