@@ -71,6 +71,7 @@ class _Watcher:
         self._canonical = settings.topic("telemetry.canonical")
         self._serde = Serde.from_settings(settings)
         self.latest: dict[str, dict] = {}
+        self.measured: dict[int, dict[str, float]] = {}  # the bidding node's power by market interval
         self.since_ms = int(time.time() * 1000)  # when this run started
 
     def poll(self) -> None:
@@ -133,11 +134,21 @@ def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
     return sum(r["battery_w"] or 0.0 for d, r in watcher.latest.items() if d in dispatch.device_ids)
 
 
-def market_rows(facts: list[dict], measured_w: float | None, from_interval_ms: int = 0) -> list[tuple[str, ...]]:
+def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None) -> None:
+    """Keep a node's battery power at a time (``window_start``: a datetime or epoch ms) under its 5-minute market interval."""
+    if row is None or row.get("battery_w") is None:
+        return
+    start = row["window_start"]
+    start_ms = int(start.timestamp() * 1000) if hasattr(start, "timestamp") else int(start)
+    measured.setdefault(start_ms - start_ms % 300_000, {})[str(start_ms)] = float(row["battery_w"])
+
+
+def market_rows(facts: list[dict], measured_w, from_interval_ms: int = 0) -> list[tuple[str, ...]]:
     """Per market interval from ``from_interval_ms`` on: forecast price, planned power, bid, award and clearing price (pure).
 
     ``facts`` are the autobidder's stored facts of one node; the fleet's measured battery power
-    (latest closed window of the node) is shown on the newest awarded interval. Intervals are chosen
+    (latest closed window of the node) is shown on the newest awarded interval; or, given
+    ``measure_interval_power``'s map, the mean of the windows measured within each awarded interval. Intervals are chosen
     by their start, not by when their facts were recorded: a run shortly after another one works on
     the same interval, and the store keeps that interval's first facts (they are immutable).
     """
@@ -149,7 +160,9 @@ def market_rows(facts: list[dict], measured_w: float | None, from_interval_ms: i
             by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
     rows = []
     newest_awarded = max((t for t, steps in by_interval.items() if "awarded" in steps), default=None)
-    for start in sorted(by_interval)[-6:]:
+    # the newest intervals that bid (at speed, a minute of idle intervals would hide them), and the newest one
+    bidding = [t for t in sorted(by_interval) if {"bid_submitted", "awarded"} & by_interval[t].keys()]
+    for start in sorted(set(bidding[-5:] + sorted(by_interval)[-1:])):
         steps = by_interval[start]
         forecast = steps.get("forecast", {}).get("prices_usd_per_mwh") or []
         optimized = steps.get("optimized", {})
@@ -165,9 +178,16 @@ def market_rows(facts: list[dict], measured_w: float | None, from_interval_ms: i
             "-" if planned is None else f"{planned:,.0f}",
             ", ".join(f"{p['quantity_w']:,.0f} W @ {p['price_usd_per_mwh']:,.1f}" for p in bid) or outcome or "-",
             "-" if not award else f"{award.get('awarded_w', 0):,.0f} W @ {award.get('clearing_price_usd_per_mwh', 0):,.1f}",
-            f"{measured_w:,.0f}" if start == newest_awarded and measured_w is not None else "",
+            _measured(measured_w, start, award, newest_awarded),
         ))
     return rows
+
+
+def _measured(measured_w, start: int, award: dict, newest_awarded: int | None) -> str:
+    if isinstance(measured_w, dict):
+        windows = measured_w.get(start, {})
+        return f"{sum(windows.values()) / len(windows):,.0f}" if award and windows else ""
+    return f"{measured_w:,.0f}" if start == newest_awarded and measured_w is not None else ""
 
 
 def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None,
@@ -219,13 +239,16 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
             facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
-        root = next((r for r in watcher.tree(levels=0) if r["node_path"] == bidding_node), None)
         market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals, $/MWh, W > 0 discharge)")
-        for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W"):
+        for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W (in it)"):
             market.add_column(col)
         # the intervals this run bids for (the first starts ~5 min after the newest price): PostgreSQL keeps
         # the facts of earlier runs too
-        for row in market_rows(facts, None if root is None else root["battery_w"], watcher.since_ms - 300_000):
+        readings = [r for r in watcher.latest.values() if f"{r['region_path']}/".startswith(f"{bidding_node}/")]
+        if readings:  # the node's power from its devices' latest readings (the node_state windows lag at --speed)
+            measure_interval_power(watcher.measured, {"window_start": max(r["ts"] for r in readings),
+                                                      "battery_w": sum(r["battery_w"] or 0.0 for r in readings)})
+        for row in market_rows(facts, watcher.measured, watcher.since_ms - 300_000):
             market.add_row(*row)
         if not facts:
             market.add_row("waiting for the first price and aggregate", "", "", "", "", "")
@@ -301,7 +324,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.gateway and args.speed > 1:  # event time ahead of the gateway's (real) clock: not a skewed device
             flow_env["VPP_PLATFORM_CLOCK_CHECK"] = "false"
         if args.market and "autobidder" in available_flows():
-            market_url = start_market(procs, vpp + ["market", "serve", "--backfill-days", "1"] + common, logs)
+            # the market's clock runs at the fleet's speed: awards are dispatched in the fleet's event time
+            market_url = start_market(procs, vpp + ["market", "serve", "--backfill-days", "1", "--speed", str(args.speed)]
+                                      + common, logs)
             bidding_node = "us"  # the simulated fleet's root
             flow_env |= {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:

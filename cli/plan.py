@@ -1,7 +1,9 @@
-"""`vpp plan`: the battery schedule optimizer on a CSV of 5-minute prices.
+"""`vpp plan`: the battery schedule optimizer on a CSV of prices at any fixed interval.
 
-The prices file has the header ``interval_start,price_usd_per_mwh``, one ISO
-8601 timestamp and one price per line, in consecutive 5-minute steps. The
+The prices file has the header ``interval_start,price_usd_per_mwh`` (then
+optional regressor columns, ignored here), one ISO 8601 timestamp and one
+price per line, in consecutive steps of one fixed interval (5 min, 15 min,
+30 min, 1 h, ...: inferred from the file; see ``models.price_series``). The
 command prints ``{"status", "revenue_usd", "final_energy_wh", "schedule":
 [{"interval_start", "charge_w", "discharge_w", "energy_wh"}, ...]}`` as JSON on
 stdout, where ``energy_wh`` is the stored energy at the START of the interval
@@ -19,22 +21,15 @@ whose numbers would not be finite is an error, never non-standard JSON.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import math
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from vpp.errors import UserError
 
-__all__ = ["add_commands", "read_prices"]
+__all__ = ["add_commands", "read_price_file", "read_prices"]
 
 _HEADER = ["interval_start", "price_usd_per_mwh"]
-#: Largest price magnitude accepted, $/MWh. Real caps are in the thousands (ERCOT 5,000, NEM ~18,000):
-#: anything beyond a million is a unit or data error, and 1e308 overflows revenue to infinity.
-MAX_ABS_PRICE_USD_PER_MWH = 1e6
 _STATUS_HINTS = {
     "infeasible": "no schedule meets the reserve, final SoC and power limits: "
     "check --soc-pct, --reserve-pct, --final-soc-pct and the charge limit",
@@ -44,9 +39,9 @@ _STATUS_HINTS = {
 }
 
 
-def read_prices(path: Path):
-    """The ``PricePoint``s of a prices CSV; ``UserError`` naming the line of any problem."""
-    from models.optimize import INTERVAL, PricePoint
+def read_price_file(path: Path):
+    """The ``PriceSeries`` of a prices CSV (any fixed interval, optional regressors); ``UserError`` naming the line."""
+    from models.price_series import PricesFileError, parse_prices
 
     try:
         data = path.read_bytes()
@@ -57,52 +52,41 @@ def read_prices(path: Path):
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start} is {data[exc.start:exc.start + 1]!r}): "
                         f"give a CSV with the header {','.join(_HEADER)}") from None
-    points: list[PricePoint] = []
     try:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != _HEADER:
-            raise UserError(f"{path}:1: expected the header '{','.join(_HEADER)}', got {','.join(header or [])!r}")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != 2:
-                raise UserError(f"{path}:{line}: expected 2 fields (interval_start,price_usd_per_mwh), got {len(row)}")
-            try:
-                start = datetime.fromisoformat(row[0].strip())
-            except ValueError:
-                raise UserError(f"{path}:{line}: interval_start {row[0]!r} is not an ISO 8601 timestamp") from None
-            try:
-                price = float(row[1])
-            except ValueError:
-                price = math.nan
-            if not math.isfinite(price):
-                raise UserError(f"{path}:{line}: price_usd_per_mwh {row[1]!r} is not a finite number")
-            if abs(price) > MAX_ABS_PRICE_USD_PER_MWH:
-                raise UserError(f"{path}:{line}: price_usd_per_mwh {row[1]!r} is beyond +-{MAX_ABS_PRICE_USD_PER_MWH:,.0f} "
-                                "$/MWh, the most this accepts: check the unit ($/MWh) and the data")
-            if points:
-                previous = points[-1].interval_start
-                if (start.tzinfo is None) != (previous.tzinfo is None):
-                    raise UserError(f"{path}:{line}: mixes timestamps with and without a UTC offset")
-                if start - previous != INTERVAL:
-                    raise UserError(
-                        f"{path}:{line}: interval_start {start.isoformat()} is not 5 minutes after "
-                        f"{previous.isoformat()}: give consecutive 5-minute intervals in order"
-                    )
-            points.append(PricePoint(start, price))
-    except csv.Error as exc:
-        raise UserError(f"{path}:{reader.line_num}: not a readable CSV line ({exc})") from None
-    if not points:
-        raise UserError(f"{path}: no prices after the header")
-    return points
+        return parse_prices(text, str(path))
+    except PricesFileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def read_prices(path: Path):
+    """The ``PricePoint``s of a prices CSV; ``UserError`` naming the line of any problem."""
+    return list(read_price_file(path).points)
+
+
+_RISK_COLUMNS = ("p10_usd_per_mwh", "p90_usd_per_mwh")
+
+
+def _risk_prices(series, source: str):
+    """Discharge valued at p10, charging priced at p90 (the columns ``vpp forecast`` writes for a lear model)."""
+    from models.optimize import PricePoint
+
+    missing = [c for c in _RISK_COLUMNS if c not in series.regressor_names]
+    if missing:
+        raise UserError(f"{source}: --risk-quantiles needs the columns {', '.join(_RISK_COLUMNS)} "
+                        "(vpp forecast writes them with a model trained by vpp train --method lear)")
+    low, high = (series.regressor_names.index(c) for c in _RISK_COLUMNS)
+    priced = len(series.points)
+    sell = [PricePoint(p.interval_start, float(v)) for p, v in zip(series.points, series.regressors[:priced, low])]
+    return sell, [float(v) for v in series.regressors[:priced, high]]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from models.optimize import Battery, SolverUnavailableError, plan
 
-    prices = read_prices(Path(args.prices))
+    series = read_price_file(Path(args.prices))
+    prices, charge_prices = list(series.points), None
+    if args.risk_quantiles:
+        prices, charge_prices = _risk_prices(series, args.prices)
     try:
         battery = Battery(
             capacity_wh=args.capacity_wh,
@@ -117,7 +101,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"invalid battery: {exc}") from None
     try:
-        schedule = plan(prices, battery, solver=args.solver, time_limit_s=args.time_limit_s)
+        schedule = plan(prices, battery, interval=series.interval, solver=args.solver, time_limit_s=args.time_limit_s,
+                        charge_prices=charge_prices)
     except SolverUnavailableError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -134,7 +119,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "plan",
-        help="optimal battery charge/discharge schedule for a CSV of 5-minute prices, as JSON",
+        help="optimal battery charge/discharge schedule for a CSV of prices (any fixed interval), as JSON",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -148,5 +133,8 @@ def add_commands(sub) -> None:
     p.add_argument("--degradation-usd-per-mwh", type=float, required=True, help="degradation cost per MWh discharged ($)")
     p.add_argument("--final-soc-pct", type=float, default=None, help="minimum state of charge at the end (%%)")
     p.add_argument("--solver", choices=("cbc", "highs"), default="cbc", help="MILP solver (highs needs highspy)")
+    p.add_argument("--risk-quantiles", action="store_true",
+                   help="plan against the forecast's p10 (what discharging earns) and p90 (what charging costs): "
+                        "bids only where the spread survives the forecast's uncertainty; revenue_usd is valued so")
     p.add_argument("--time-limit-s", type=float, default=None, help="stop the solver after this many seconds")
     p.set_defaults(func=cmd_plan)

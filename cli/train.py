@@ -1,4 +1,11 @@
-"""`vpp train` and `vpp forecast`: the price forecaster on a CSV of 5-minute prices.
+"""`vpp train` and `vpp forecast`: the price forecasters on a prices CSV.
+
+Two models: ``lear`` (``models.dayahead``: a LEAR-style ensemble for any fixed
+interval with regressors, day-ahead, with p10/p50/p90) and ``xgboost``
+(``models.forecast``: the autobidder's rolling 5-minute model). The text below
+describes the xgboost path; the lear one writes ``metadata.json`` and
+``coefficients.npz`` and forecasts to the end of the file's last day (or the
+whole next day), with columns ``p10/p50/p90_usd_per_mwh``.
 
 ``vpp train --prices FILE.csv --out MODEL`` fits ``models.forecast`` on the
 whole file and writes the model directory (``booster.ubj``, XGBoost's native
@@ -19,18 +26,64 @@ import math
 import re
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
+from cli.backtest import add_backtest, file_utc_offset_ms, single_threaded_blas
 from vpp.errors import UserError, first_line
 
 __all__ = ["add_commands"]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from models import forecast
-    from cli.plan import read_prices
+def _train_dayahead(args: argparse.Namespace, series) -> int:
+    from models import dayahead
 
-    history = read_prices(Path(args.prices))
+    offset_ms = file_utc_offset_ms(series, args.utc_offset_h, args.prices)
+    began = time.perf_counter()
+    try:
+        model = dayahead.fit(series, utc_offset_ms=offset_ms)
+    except ValueError as exc:
+        raise UserError(f"cannot train on {args.prices}: {exc}") from None
+    took_s = time.perf_counter() - began
+    try:
+        path = dayahead.save(model, args.out)
+    except OSError as exc:
+        raise UserError(f"cannot write the model to {args.out}: {exc.strerror or exc}") from None
+    meta = model.metadata
+    holdout = meta["holdout_mae_usd_per_mwh"]
+    print(json.dumps({
+        "out": str(path),
+        "method": "lear",
+        "intervals": len(series.points),
+        "interval_minutes": series.interval.total_seconds() / 60,
+        "regressors": meta["regressors"],
+        "windows_days": meta["windows_days"],
+        "holdout_days": meta["holdout_days"],
+        "holdout_mae_usd_per_mwh": None if holdout is None else round(holdout, 3),
+        "trained_from": meta["trained_from"],
+        "trained_to": meta["trained_to"],
+        "fit_s": round(took_s, 2),
+    }))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    single_threaded_blas()
+    from models import forecast
+    from cli.plan import read_price_file
+
+    series = read_price_file(Path(args.prices))
+    method = args.method
+    if method == "auto":
+        method = "xgboost" if series.interval == timedelta(minutes=5) and not series.regressor_names else "lear"
+    if method == "lear":
+        return _train_dayahead(args, series)
+    if series.interval != timedelta(minutes=5) or series.regressor_names:
+        raise UserError(f"{args.prices}: --method xgboost takes 5-minute prices without regressors; "
+                        "use --method lear for this file")
+    history = list(series.points)
+    if args.utc_offset_h is None:
+        args.utc_offset_h = -8.0
     if history[0].interval_start.tzinfo is None:
         raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
     began = time.perf_counter()
@@ -56,13 +109,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forecast_dayahead(model, series, args) -> int:
+    from models import dayahead
+    from models.features import from_epoch_ms
+
+    try:
+        starts, rows = dayahead.predict(model, series)
+    except ValueError as exc:
+        raise UserError(f"cannot forecast from {args.prices}: {exc}") from None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["interval_start", "price_usd_per_mwh", "p10_usd_per_mwh", "p50_usd_per_mwh", "p90_usd_per_mwh"])
+    for start, row in zip(starts, rows):
+        writer.writerow([from_epoch_ms(start).isoformat().replace("+00:00", "Z"), *(f"{v:.2f}" for v in row)])
+    sys.stdout.write(out.getvalue())
+    return 0
+
+
 def cmd_forecast(args: argparse.Namespace) -> int:
     from models import forecast
     from models.optimize import INTERVAL
-    from cli.plan import read_prices
+    from cli.plan import read_price_file
 
+    if not args.model or not args.prices:
+        raise UserError("vpp forecast needs --model MODEL and --prices FILE.csv (or: vpp forecast backtest ...)")
     model = _load_model(args.model)
-    history = read_prices(Path(args.prices))
+    series = read_price_file(Path(args.prices))
+    if not isinstance(model, forecast.PriceForecaster):
+        return _forecast_dayahead(model, series, args)
+    history = list(series.points)
     if history[0].interval_start.tzinfo is None:
         raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
     origin = history[-1].interval_start + INTERVAL
@@ -93,10 +168,14 @@ def _load_model(directory: str):
     """``models.forecast.load``, with what goes wrong (no model, another version, a corrupt booster) as a UserError."""
     from xgboost.core import XGBoostError
 
-    from models import forecast
+    from models import dayahead, forecast
 
     try:
-        return forecast.load(directory)
+        kind = json.loads((Path(directory) / "metadata.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    try:
+        return dayahead.load(directory) if kind == dayahead.KIND else forecast.load(directory)
     except XGBoostError as exc:
         raise UserError(f"cannot load the price model in {directory}: {_library_message(exc)} "
                         "(retrain with vpp train)") from None
@@ -110,20 +189,28 @@ def _load_model(directory: str):
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train the XGBoost price forecaster on a CSV of 5-minute prices",
+        help="train a price forecaster on a prices CSV (any fixed interval, optional regressors)",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--prices", required=True, metavar="FILE.csv", help="CSV with header interval_start,price_usd_per_mwh")
     p.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
-    p.add_argument("--utc-offset-h", type=float, default=-8.0,
-                   help="pricing node's local standard time, for calendar features (default -8, as vpp market)")
+    p.add_argument("--method", choices=("auto", "lear", "xgboost"), default="auto",
+                   help="lear: the day-ahead LEAR-style ensemble (any interval, regressors); xgboost: the autobidder's "
+                        "rolling 5-minute model; auto (default): xgboost for 5-minute prices without regressors")
+    p.add_argument("--utc-offset-h", type=float, default=None,
+                   help="pricing node's local standard time, for calendar features (default: -8 as vpp market for "
+                        "xgboost, the file's own UTC offset for lear)")
     p.add_argument("--rounds", type=int, default=25,
                    help="boosting rounds on the linear base's residual (default 25, as models.forecast.DEFAULT_ROUNDS)")
     p.add_argument("--seed", type=int, default=0, help="XGBoost seed (default 0)")
     p.set_defaults(func=cmd_train)
 
-    f = sub.add_parser("forecast", help="forecast the 288 intervals after a prices CSV with a trained model, as CSV")
-    f.add_argument("--model", required=True, metavar="MODEL", help="model directory written by vpp train")
-    f.add_argument("--prices", required=True, metavar="FILE.csv", help="price history; the forecast starts after it")
+    f = sub.add_parser("forecast", help="forecast the intervals after a prices CSV with a trained model, as CSV; "
+                                        "or backtest the day-ahead forecaster (vpp forecast backtest)")
+    f.add_argument("--model", metavar="MODEL", help="model directory written by vpp train")
+    f.add_argument("--prices", metavar="FILE.csv",
+                   help="price history; the forecast starts after it (xgboost: 288 intervals; lear: to the end of the "
+                        "day, or the whole next day; trailing rows without a price give that day's regressors)")
     f.set_defaults(func=cmd_forecast)
+    add_backtest(f.add_subparsers(dest="forecast_command", metavar="backtest"))

@@ -1,8 +1,8 @@
-"""Battery schedule optimizer: one battery node over a horizon of 5-minute market intervals.
+"""Battery schedule optimizer: one battery node over a horizon of market intervals (5 minutes unless given).
 
 The model is a small mixed-integer program, built with PuLP and solved by the
 solver the caller names (``"cbc"``, bundled with PuLP, or ``"highs"``, which
-needs the ``highspy`` package). For intervals ``t = 0..T-1`` of ``h = 1/12`` h
+needs the ``highspy`` package). For intervals ``t = 0..T-1`` of ``h`` hours (``1/12`` for 5 minutes)
 with forecast price ``p_t`` ($/MWh):
 
 * charge ``c_t`` in ``[0, Pc]`` W and discharge ``d_t`` in ``[0, Pd]`` W, never
@@ -49,6 +49,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pulp
 
@@ -78,6 +79,7 @@ from models.battery import (  # noqa: E402  (the contract, re-exported: callers 
     SolverUnavailableError,
     _check_finite,
 )
+from models.price_series import describe_interval  # noqa: E402
 
 # Scaled units: powers in [0, 1], energy as a fraction of capacity, objective
 # coefficients in [-1, 1]. A gap of 1e-9 there is far below a cent.
@@ -91,17 +93,27 @@ _CBC_OPTIONS = ("strategy", "0")
 _HIGHS_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False}
 
 
-def _check_prices(prices: Sequence[PricePoint]) -> None:
+def _check_prices(prices: Sequence[PricePoint], interval: timedelta, charge_prices: Sequence[float] | None) -> float:
+    """The interval in hours, after checking that ``prices`` are consecutive intervals of that length."""
+    if interval <= timedelta(0):
+        raise ValueError(f"interval must be positive, got {interval}")
+    length = describe_interval(interval)
     if len(prices) == 0:
-        raise ValueError("prices is empty: give at least one 5-minute interval")
+        raise ValueError(f"prices is empty: give at least one {length} interval")
     for k, point in enumerate(prices):
         _check_finite(f"prices[{k}].price_usd_per_mwh", point.price_usd_per_mwh)
-        if k and point.interval_start - prices[k - 1].interval_start != INTERVAL:
+        if k and point.interval_start - prices[k - 1].interval_start != interval:
             raise ValueError(
                 f"prices[{k}] starts at {point.interval_start.isoformat()}, "
-                f"not 5 minutes after prices[{k - 1}] ({prices[k - 1].interval_start.isoformat()}): "
-                "give consecutive 5-minute intervals in order"
+                f"not {length} after prices[{k - 1}] ({prices[k - 1].interval_start.isoformat()}): "
+                f"give consecutive {length} intervals in order"
             )
+    if charge_prices is not None:
+        if len(charge_prices) != len(prices):
+            raise ValueError(f"charge_prices has {len(charge_prices)} values for {len(prices)} intervals")
+        for k, value in enumerate(charge_prices):
+            _check_finite(f"charge_prices[{k}]", value)
+    return interval / timedelta(hours=1)
 
 
 def _make_solver(solver: str, time_limit_s: float | None):
@@ -149,16 +161,18 @@ def _burning_pays_below(battery: Battery) -> float:
     return -math.inf if eta == 1.0 else -deg * eta / (1.0 - eta)
 
 
-def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool) -> _Model:
+def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool, interval_h: float = INTERVAL_H,
+           charge_prices: Sequence[float] | None = None) -> _Model:
     n = len(prices)
     price = [p.price_usd_per_mwh for p in prices]
+    buy = list(price if charge_prices is None else charge_prices)
     unit_w = max(battery.max_charge_w, battery.max_discharge_w) or 1.0
     pc = battery.max_charge_w / unit_w
     pd = battery.max_discharge_w / unit_w
     root = math.sqrt(battery.efficiency)
-    step = INTERVAL_H * unit_w / battery.capacity_wh  # fraction of capacity moved by 1 unit of power in one interval
+    step = interval_h * unit_w / battery.capacity_wh  # fraction of capacity moved by 1 unit of power in one interval
     deg = battery.degradation_usd_per_mwh
-    objective_unit = max(max(abs(x) for x in price), deg) or 1.0
+    objective_unit = max(max(abs(x) for x in price + buy), deg) or 1.0
     threshold = _burning_pays_below(battery)
 
     problem = pulp.LpProblem("battery_schedule", pulp.LpMaximize)
@@ -168,13 +182,13 @@ def _build(prices: Sequence[PricePoint], battery: Battery, *, relaxed: bool) -> 
     energy = [problem.add_variable(f"e_{t + 1}", battery.reserve_pct / 100.0, 1.0) for t in range(n)]
 
     problem += pulp.lpSum(
-        ((price[t] - deg) * discharge[t] - price[t] * charge[t]) / objective_unit for t in range(n)
+        ((price[t] - deg) * discharge[t] - buy[t] * charge[t]) / objective_unit for t in range(n)
     )
     previous: pulp.LpVariable | float = battery.soc_pct / 100.0
     for t in range(n):
         # Where charging and discharging at once cannot pay, no binary: a solution that does both
         # is netted afterwards (_net) to one that does not, with the same energy and no less revenue.
-        if price[t] < threshold and pc > 0 and pd > 0:
+        if min(price[t], buy[t]) < threshold and pc > 0 and pd > 0:
             mode = problem.add_variable(f"b_{t}", 0, 1, cat=mode_kind)
             problem += charge[t] <= pc * mode, f"charge_mode_{t}"
             problem += discharge[t] <= pd * (1 - mode), f"discharge_mode_{t}"
@@ -194,10 +208,12 @@ def _net(charge: float, discharge: float, efficiency: float) -> tuple[float, flo
     return 0.0, discharge - efficiency * charge
 
 
-def _revenue_usd(prices: Sequence[PricePoint], charge_w, discharge_w, deg: float) -> float:
+def _revenue_usd(prices: Sequence[PricePoint], charge_w, discharge_w, deg: float, interval_h: float = INTERVAL_H,
+                 charge_prices: Sequence[float] | None = None) -> float:
+    buy = [p.price_usd_per_mwh for p in prices] if charge_prices is None else charge_prices
     return sum(
-        (p.price_usd_per_mwh * (d - c) - deg * d) * INTERVAL_H / 1e6
-        for p, c, d in zip(prices, charge_w, discharge_w, strict=True)
+        (p.price_usd_per_mwh * d - b * c - deg * d) * interval_h / 1e6
+        for p, b, c, d in zip(prices, buy, charge_w, discharge_w, strict=True)
     )
 
 
@@ -231,7 +247,7 @@ def _powers_w(model: _Model, battery: Battery) -> tuple[list[float], list[float]
     return charge_w, discharge_w
 
 
-def _meets_constraints(charge_w, discharge_w, energy_wh, battery: Battery) -> bool:
+def _meets_constraints(charge_w, discharge_w, energy_wh, battery: Battery, interval_h: float) -> bool:
     """Whether a solver's answer, as reported, is a schedule of the problem (within 1e-6 of its scale).
 
     A time-limited CBC or HiGHS run can hand back relaxation or partial values
@@ -244,14 +260,14 @@ def _meets_constraints(charge_w, discharge_w, energy_wh, battery: Battery) -> bo
     for t, (c, d) in enumerate(zip(charge_w, discharge_w, strict=True)):
         if min(c, d) > tol_w:
             return False
-        after = energy_wh[t] + (root * c - d / root) * INTERVAL_H
+        after = energy_wh[t] + (root * c - d / root) * interval_h
         if abs(after - energy_wh[t + 1]) > tol_wh or not low_wh <= energy_wh[t + 1] <= battery.capacity_wh + tol_wh:
             return False
     final = battery.final_soc_pct
     return final is None or energy_wh[-1] >= final / 100.0 * battery.capacity_wh - tol_wh
 
 
-def _confirm_infeasible(prices, battery: Battery, solver: str, time_limit_s: float | None) -> str:
+def _confirm_infeasible(prices, battery: Battery, solver: str, time_limit_s: float | None, **shape) -> str:
     """Status to report when the MILP solver said "infeasible".
 
     The problem is feasible exactly when its LP relaxation is: an interval that
@@ -260,7 +276,7 @@ def _confirm_infeasible(prices, battery: Battery, solver: str, time_limit_s: flo
     stopped by a time limit during preprocessing reports "Integer infeasible"
     for feasible problems, so the relaxation has the last word.
     """
-    relaxed = _solve(_build(prices, battery, relaxed=True), solver, time_limit_s)
+    relaxed = _solve(_build(prices, battery, relaxed=True, **shape), solver, time_limit_s)
     if relaxed == "infeasible":
         return "infeasible"
     if relaxed == "optimal" and time_limit_s is None:
@@ -274,24 +290,31 @@ def plan(
     *,
     solver: str = "cbc",
     time_limit_s: float | None = None,
+    interval: timedelta = INTERVAL,
+    charge_prices: Sequence[float] | None = None,
 ) -> Schedule:
     """The revenue-maximizing charge/discharge schedule over ``prices`` (see the module docstring).
 
-    ``prices`` are consecutive 5-minute intervals. Raises ``ValueError`` for bad
+    ``prices`` are consecutive intervals of ``interval`` (5 minutes unless
+    given). ``charge_prices``, when given, are what charging costs in each
+    interval while ``prices`` are what discharging earns (a risk-aware plan
+    charges at a high quantile and sells at a low one); ``revenue_usd`` is
+    then valued the same way. Raises ``ValueError`` for bad
     input or an unknown solver and ``SolverUnavailableError`` when the solver
     cannot run here; every solver outcome comes back as ``Schedule.status``.
     """
-    _check_prices(prices)
-    model = _build(prices, battery, relaxed=False)
+    interval_h = _check_prices(prices, interval, charge_prices)
+    shape = {"interval_h": interval_h, "charge_prices": charge_prices}
+    model = _build(prices, battery, relaxed=False, **shape)
     status = _solve(model, solver, time_limit_s)
     if status == "infeasible":
-        status = _confirm_infeasible(prices, battery, solver, time_limit_s)
+        status = _confirm_infeasible(prices, battery, solver, time_limit_s, **shape)
     if status not in ("optimal", "not_solved") or not _has_values(model):
         return Schedule(status=status, revenue_usd=None, intervals=())
     charge_w, discharge_w = _powers_w(model, battery)
     energy_wh = [battery.soc_pct / 100.0 * battery.capacity_wh]
     energy_wh += [v.varValue * battery.capacity_wh for v in model.energy]
-    if not _meets_constraints(charge_w, discharge_w, energy_wh, battery):
+    if not _meets_constraints(charge_w, discharge_w, energy_wh, battery, interval_h):
         # An "optimal" answer that breaks a constraint is a solver failure; a
         # time-limited one is simply no schedule yet.
         return Schedule(status="error" if status == "optimal" else status, revenue_usd=None, intervals=())
@@ -299,7 +322,7 @@ def plan(
         ScheduledInterval(p.interval_start, c, d, e)
         for p, c, d, e in zip(prices, charge_w, discharge_w, energy_wh, strict=False)
     )
-    revenue = _revenue_usd(prices, charge_w, discharge_w, battery.degradation_usd_per_mwh)
+    revenue = _revenue_usd(prices, charge_w, discharge_w, battery.degradation_usd_per_mwh, **shape)
     return Schedule(status=status, revenue_usd=revenue, intervals=intervals, final_energy_wh=energy_wh[-1])
 
 
@@ -309,6 +332,7 @@ def relaxation_bound(
     *,
     solver: str = "cbc",
     time_limit_s: float | None = None,
+    interval: timedelta = INTERVAL,
 ) -> float | None:
     """Upper bound on ``plan``'s revenue ($): the same model with the binaries relaxed to [0, 1].
 
@@ -316,8 +340,8 @@ def relaxation_bound(
     relaxation means ``plan`` is infeasible too). Useful as a gap reference and as the
     baseline the benchmark compares ``plan`` against.
     """
-    _check_prices(prices)
-    model = _build(prices, battery, relaxed=True)
+    interval_h = _check_prices(prices, interval, None)
+    model = _build(prices, battery, relaxed=True, interval_h=interval_h)
     if _solve(model, solver, time_limit_s) != "optimal":
         return None
     unit = model.power_unit_w
@@ -326,4 +350,5 @@ def relaxation_bound(
         [v.varValue * unit for v in model.charge],
         [v.varValue * unit for v in model.discharge],
         battery.degradation_usd_per_mwh,
+        interval_h,
     )

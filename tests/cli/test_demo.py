@@ -110,3 +110,21 @@ def test_the_demo_islands_the_smallest_state_and_takes_devices_elsewhere_offline
     assert scenario.hold_s == 20.0
     assert scenario.offline_file.read_text() == scenario.conditions_file.read_text() == ""
     assert scenario.step(1e9) is None
+
+
+def test_the_measured_power_is_shown_within_each_awarded_interval():
+    from datetime import UTC, datetime
+
+    from cli.demo import market_rows, measure_interval_power
+
+    t0 = 1_795_000_200_000
+    facts = [{"interval_start": t0, "step": "awarded", "fact": {"awarded_w": -4000.0, "clearing_price_usd_per_mwh": 9.0}},
+             {"interval_start": t0 + 300_000, "step": "no_bid", "fact": {"reason": "idle"}}]
+    measured: dict = {}
+    for offset_s, watts in ((0, -3900.0), (60, -4100.0), (60, -4100.0), (300, 50.0)):  # the same window twice: once
+        start = datetime.fromtimestamp(t0 / 1000 + offset_s, UTC)
+        measure_interval_power(measured, {"window_start": start, "battery_w": watts})
+    measure_interval_power(measured, None)  # no window closed yet: nothing
+    rows = market_rows(facts, measured)
+    assert rows[0][4:] == ("-4,000 W @ 9.0", "-4,000")
+    assert rows[1][5] == ""  # no award, nothing to compare
