@@ -4,4 +4,4 @@ demo:  ## run the whole platform on local embedded services (Ctrl-C stops it)
 test:  ## install what is missing, start the local stack, run the tests, stop the stack
 	scripts/test $(ARGS)
 bench: ## run the benchmarks (figures and ratios against a same-run baseline)
-	scripts/bootstrap && for b in bench/*.py; do .venv/bin/python $$b || exit 1; done
+	scripts/bench

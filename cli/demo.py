@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cli.demo_alerts import (DEMO_ALERT_SETTINGS, HOLD_S, AlertScenario, alerts_panel, choose_conditions,
                              transition_lines, wait_for_assets)
+from cli.demo_market import market_rows, measure_interval_power
 from cli.demo_services import flow_role_env, start_console, start_gateway, start_market
 from cli.common import add_common, load_settings
 
@@ -132,62 +133,6 @@ def choose_dispatch(assets, *, depth: int = 2, share: float = 0.3) -> _DemoDispa
 def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
     """Sum of the latest battery power of the node's devices (each device's last canonical reading)."""
     return sum(r["battery_w"] or 0.0 for d, r in watcher.latest.items() if d in dispatch.device_ids)
-
-
-def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None) -> None:
-    """Keep a node's battery power at a time (``window_start``: a datetime or epoch ms) under its 5-minute market interval."""
-    if row is None or row.get("battery_w") is None:
-        return
-    start = row["window_start"]
-    start_ms = int(start.timestamp() * 1000) if hasattr(start, "timestamp") else int(start)
-    measured.setdefault(start_ms - start_ms % 300_000, {})[str(start_ms)] = float(row["battery_w"])
-
-
-def market_rows(facts: list[dict], measured_w, from_interval_ms: int = 0) -> list[tuple[str, ...]]:
-    """Per market interval from ``from_interval_ms`` on: forecast price, planned power, bid, award and clearing price (pure).
-
-    ``facts`` are the autobidder's stored facts of one node; the fleet's measured battery power
-    (latest closed window of the node) is shown on the newest awarded interval; or, given
-    ``measure_interval_power``'s map, the mean of the windows measured within each awarded interval. Intervals are chosen
-    by their start, not by when their facts were recorded: a run shortly after another one works on
-    the same interval, and the store keeps that interval's first facts (they are immutable).
-    """
-    from datetime import datetime, timezone
-
-    by_interval: dict[int, dict[str, dict]] = {}
-    for f in facts:
-        if f["interval_start"] >= from_interval_ms:
-            by_interval.setdefault(f["interval_start"], {})[f["step"]] = f["fact"]
-    rows = []
-    newest_awarded = max((t for t, steps in by_interval.items() if "awarded" in steps), default=None)
-    # the newest intervals that bid (at speed, a minute of idle intervals would hide them), and the newest one
-    bidding = [t for t in sorted(by_interval) if {"bid_submitted", "awarded"} & by_interval[t].keys()]
-    for start in sorted(set(bidding[-5:] + sorted(by_interval)[-1:])):
-        steps = by_interval[start]
-        forecast = steps.get("forecast", {}).get("prices_usd_per_mwh") or []
-        optimized = steps.get("optimized", {})
-        planned = None
-        if optimized.get("first_discharge_w") is not None:
-            planned = optimized["first_discharge_w"] - (optimized.get("first_charge_w") or 0.0)
-        bid = steps.get("bid_submitted", {}).get("pairs") or []
-        award = steps.get("awarded", {})
-        outcome = "no bid: " + steps["no_bid"]["reason"][:40] if "no_bid" in steps else ""
-        rows.append((
-            datetime.fromtimestamp(start / 1000, timezone.utc).strftime("%H:%M"),
-            f"{forecast[0]:,.1f}" if forecast else "-",
-            "-" if planned is None else f"{planned:,.0f}",
-            ", ".join(f"{p['quantity_w']:,.0f} W @ {p['price_usd_per_mwh']:,.1f}" for p in bid) or outcome or "-",
-            "-" if not award else f"{award.get('awarded_w', 0):,.0f} W @ {award.get('clearing_price_usd_per_mwh', 0):,.1f}",
-            _measured(measured_w, start, award, newest_awarded),
-        ))
-    return rows
-
-
-def _measured(measured_w, start: int, award: dict, newest_awarded: int | None) -> str:
-    if isinstance(measured_w, dict):
-        windows = measured_w.get(start, {})
-        return f"{sum(windows.values()) / len(windows):,.0f}" if award and windows else ""
-    return f"{measured_w:,.0f}" if start == newest_awarded and measured_w is not None else ""
 
 
 def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None,

@@ -68,7 +68,7 @@ def test_the_demo_dispatches_the_mid_level_node_with_most_devices():
 
 
 def test_market_rows_show_forecast_plan_bid_award_and_the_measured_response():
-    from cli.demo import market_rows
+    from cli.demo_market import market_rows
 
     t0, t1 = 1_795_000_200_000, 1_795_000_500_000
     facts = [
@@ -115,7 +115,7 @@ def test_the_demo_islands_the_smallest_state_and_takes_devices_elsewhere_offline
 def test_the_measured_power_is_shown_within_each_awarded_interval():
     from datetime import UTC, datetime
 
-    from cli.demo import market_rows, measure_interval_power
+    from cli.demo_market import market_rows, measure_interval_power
 
     t0 = 1_795_000_200_000
     facts = [{"interval_start": t0, "step": "awarded", "fact": {"awarded_w": -4000.0, "clearing_price_usd_per_mwh": 9.0}},

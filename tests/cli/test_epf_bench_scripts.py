@@ -1,4 +1,4 @@
-"""bench/epf_convert.py and bench/risk_plan.py on a tiny epftoolbox-format file: the DE pipeline still runs."""
+"""bench/epftoolbox/convert.py and bench/epftoolbox/risk_plan.py on a tiny epftoolbox-format file: the DE pipeline still runs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_an_epftoolbox_file_converts_backtests_and_plans_both_ways(tmp_path, cap
         lines.append(f"{local:%Y-%m-%d %H:%M:%S},{price},{1000 + k % 24},{wind}")
     source, converted = tmp_path / "DE.csv", tmp_path / "prices.csv"
     source.write_text("\n".join(lines) + "\n")
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "epf_convert.py"), str(source), str(converted)],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "epftoolbox" / "convert.py"), str(source), str(converted)],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     head = converted.read_text().splitlines()[:2]
@@ -33,7 +33,7 @@ def test_an_epftoolbox_file_converts_backtests_and_plans_both_ways(tmp_path, cap
     backtest = tmp_path / "backtest.csv"
     assert main(["forecast", "backtest", "--prices", str(converted), "--from", "2024-03-25", "--out", str(backtest)]) == 0
     capsys.readouterr()
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "risk_plan.py"), str(backtest)],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "epftoolbox" / "risk_plan.py"), str(backtest)],
                           capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]
     for plan in ("plain", "risk-aware", "perfect foresight"):

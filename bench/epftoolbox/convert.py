@@ -1,6 +1,6 @@
 """Convert an epftoolbox dataset CSV (Lago et al. 2021) to our prices format.
 
-    python bench/epf_convert.py DE.csv prices_de.csv [--utc-offset +01:00]
+    python bench/epftoolbox/convert.py DE.csv prices_de.csv [--utc-offset +01:00]
 
 epftoolbox files have the header ``date,Price,<regressor 1>,<regressor 2>``
 with naive local timestamps, 24 hours on every day (the source removed the

@@ -1,6 +1,6 @@
 """Plain plan vs risk-aware plan, day by day, on a day-ahead backtest's forecasts; valued at the actual prices.
 
-    python bench/risk_plan.py BACKTEST.csv [--days N]
+    python bench/epftoolbox/risk_plan.py BACKTEST.csv [--days N]
 
 BACKTEST.csv is what ``vpp forecast backtest --out`` writes
 (``interval_start,actual,forecast,p10,p50,p90``). For every whole day with
