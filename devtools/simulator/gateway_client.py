@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpp.errors import UserError
-from devtools.simulator.kafka_io import PublishOptions, PublishReport, _OfflineFile, register_fleet
+from devtools.simulator.kafka_io import OnDemandFiles, PublishOptions, PublishReport, register_fleet
 from devtools.simulator.stream import SetPoint, Simulation, SimulationConfig
 from devtools.simulator.tree import build_fleet
 
@@ -162,16 +162,12 @@ async def _run(settings: Any, options: PublishOptions, url: str, certs_dir: Path
                                              on_command(device.device_id), window=settings.gateway_window,
                                              max_readings=settings.gateway_max_readings)
     tasks = [asyncio.create_task(link.run(stop)) for link in links.values()]
-    offline_file = _OfflineFile(options.offline_file)
-    conditions_file = _OfflineFile(options.conditions_file, conditions=True)
+    on_demand = OnDemandFiles(options)
     start_ms, wall0, last_progress = sim.config.start_ms, time.monotonic(), time.monotonic()
     end_ms = None if options.duration_s is None else start_ms + round(options.duration_s * 1000)
     try:
         while not stop_event.is_set():
-            offline = offline_file.apply(sim)
-            if offline is not None:
-                report.offline_devices = offline
-            conditions_file.apply(sim)
+            on_demand.apply(sim, report)
             event_now = start_ms + int((time.monotonic() - wall0) * 1000 * options.speed)
             last = end_ms is not None and event_now >= end_ms
             records = [e.record for e in sim.advance(end_ms - 1) + sim.drain()] if last else sim.step(event_now)

@@ -191,6 +191,20 @@ class _OfflineFile:
         return len(offline)
 
 
+class OnDemandFiles:
+    """The offline and conditions files of a run (``--offline-file``, ``--conditions-file``), applied on change."""
+
+    def __init__(self, options: "PublishOptions"):
+        self.offline = _OfflineFile(options.offline_file)
+        self.conditions = _OfflineFile(options.conditions_file, conditions=True)
+
+    def apply(self, sim: Simulation, report: "PublishReport") -> None:
+        offline = self.offline.apply(sim)
+        if offline is not None:
+            report.offline_devices = offline
+        self.conditions.apply(sim)
+
+
 class _Commands:
     """Reads set points from the end of every partition of the commands topic."""
 
@@ -289,16 +303,12 @@ def run_publisher(
         producer.poll(0)
 
     commands = _Commands(settings, commands_topic)
-    offline_file = _OfflineFile(options.offline_file)
-    conditions_file = _OfflineFile(options.conditions_file, conditions=True)
+    on_demand = OnDemandFiles(options)
     wall0 = time.monotonic()
     last_progress = wall0
     try:
         while not stop_event.is_set():
-            offline = offline_file.apply(sim)
-            if offline is not None:
-                report.offline_devices = offline
-            conditions_file.apply(sim)
+            on_demand.apply(sim, report)
             for sp in commands.poll():
                 if sim.apply_setpoint(sp):
                     report.setpoints_applied += 1

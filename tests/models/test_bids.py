@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import plan_inputs
+from plan_inputs import H, START, STEP, prices_of
 from models.bids import Bid, BidPair, build_bid, net_quantity_w
-from models.optimize import Battery, PricePoint, Schedule, ScheduledInterval, plan
-
-START = datetime(2024, 6, 1, tzinfo=UTC)
-STEP = timedelta(minutes=5)
-H = 1 / 12
-
-
-def prices_of(*values: float) -> list[PricePoint]:
-    return [PricePoint(START + k * STEP, float(v)) for k, v in enumerate(values)]
-
+from models.optimize import Battery, Schedule, ScheduledInterval, plan
 
 def battery(**overrides) -> Battery:
-    fields = dict(
-        capacity_wh=10_000.0,
-        max_charge_w=12_000.0,
-        max_discharge_w=12_000.0,
-        soc_pct=50.0,
-        reserve_pct=0.0,
-        efficiency=1.0,
-        degradation_usd_per_mwh=5.0,
-    )
-    fields.update(overrides)
-    return Battery(**fields)
+    """10 kWh, half full, with a degradation cost of 5 $/MWh: a battery that bids."""
+    return plan_inputs.battery(**{"capacity_wh": 10_000.0, "soc_pct": 50.0, "degradation_usd_per_mwh": 5.0, **overrides})
 
 
 def schedule_of(b: Battery, *powers: tuple[float, float]) -> Schedule:

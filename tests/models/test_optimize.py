@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plan_inputs import H, START, STEP, battery, prices_of
 from models.optimize import (
     Battery,
     PricePoint,
@@ -25,30 +25,6 @@ from models.optimize import (
     plan,
     relaxation_bound,
 )
-
-START = datetime(2024, 6, 1, tzinfo=UTC)
-STEP = timedelta(minutes=5)
-H = 1 / 12
-
-
-def prices_of(*values: float) -> list[PricePoint]:
-    return [PricePoint(START + k * STEP, float(v)) for k, v in enumerate(values)]
-
-
-def battery(**overrides) -> Battery:
-    fields = dict(
-        capacity_wh=1000.0,
-        max_charge_w=12000.0,
-        max_discharge_w=12000.0,
-        soc_pct=0.0,
-        reserve_pct=0.0,
-        efficiency=1.0,
-        degradation_usd_per_mwh=0.0,
-        final_soc_pct=None,
-    )
-    fields.update(overrides)
-    return Battery(**fields)
-
 
 def highs_available() -> bool:
     try:
