@@ -185,7 +185,10 @@ class AlertState:
             return  # an older reading than one already seen says nothing new about the device now
         offline = self.tracks.get(("device_offline", device_id))
         if offline is not None:
-            offline.count += 1
+            # only a current reading shows the device back: one already older than the silence allowed (a device
+            # whose clock lags that much) would resolve the alert for the next tick to raise it again, forever
+            fresh = self.watermark is None or ts > self.watermark - cfg.offline_ms
+            offline.count = offline.count + 1 if fresh else 0
             self._observe("device_offline", device_id, region_path, ts, out=out, raised=False,
                           cleared=offline.count >= cfg.offline_resolve_readings, value=0.0, threshold=cfg.offline_ms / 1000)
         self._device_rules(device_id, dev, ts, out, may_fire=False)

@@ -57,6 +57,23 @@ def test_device_offline_fires_after_90_s_without_a_reading_and_resolves_after_2_
                                                ("device_offline", "d1", "resolved", 405)]
 
 
+def arriving(*streams: list[tuple[int, tuple]]) -> list[tuple]:
+    """The events of ``(arrival s, event)`` streams in arrival order (an event's own time may lag its arrival)."""
+    return [ev for _, ev in sorted((pair for s in streams for pair in s), key=lambda pair: pair[0])]
+
+
+def test_a_device_whose_clock_lags_beyond_the_silence_allowed_fires_once_and_does_not_flap() -> None:
+    # d1 reports every 5 s from 200 s on, its readings 120 s behind: never a current reading, one alert (not one a tick)
+    healthy = [(ev[1] // S - T0 // S, ev) for ev in background(1100)]
+    lagging = [(t + 1, ("r", T0 + (t - 120) * S, "d1", SITE, 50.0, True)) for t in range(200, 1000, 5)]
+    got = [t for t in transitions(arriving(healthy, lagging)) if t[1] == "d1"]
+    assert [(rule, state) for rule, _, state, _ in got] == [("device_offline", "firing")]
+    # its clock set right at 1000 s: two current readings resolve it
+    fixed = [(t + 1, ev) for t, ev in zip(range(1000, 1100, 5), readings("d1", 1000, 1100))]
+    got = [t for t in transitions(arriving(healthy, lagging, fixed)) if t[1] == "d1"]
+    assert [(state, at) for _, _, state, at in got][1:] == [("resolved", 1005)] and len(got) == 2
+
+
 def test_device_offline_does_not_fire_for_89_s_of_silence() -> None:
     got = transitions(in_time_order(background(400), readings("d1", 0, 100), readings("d1", 184, 400)))
     assert got == []  # last reading at 95 s, next at 184 s: 89 s of silence
