@@ -335,8 +335,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="run the whole platform on the local stack and show it live (Ctrl-C stops)")
     add_common(p)
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
-    p.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
-    p.add_argument("--speed", type=float, default=1.0, help="event-time seconds per wall second (default 1)")
+    p.add_argument("--devices", type=int, default=300, help="simulated devices (default 300)")
+    p.add_argument("--speed", type=float, default=10.0,
+                   help="event-time seconds per wall second, for the fleet and the market (default 10: a 5-minute "
+                        "market interval clears every 30 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-stack", action="store_true", help="leave the services running afterwards")
     p.add_argument("--no-market", dest="market", action="store_false",
