@@ -35,20 +35,25 @@ from vpp.errors import UserError, first_line
 __all__ = ["add_commands"]
 
 
-def _train_dayahead(args: argparse.Namespace, series) -> int:
-    from models import dayahead
-
-    offset_ms = file_utc_offset_ms(series, args.utc_offset_h, args.prices)
+def _fit_and_save(args: argparse.Namespace, fit, save):
+    """``(model, its path, fit seconds)``: ``fit()`` then ``save(model, args.out)``, each failure a clear error."""
     began = time.perf_counter()
     try:
-        model = dayahead.fit(series, utc_offset_ms=offset_ms)
+        model = fit()
     except ValueError as exc:
         raise UserError(f"cannot train on {args.prices}: {exc}") from None
     took_s = time.perf_counter() - began
     try:
-        path = dayahead.save(model, args.out)
+        return model, save(model, args.out), took_s
     except OSError as exc:
         raise UserError(f"cannot write the model to {args.out}: {exc.strerror or exc}") from None
+
+
+def _train_dayahead(args: argparse.Namespace, series) -> int:
+    from models import dayahead
+
+    offset_ms = file_utc_offset_ms(series, args.utc_offset_h, args.prices)
+    model, path, took_s = _fit_and_save(args, lambda: dayahead.fit(series, utc_offset_ms=offset_ms), dayahead.save)
     meta = model.metadata
     holdout = meta["holdout_mae_usd_per_mwh"]
     print(json.dumps({
@@ -86,16 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.utc_offset_h = -8.0
     if history[0].interval_start.tzinfo is None:
         raise UserError(f"{args.prices}: timestamps need a UTC offset (e.g. 2026-06-01T00:00:00Z)")
-    began = time.perf_counter()
-    try:
-        model = forecast.fit(history, utc_offset_h=args.utc_offset_h, rounds=args.rounds, seed=args.seed)
-    except ValueError as exc:
-        raise UserError(f"cannot train on {args.prices}: {exc}") from None
-    took_s = time.perf_counter() - began
-    try:
-        path = forecast.save(model, args.out)
-    except OSError as exc:
-        raise UserError(f"cannot write the model to {args.out}: {exc.strerror or exc}") from None
+    model, path, took_s = _fit_and_save(
+        args, lambda: forecast.fit(history, utc_offset_h=args.utc_offset_h, rounds=args.rounds, seed=args.seed),
+        forecast.save)
     meta = model.metadata
     print(json.dumps({
         "out": str(path),
