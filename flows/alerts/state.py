@@ -185,9 +185,10 @@ class AlertState:
             return  # an older reading than one already seen says nothing new about the device now
         offline = self.tracks.get(("device_offline", device_id))
         if offline is not None:
-            # only a current reading shows the device back: one already older than the silence allowed (a device
-            # whose clock lags that much) would resolve the alert for the next tick to raise it again, forever
-            fresh = self.watermark is None or ts > self.watermark - cfg.offline_ms
+            # only a current reading shows the device back, one less than half the silence allowed behind the time
+            # (hysteresis): a device whose readings lag about the threshold (a clock behind, a slow link) would
+            # otherwise resolve the alert for the next tick to raise it again, forever
+            fresh = self.watermark is None or ts > self.watermark - cfg.offline_ms // 2
             offline.count = offline.count + 1 if fresh else 0
             self._observe("device_offline", device_id, region_path, ts, out=out, raised=False,
                           cleared=offline.count >= cfg.offline_resolve_readings, value=0.0, threshold=cfg.offline_ms / 1000)
