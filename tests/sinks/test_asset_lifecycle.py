@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from real_services import wait_for
+
 from flows.aggregate.devices import BucketState, close_through, ingest
 from flows.aggregate.logic import SUMMARY_FIELDS, WindowParams
 from flows.dispatch.flow import Removals, device_reading
@@ -37,15 +39,6 @@ def test_only_the_lifecycles_steps_are_allowed_and_a_refusal_names_the_next_ones
     else:
         with pytest.raises(UserError, match=f"is {old}: it cannot become {new} \\(from {old} it can become"):
             check_transition("d", old, new)
-
-
-def _wait(predicate, what: str, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_devices_life_is_kept_version_by_version_and_a_replacement_links_the_sites_history(isolated_settings):
@@ -123,7 +116,7 @@ def test_a_decommissioned_device_leaves_the_tree_and_every_pool_within_one_windo
     assert close_through(bucket, t0 // 10_000, P, cache.assets)[0].nodes["us"][F["devices_known"]] == 3
 
     apply_operation(s, "decommission", "p-1", {}, changed_by="op", reason="removed from the house")
-    _wait(lambda: cache.refresh_if_due() and "p-1" in cache.removed, "the cache to drop p-1 on the NOTIFY")
+    wait_for(lambda: cache.refresh_if_due() and "p-1" in cache.removed, 10, "the cache to drop p-1 on the NOTIFY")
     assert "p-1" not in cache.assets
 
     out, removals = Emitted(), Removals()
@@ -168,8 +161,8 @@ def test_program_enrollment_decides_who_takes_part_in_peak_shaving_and_the_reser
     assert list(setpoints) == ["e-2"] and setpoints["e-2"] == pytest.approx(2000.0, abs=1.0)
 
     assert main(["assets", "unenroll", "e-2", "peak_shaving", *args]) == 0
-    _wait(lambda: cache.refresh_if_due() and not cache.assets["e-2"].enrolled_in("peak_shaving", int(time.time() * 1000)),
-          "the cache to see the unenrollment")
+    wait_for(lambda: cache.refresh_if_due() and not cache.assets["e-2"].enrolled_in("peak_shaving", int(time.time() * 1000)),
+             10, "the cache to see the unenrollment")
     later, after = int(time.time() * 1000) + 10, Emitted()
     state.on_readings([device_reading(_canonical(f"e-{i}", later + i), cache.assets[f"e-{i}"]) for i in range(3)], after)
     state.advance(later + 10_000, after)  # the next window check
