@@ -23,7 +23,8 @@ from pathlib import Path
 
 from cli.demo_alerts import (DEMO_ALERT_SETTINGS, HOLD_S, AlertScenario, alerts_panel, choose_conditions,
                              transition_lines, wait_for_assets)
-from cli.demo_market import market_rows, measure_interval_power
+from cli.demo_market import (DEMO_MARKET_LOCAL_START_H, market_rows, measure_interval_power, morning_utc_offset_h,
+                             utc_zone)
 from cli.demo_services import flow_role_env, start_console, start_gateway, start_market
 from cli.common import add_common, load_settings
 
@@ -136,7 +137,7 @@ def _node_battery_w(watcher: "_Watcher", dispatch: _DemoDispatch) -> float:
 
 
 def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _DemoDispatch | None = None,
-            bidding_node: str | None = None):
+            bidding_node: str | None = None, market_offset_h: float = 0.0):
     from datetime import datetime, timezone
 
     from rich.console import Group
@@ -184,7 +185,8 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
             facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
-        market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals, $/MWh, W > 0 discharge)")
+        market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals in UTC, $/MWh, W > 0 "
+                             f"discharge; pricing node at {utc_zone(market_offset_h)}, its {DEMO_MARKET_LOCAL_START_H:g} h at the start)")
         for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W (in it)"):
             market.add_column(col)
         # the intervals this run bids for (the first starts ~5 min after the newest price): PostgreSQL keeps
@@ -264,14 +266,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     transitions: list = []
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
-        bidding_node = None
+        bidding_node, market_offset_h = None, 0.0
         flow_env = flow_role_env(state_dir, settings) | DEMO_ALERT_SETTINGS
         if args.gateway and args.speed > 1:  # event time ahead of the gateway's (real) clock: not a skewed device
             flow_env["VPP_PLATFORM_CLOCK_CHECK"] = "false"
         if args.market and "autobidder" in available_flows():
             # the market's clock runs at the fleet's speed: awards are dispatched in the fleet's event time
-            market_url = start_market(procs, vpp + ["market", "serve", "--backfill-days", "1", "--speed", str(args.speed)]
-                                      + common, logs)
+            # the pricing node's local time zone puts its morning ramp at the start (see DEMO_MARKET_LOCAL_START_H)
+            market_offset_h = morning_utc_offset_h(int(time.time() * 1000))
+            market_url = start_market(procs, vpp + ["market", "serve", "--backfill-days", "1", "--speed", str(args.speed),
+                                                    "--utc-offset-h", str(market_offset_h)] + common, logs)
             bidding_node = "us"  # the simulated fleet's root
             flow_env |= {"VPP_MARKET_URL": market_url, "VPP_AUTOBIDDER_NODES": bidding_node}
         for name in DEMO_FLOWS:
@@ -293,6 +297,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         deadline = started + args.duration if args.duration else None
         assets = wait_for_assets(state_dir / "assets.csv", started + 30)
         dispatch = None
+        if args.dispatch_after is None:  # with the market, its awards dispatch the fleet: a second order would fight them
+            args.dispatch_after = 0.0 if bidding_node else 60.0
         if "dispatch" in available_flows() and args.dispatch_after > 0 and assets:
             dispatch = choose_dispatch(assets)
         if "alerts" in available_flows() and args.alerts_after > 0 and assets:
@@ -303,7 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 watcher.poll()
                 if dispatch is not None and not dispatch.command_id and time.monotonic() > started + args.dispatch_after:
                     _send_demo_dispatch(settings, dispatch)
-                view, summary = _render(watcher, procs, started, dispatch, bidding_node)
+                view, summary = _render(watcher, procs, started, dispatch, bidding_node, market_offset_h)
                 if (line := scenario.step(time.monotonic())) is not None:
                     console.print(line)
                 if scenario.conditions is not None:
@@ -345,8 +351,9 @@ def add_commands(sub) -> None:
                    help="do not run the market simulator and the autobidder")
     p.add_argument("--no-gateway", dest="gateway", action="store_false",
                    help="the simulator writes to the broker itself instead of connecting through the device gateway")
-    p.add_argument("--dispatch-after", type=float, default=60.0,
-                   help="seconds before the demo dispatches a mid-level node (0: never; default 60)")
+    p.add_argument("--dispatch-after", type=float, default=None,
+                   help="seconds before the demo dispatches a mid-level node (0: never; default 60 with --no-market, "
+                        "else never: the market's awards dispatch the whole fleet, and a second order would fight them)")
     p.add_argument("--alerts-after", type=float, default=20.0,
                    help="seconds after the fleet registers before the demo takes devices offline and islands a region "
                         f"for {HOLD_S:.0f} simulated s, to show alerts firing and resolving (0: never; default 20)")

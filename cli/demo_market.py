@@ -3,7 +3,26 @@ measured power (pure functions over the autobidder's stored facts)."""
 
 from __future__ import annotations
 
-__all__ = ["measure_interval_power", "market_rows"]
+__all__ = ["DEMO_MARKET_LOCAL_START_H", "market_rows", "measure_interval_power", "morning_utc_offset_h", "utc_zone"]
+
+#: The demo's pricing node is at its morning ramp (06:30 local) when the demo starts: a simulated day moves the
+#: plan most from there (it sells into the morning peak, then buys in the midday solar dip), so awards come within
+#: the demo's first minutes whatever the hour it is started at.
+DEMO_MARKET_LOCAL_START_H = 6.5
+_DAY_MS = 86_400_000
+
+
+def morning_utc_offset_h(now_ms: int, local_h: float = DEMO_MARKET_LOCAL_START_H) -> float:
+    """The UTC offset, in whole quarter hours within [-12, 12), that makes a pricing node's local time ``local_h`` now."""
+    now_h = (now_ms % _DAY_MS) / 3_600_000
+    offset_h = round((((local_h - now_h) + 12) % 24 - 12) * 4) / 4
+    return offset_h if offset_h < 12 else offset_h - 24
+
+
+def utc_zone(offset_h: float) -> str:
+    """``UTC-03:45`` for an offset of -3.75 hours."""
+    minutes = round(abs(offset_h) * 60)
+    return f"UTC{'-' if offset_h < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None) -> None:

@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cli.common import add_common, load_settings, positive_int
+from cli.common import command, load_settings, positive_int
 
 __all__ = ["add_commands"]
 
@@ -170,34 +170,22 @@ def cmd_crl(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("pki", help="the platform CA and device certificates (init, issue, rotate, revoke, list, crl)")
     pki_sub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
-    q = pki_sub.add_parser("init", help="create the platform CA (kept if present) and the gateway's server certificate")
-    add_common(q)
+    q = command(pki_sub, "init", cmd_init, help="create the platform CA (kept if present) and the gateway's server certificate")
     q.add_argument("--san", action="append", help="another DNS name or IP of the gateway (repeatable)")
-    q.set_defaults(func=cmd_init)
-    q = pki_sub.add_parser("issue", help="a client certificate for a registered device (or --all of them)")
-    add_common(q)
+    q = command(pki_sub, "issue", cmd_issue, help="a client certificate for a registered device (or --all of them)")
     q.add_argument("device_id", nargs="?", metavar="DEVICE_ID")
     q.add_argument("--all", action="store_true", help="every device of the asset registry, into OUT/<device_id>/")
     q.add_argument("--out", required=True, help="directory for device.pem, device.key and ca.pem")
     q.add_argument("--days", type=positive_int, default=365, help="validity in days (default 365)")
-    q.set_defaults(func=cmd_issue)
-    q = pki_sub.add_parser("rotate", help="a new certificate; the old one is superseded when the new one is first used")
-    add_common(q)
+    q = command(pki_sub, "rotate", cmd_rotate, help="a new certificate; the old one is superseded when the new one is first used")
     q.add_argument("device_id", metavar="DEVICE_ID")
     q.add_argument("--out", required=True)
     q.add_argument("--days", type=positive_int, default=365)
-    q.set_defaults(func=cmd_rotate)
-    q = pki_sub.add_parser("revoke", help="revoke a certificate (by serial) or all of a device's")
-    add_common(q)
+    q = command(pki_sub, "revoke", cmd_revoke, help="revoke a certificate (by serial) or all of a device's")
     q.add_argument("target", metavar="SERIAL_OR_DEVICE_ID")
     q.add_argument("--reason", default=None)
-    q.set_defaults(func=cmd_revoke)
-    q = pki_sub.add_parser("list", help="certificates and their status")
-    add_common(q)
+    q = command(pki_sub, "list", cmd_list, help="certificates and their status")
     q.add_argument("--device", default=None)
     q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_list)
-    q = pki_sub.add_parser("crl", help="write an X.509 CRL (PEM) of the revoked certificates, signed by the CA")
-    add_common(q)
+    q = command(pki_sub, "crl", cmd_crl, help="write an X.509 CRL (PEM) of the revoked certificates, signed by the CA")
     q.add_argument("--out", required=True)
-    q.set_defaults(func=cmd_crl)

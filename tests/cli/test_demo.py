@@ -128,3 +128,64 @@ def test_the_measured_power_is_shown_within_each_awarded_interval():
     rows = market_rows(facts, measured)
     assert rows[0][4:] == ("-4,000 W @ 9.0", "-4,000")
     assert rows[1][5] == ""  # no award, nothing to compare
+
+
+@pytest.mark.parametrize("utc", ["2026-12-07T00:00:00", "2026-12-07T06:29:00", "2026-12-07T06:40:00",
+                                 "2026-12-07T13:07:30", "2026-12-07T18:30:00", "2026-12-07T23:59:59"])
+def test_the_demo_market_is_at_its_morning_ramp_whatever_the_hour_the_demo_starts(utc):
+    from datetime import UTC, datetime
+
+    from cli.demo_market import DEMO_MARKET_LOCAL_START_H, morning_utc_offset_h, utc_zone
+    from devtools.market.prices import PriceModel
+
+    now_ms = int(datetime.fromisoformat(utc).replace(tzinfo=UTC).timestamp() * 1000)
+    offset_h = morning_utc_offset_h(now_ms)
+    local_h = ((now_ms / 3_600_000) + offset_h) % 24
+    assert abs(local_h - DEMO_MARKET_LOCAL_START_H) <= 7.5 / 60  # whole quarter hours: within 7.5 minutes
+    assert -12 <= offset_h < 12 and (offset_h * 4).is_integer()
+    PriceModel(utc_offset_h=offset_h)  # the market simulator takes it
+    assert utc_zone(offset_h) == f"UTC{'-' if offset_h < 0 else '+'}{int(abs(offset_h)):02d}:{int(abs(offset_h) % 1 * 60):02d}"
+
+
+def test_utc_zones_read_as_operators_write_them():
+    from cli.demo_market import utc_zone
+
+    assert [utc_zone(h) for h in (-8.0, -0.25, 0.0, 5.75, 11.5)] == ["UTC-08:00", "UTC-00:15", "UTC+00:00", "UTC+05:45",
+                                                                      "UTC+11:30"]
+
+
+def test_from_the_demo_markets_morning_the_fleets_plan_bids_and_is_awarded_within_minutes():
+    """The premise of the demo's market time zone: on any day, the first intervals from 06:30 local move the plan.
+
+    The autobidder's chain without the broker: yesterday's prices as the forecast (the demo trains no model), the
+    day-long plan of the demo fleet (300 devices of 13.5 kWh and 5 kW, half full), its bid for the next interval
+    cleared at the simulated price, the fleet's charge following the award."""
+    from datetime import UTC, datetime
+
+    from cli.demo_market import morning_utc_offset_h
+    from devtools.market.prices import PriceModel, price_series
+    from flows.forecast_worker.flow import persistence_forecast
+    from models.bids import build_bid, net_quantity_w
+    from models.optimize import Battery, PricePoint, plan
+
+    interval, day = 300_000, 288
+    capacity_wh, power_w = 300 * 13_500.0, 300 * 5_000.0
+    awarded = []
+    for start in ("2026-03-02T17:00:00", "2026-07-11T05:00:00", "2026-12-07T21:12:00"):
+        now_ms = int(datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp() * 1000)
+        model = PriceModel(utc_offset_h=morning_utc_offset_h(now_ms))
+        first = now_ms - now_ms % interval + 2 * interval  # the autobidder bids two intervals ahead
+        soc = 50.0
+        for k in range(5):
+            origin = first + k * interval
+            history = price_series(origin - 2 * day * interval, 2 * day, model=model).tolist()
+            forecast = persistence_forecast(history, origin - 2 * day * interval, origin, day)
+            points = [PricePoint(datetime.fromtimestamp((origin + i * interval) / 1000, UTC), p)
+                      for i, p in enumerate(forecast)]
+            fleet = Battery(capacity_wh=capacity_wh, max_charge_w=power_w, max_discharge_w=power_w, soc_pct=soc,
+                            reserve_pct=10.0, efficiency=0.9, degradation_usd_per_mwh=20.0)
+            award_w = net_quantity_w(build_bid(plan(points, fleet), points, fleet),
+                                     float(price_series(origin, 1, model=model)[0]))
+            awarded.append(award_w)
+            soc -= award_w / 12 / capacity_wh * 100
+    assert sum(abs(w) > 1 for w in awarded) >= 9, awarded  # of 15 intervals: most of the first 2.5 minutes at speed 10
