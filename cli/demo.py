@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.demo_alerts import (DEMO_ALERT_SETTINGS, HOLD_S, AlertScenario, alerts_panel, choose_conditions,
+from cli.demo_alerts import (AlertScenario, alerts_panel, choose_conditions, demo_alert_settings, hold_s,
                              transition_lines, wait_for_assets)
 from cli.demo_market import (DEMO_MARKET_LOCAL_START_H, market_rows, measure_interval_power, morning_utc_offset_h,
                              utc_zone)
@@ -267,7 +267,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         watcher = _Watcher(settings)  # counting from now: before anything starts producing
         bidding_node, market_offset_h = None, 0.0
-        flow_env = flow_role_env(state_dir, settings) | DEMO_ALERT_SETTINGS
+        flow_env = flow_role_env(state_dir, settings) | demo_alert_settings(args.speed)
         if args.gateway and args.speed > 1:  # event time ahead of the gateway's (real) clock: not a skewed device
             flow_env["VPP_PLATFORM_CLOCK_CHECK"] = "false"
         if args.market and "autobidder" in available_flows():
@@ -356,5 +356,5 @@ def add_commands(sub) -> None:
                         "else never: the market's awards dispatch the whole fleet, and a second order would fight them)")
     p.add_argument("--alerts-after", type=float, default=20.0,
                    help="seconds after the fleet registers before the demo takes devices offline and islands a region "
-                        f"for {HOLD_S:.0f} simulated s, to show alerts firing and resolving (0: never; default 20)")
+                        f"for {hold_s(10):.0f} simulated s at the default speed, to show alerts firing and resolving (0: never; default 20)")
     p.set_defaults(func=cmd_demo)

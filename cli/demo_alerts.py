@@ -3,7 +3,7 @@
 ``--alerts-after`` seconds after the fleet is registered, the demo takes a few devices offline and islands
 every device of one state node (the simulator's ``--offline-file`` and ``--conditions-file``, each written
 whole and renamed into place); ``hold_s`` later it brings them all back. The alerts flow runs with
-thresholds short enough to show the whole lifecycle in about a minute (:data:`DEMO_ALERT_SETTINGS`;
+thresholds short enough to show the whole lifecycle in about a minute (:func:`demo_alert_settings`;
 production keeps the spec's defaults); store-alerts writes every transition to PostgreSQL, where the demo
 reads the ``firing`` and ``resolved`` ones to show them live and in its closing summary.
 """
@@ -17,16 +17,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["DEMO_ALERT_SETTINGS", "AlertConditions", "AlertScenario", "choose_conditions", "transition_lines"]
+__all__ = ["AlertConditions", "demo_alert_settings", "hold_s", "AlertScenario", "choose_conditions", "transition_lines"]
 
-#: The alerts flow's settings in the demo (environment variables): a device silent for 15 s (three readings
-#: missed, so one dropped reading fires nothing) is offline; islanding and outages fire and clear after 5 s.
-DEMO_ALERT_SETTINGS = {
-    "VPP_ALERT_OFFLINE_AFTER_S": "15",
-    "VPP_ALERT_ISLANDED_FOR_S": "5", "VPP_ALERT_ISLANDED_CLEAR_FOR_S": "5",
-    "VPP_ALERT_OUTAGE_FOR_S": "5", "VPP_ALERT_OUTAGE_CLEAR_FOR_S": "5",
-}
-HOLD_S = 40.0  # simulated seconds the conditions last: device_offline fires 15 s into it, plus a tick and the pipeline
+
+
+def offline_after_s(speed: float) -> float:
+    """Simulated seconds of silence that make a device offline in the demo: three readings missed (so one dropped
+    reading fires nothing), and at least 3 s of wall time, which a busy 2-core machine can hold a simulator up at
+    speed (at speed 10, 15 simulated seconds were 1.5 s: a flood of device_offline that were the machine's, not the
+    fleet's)."""
+    return max(15.0, 3.0 * speed)
+
+
+def demo_alert_settings(speed: float) -> dict[str, str]:
+    """The alerts flow's settings in the demo (environment variables): offline after :func:`offline_after_s`;
+    islanding and outages fire and clear after 5 s."""
+    return {"VPP_ALERT_OFFLINE_AFTER_S": f"{offline_after_s(speed):g}",
+            "VPP_ALERT_ISLANDED_FOR_S": "5", "VPP_ALERT_ISLANDED_CLEAR_FOR_S": "5",
+            "VPP_ALERT_OUTAGE_FOR_S": "5", "VPP_ALERT_OUTAGE_CLEAR_FOR_S": "5"}
+
+
+def hold_s(speed: float) -> float:
+    """Simulated seconds the conditions last: device_offline fires when the silence passes its threshold, and 25 s
+    are left for a tick and the pipeline."""
+    return offline_after_s(speed) + 25.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class AlertScenario:
     conditions_file: Path
     conditions: AlertConditions | None = None
     start: float | None = None  # monotonic seconds
-    hold_s: float = HOLD_S
+    hold_s: float = 40.0  # wall seconds, set by plan()
     since: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     phase: int = 0  # 0 waiting, 1 conditions on, 2 back to normal
 
@@ -84,8 +98,8 @@ class AlertScenario:
         return ["--offline-file", str(self.offline_file), "--conditions-file", str(self.conditions_file)]
 
     def plan(self, conditions: AlertConditions | None, start: float, speed: float = 1.0) -> None:
-        """Apply ``conditions`` at ``start`` (monotonic s) for :data:`HOLD_S` of simulated time at ``speed``."""
-        self.conditions, self.start, self.hold_s = conditions, start, HOLD_S / speed
+        """Apply ``conditions`` at ``start`` (monotonic s) for :func:`hold_s` of simulated time at ``speed``."""
+        self.conditions, self.start, self.hold_s = conditions, start, hold_s(speed) / speed
 
     def step(self, now: float) -> str | None:
         """Apply the conditions when their time has come; a line saying what changed, or None."""

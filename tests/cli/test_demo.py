@@ -112,6 +112,17 @@ def test_the_demo_islands_the_smallest_state_and_takes_devices_elsewhere_offline
     assert scenario.step(1e9) is None
 
 
+@pytest.mark.parametrize("speed, offline_s, hold_wall_s", [(1, 15, 40), (2, 15, 20), (10, 30, 5.5), (30, 90, 115 / 30)])
+def test_a_device_is_offline_in_the_demo_after_three_missed_readings_and_at_least_3_wall_seconds(speed, offline_s,
+                                                                                                 hold_wall_s, tmp_path):
+    from cli.demo_alerts import AlertConditions, AlertScenario, demo_alert_settings
+
+    assert demo_alert_settings(speed)["VPP_ALERT_OFFLINE_AFTER_S"] == f"{offline_s:g}"
+    scenario = AlertScenario.in_state_dir(tmp_path)
+    scenario.plan(AlertConditions(("a",), "us/ny"), start=0.0, speed=speed)
+    assert scenario.hold_s == pytest.approx(hold_wall_s)  # the silence passes the threshold with 25 simulated s to spare
+
+
 def test_the_measured_power_is_shown_within_each_awarded_interval():
     from datetime import UTC, datetime
 
