@@ -64,9 +64,9 @@ def price_interval_problem(record: dict[str, Any], interval_ms: int) -> str | No
     expected = describe_interval(timedelta(milliseconds=interval_ms))
     if end <= start:
         return f"a price whose interval_end ({end}) is not after its interval_start ({start})"
-    return (f"a price of a {describe_interval(timedelta(milliseconds=end - start))} interval (from {_dt(start).isoformat()}) "
-            f"but this autobidder bids on {expected} intervals (setting market_interval_s = {interval_ms // 1000}): "
-            "set market_interval_s to the market's interval")
+    return (f"a price for an interval of {describe_interval(timedelta(milliseconds=end - start))} (from "
+            f"{_dt(start).isoformat()}), but this autobidder bids on intervals of {expected} (setting "
+            f"market_interval_s = {interval_ms // 1000}): set market_interval_s to the market's interval")
 
 
 def bid_id_for(node_path: str, interval_start_ms: int) -> str:

@@ -53,7 +53,7 @@ def _length(interval_ms: int) -> str:
 
 def _check_interval(model_interval_ms: int, interval_ms: int, retrain: str) -> None:
     if int(model_interval_ms) != interval_ms:
-        raise ValueError(f"it forecasts {_length(model_interval_ms)} intervals and the market's are "
+        raise ValueError(f"it forecasts intervals of {_length(model_interval_ms)}, the market's last "
                          f"{_length(interval_ms)}: {retrain}")
 
 

@@ -143,8 +143,8 @@ def message(topic: str, record: dict, offset: int) -> KafkaSourceMessage:
 @pytest.mark.parametrize(("configured_min", "record_ms", "why"), [
     (5, 5 * MINUTE, None),
     (60, 60 * MINUTE, None),
-    (5, 15 * MINUTE, "a price of a 15 minutes interval .* bids on 5 minutes intervals \\(setting market_interval_s = 300\\)"),
-    (60, 5 * MINUTE, "a price of a 5 minutes interval .* bids on 1 hour intervals \\(setting market_interval_s = 3600\\)"),
+    (5, 15 * MINUTE, "a price for an interval of 15 minutes .* bids on intervals of 5 minutes \\(setting market_interval_s = 300\\)"),
+    (60, 5 * MINUTE, "a price for an interval of 5 minutes .* bids on intervals of 1 hour \\(setting market_interval_s = 3600\\)"),
     (15, 0, "interval_end .* is not after its interval_start"),
 ])
 def test_a_price_of_another_interval_length_is_a_dead_letter_saying_both(configured_min, record_ms, why) -> None:

@@ -77,7 +77,7 @@ def test_without_the_regressors_the_day_ahead_model_still_forecasts_and_says_wha
 
 
 @pytest.mark.parametrize(("interval_ms", "hours", "detail"), [
-    (15 * 60_000, 8 * 24, "the lear model could not forecast: it forecasts 1 hour intervals and the market's are 15 minutes"),
+    (15 * 60_000, 8 * 24, "the lear model could not forecast: it forecasts intervals of 1 hour, the market's last 15 minutes"),
     (HOUR, 12, "the lear model could not forecast: no price of the day before the forecast's first day"),  # today's only
 ])
 def test_a_request_the_day_ahead_model_cannot_take_is_answered_by_persistence_saying_why(hourly, interval_ms, hours,
@@ -102,7 +102,7 @@ def test_the_five_minute_xgboost_model_gives_way_to_persistence_on_an_hourly_mar
         "request_id": "r", "node_path": "n", "interval_start": origin, "horizon": 3, "history_start": origin - 48 * HOUR,
         "history_usd_per_mwh": history, "interval_ms": HOUR, "regressors": []})
     assert result["method"] == "persistence" and result["prices_usd_per_mwh"] == [0.0, 1.0, 2.0]  # a day before
-    assert "forecasts 5 minutes intervals and the market's are 1 hour" in result["detail"]
+    assert "it forecasts intervals of 5 minutes, the market's last 1 hour" in result["detail"]
     assert "vpp train --method lear" in result["detail"]
 
 
