@@ -1,9 +1,14 @@
 """``vpp market``: the simulated real-time market (price history CSV, or the running market API).
 
 ``vpp market --history-days N --out FILE.csv`` writes the last N days of
-5-minute prices (up to ``--end``, default the current interval) as
+prices (up to ``--end``, default the current interval) as
 ``interval_start,price_usd_per_mwh`` (ISO 8601 UTC), the format ``vpp plan
 --prices`` and ``vpp train --prices`` read.
+
+The market's interval is ``--interval`` (``5m``, ``15m``, ``30m``, ``1h``, or
+seconds; any multiple of 5 minutes that divides a day), by default the
+setting ``market_interval_s`` (300 s), the one the autobidder checks every
+price against: ``vpp market serve --interval 15m`` runs a 15-minute market.
 
 ``vpp market [serve]`` runs the market: it publishes each interval's accepted
 bids to ``market.bids``, its price to ``market.prices`` and the awards of its
@@ -37,20 +42,46 @@ __all__ = ["add_commands", "write_history"]
 DEFAULT_PRICING_NODE = "SP15"
 
 
-def write_history(path: Path, end_ms: int, days: float, *, seed: int, model) -> int:
-    """Write ``days`` of prices ending before ``end_ms`` to a CSV; returns the number of rows."""
-    from devtools.market.clearing import iso
-    from devtools.market.prices import INTERVAL_MS, price_series
+_UNITS_S = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
-    count = round(days * 288)
-    start_ms = end_ms - count * INTERVAL_MS
-    values = price_series(start_ms, count, seed=seed, model=model)
+
+def interval_s(text: str) -> int:
+    """An argparse type: a market interval as ``15m``, ``1h``, ``900s`` or ``900`` (seconds), in seconds."""
+    raw = text.strip().lower()
+    number, unit = raw.rstrip("abcdefghijklmnopqrstuvwxyz"), raw.lstrip("0123456789.")
+    try:
+        value = float(number) * _UNITS_S[unit or "s"]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interval: give e.g. 5m, 15m, 30m, 1h or 900 (seconds)") \
+            from None
+    if not value.is_integer() or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole, positive number of seconds")
+    return int(value)
+
+
+def _checked_interval_ms(seconds: int) -> int:
+    from devtools.market.prices import check_interval_ms
+
+    try:
+        return check_interval_ms(seconds * 1000)
+    except ValueError as exc:
+        raise UserError(f"--interval {seconds} s: {exc}") from None
+
+
+def write_history(path: Path, end_ms: int, days: float, *, seed: int, model, interval_ms: int = 300_000) -> int:
+    """Write ``days`` of prices of ``interval_ms`` ending before ``end_ms`` to a CSV; returns the number of rows."""
+    from devtools.market.clearing import iso
+    from devtools.market.prices import DAY_MS, price_series
+
+    count = round(days * DAY_MS / interval_ms)
+    start_ms = end_ms - count * interval_ms
+    values = price_series(start_ms, count, seed=seed, model=model, interval_ms=interval_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["interval_start", "price_usd_per_mwh"])
         for k, value in enumerate(values):
-            writer.writerow([iso(start_ms + k * INTERVAL_MS), f"{value:.2f}"])
+            writer.writerow([iso(start_ms + k * interval_ms), f"{value:.2f}"])
     return count
 
 
@@ -75,9 +106,11 @@ def _model(args):
 
 
 def cmd_market(args: argparse.Namespace) -> int:
-    from devtools.market.prices import INTERVAL_MS
+    from cli.common import load_settings
 
     model = _model(args)
+    settings = load_settings(args)
+    interval_ms = _checked_interval_ms(args.interval or settings.market_interval_s)
     if args.history_days is not None:
         if args.action == "serve":
             raise UserError("--history-days writes a CSV and exits: leave out 'serve'")
@@ -85,18 +118,19 @@ def cmd_market(args: argparse.Namespace) -> int:
             raise UserError("--history-days needs --out FILE.csv")
         if args.history_days <= 0:
             raise UserError("--history-days must be positive")
-        end_ms = _time_ms(args.end, "--end") // INTERVAL_MS * INTERVAL_MS
-        rows = write_history(Path(args.out), end_ms, args.history_days, seed=args.seed, model=model)
-        print(json.dumps({"out": args.out, "intervals": rows, "seed": args.seed, "pricing_node": args.pricing_node}))
+        end_ms = _time_ms(args.end, "--end") // interval_ms * interval_ms
+        rows = write_history(Path(args.out), end_ms, args.history_days, seed=args.seed, model=model,
+                             interval_ms=interval_ms)
+        print(json.dumps({"out": args.out, "intervals": rows, "interval_s": interval_ms // 1000, "seed": args.seed,
+                          "pricing_node": args.pricing_node}))
         return 0
-    return _serve(args, model)
+    return _serve(args, model, settings, interval_ms)
 
 
-def _serve(args: argparse.Namespace, model) -> int:
-    from cli.common import load_settings
+def _serve(args: argparse.Namespace, model, settings, interval_ms: int) -> int:
     from devtools.market.api import KafkaDelivery, MarketClock, MarketService, price_record
     from devtools.market.book import JournalError, OrderBook
-    from devtools.market.prices import INTERVAL_MS, price_series
+    from devtools.market.prices import DAY_MS, price_series
 
     if args.speed <= 0:
         raise UserError("--speed must be positive")
@@ -105,7 +139,6 @@ def _serve(args: argparse.Namespace, model) -> int:
     from devtools.market.nodes import AssetNodes
 
     start_ms = _time_ms(args.start, "--start")
-    settings = load_settings(args)
     if not settings.market_token and not args.no_auth:
         raise UserError("the market API needs a token: set VPP_MARKET_TOKEN (or VPP_MARKET_TOKEN_FILE); `vpp up` "
                         "generates one for the local stack; or pass --no-auth")
@@ -114,7 +147,7 @@ def _serve(args: argparse.Namespace, model) -> int:
         print("market: no asset registry reachable: bids for any node are taken", file=sys.stderr, flush=True)
     try:
         book = OrderBook(args.pricing_node, round(args.gate_closure_s * 1000), args.journal,
-                         max_bid_w=settings.max_bid_w, known_node=known_node)
+                         max_bid_w=settings.max_bid_w, known_node=known_node, interval_ms=interval_ms)
     except (JournalError, OSError) as exc:
         raise UserError(f"cannot use the journal: {exc}") from None
     deliver = None
@@ -122,10 +155,10 @@ def _serve(args: argparse.Namespace, model) -> int:
         try:
             deliver = KafkaDelivery(settings)
             if args.backfill_days:
-                count = round(args.backfill_days * 288)
-                first = start_ms // INTERVAL_MS * INTERVAL_MS - count * INTERVAL_MS
-                values = price_series(first, count, seed=args.seed, model=model)
-                deliver.publish_prices([price_record(args.pricing_node, first + k * INTERVAL_MS, float(v))
+                count = round(args.backfill_days * DAY_MS / interval_ms)
+                first = start_ms // interval_ms * interval_ms - count * interval_ms
+                values = price_series(first, count, seed=args.seed, model=model, interval_ms=interval_ms)
+                deliver.publish_prices([price_record(args.pricing_node, first + k * interval_ms, float(v), interval_ms)
                                         for k, v in enumerate(values)])
         except Exception as exc:  # noqa: BLE001 - the broker or registry is not there: say so
             raise UserError(f"cannot publish to the broker/registry ({exc}); is the stack up (vpp up)? "
@@ -162,6 +195,8 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="price series seed (default 0)")
     p.add_argument("--pricing-node", default=DEFAULT_PRICING_NODE, help=f"pricing node (default {DEFAULT_PRICING_NODE})")
     p.add_argument("--utc-offset-h", type=float, default=-8.0, help="node's local standard time offset (default -8)")
+    p.add_argument("--interval", type=interval_s, default=None, metavar="LENGTH",
+                   help="the market's interval: 5m, 15m, 30m, 1h, ... (default: the setting market_interval_s, 300 s)")
     history = p.add_argument_group("history")
     history.add_argument("--history-days", type=float, default=None, help="write this many days of past prices")
     history.add_argument("--out", default=None, metavar="FILE.csv", help="where --history-days writes")

@@ -166,14 +166,10 @@ def _load_model(directory: str):
     """``models.forecast.load``, with what goes wrong (no model, another version, a corrupt booster) as a UserError."""
     from xgboost.core import XGBoostError
 
-    from models import dayahead, forecast
+    from models import price_model
 
     try:
-        kind = json.loads((Path(directory) / "metadata.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    try:
-        return dayahead.load(directory) if kind == dayahead.KIND else forecast.load(directory)
+        return price_model.load(directory)
     except XGBoostError as exc:
         raise UserError(f"cannot load the price model in {directory}: {_library_message(exc)} "
                         "(retrain with vpp train)") from None

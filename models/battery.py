@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 __all__ = ["INTERVAL", "INTERVAL_H", "SOLVERS", "STATUSES", "Battery", "PricePoint", "Schedule", "ScheduledInterval",
            "SolverUnavailableError"]
 
-#: Length of one market interval.
+#: The default market interval (5 minutes); ``plan`` and ``build_bid`` take another as ``interval``.
 INTERVAL = timedelta(minutes=5)
-#: Length of one market interval in hours (the ``h`` of the model).
+#: The default market interval in hours (the ``h`` of the model).
 INTERVAL_H = 1.0 / 12.0
 #: Solver names ``plan`` accepts.
 SOLVERS = ("cbc", "highs")
@@ -75,7 +75,7 @@ class Battery:
 
 @dataclass(frozen=True)
 class PricePoint:
-    """The (forecast) price of one 5-minute interval."""
+    """The (forecast) price of one market interval."""
 
     interval_start: datetime
     price_usd_per_mwh: float

@@ -39,9 +39,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from models.optimize import INTERVAL_H, Battery, PricePoint, Schedule
+from models.optimize import INTERVAL, Battery, PricePoint, Schedule
 
 __all__ = ["Bid", "BidPair", "build_bid", "net_quantity_w"]
 
@@ -84,10 +84,12 @@ def _merge(blocks: list[BidPair]) -> tuple[BidPair, ...]:
     return tuple(BidPair(price, quantity) for (_, price), quantity in sorted(merged.items(), key=lambda kv: kv[0][1]))
 
 
-def build_bid(schedule: Schedule, prices: Sequence[PricePoint], battery: Battery) -> Bid:
+def build_bid(schedule: Schedule, prices: Sequence[PricePoint], battery: Battery, *,
+              interval: timedelta = INTERVAL) -> Bid:
     """The bid for the schedule's first interval (see the module docstring for the rule).
 
-    ``prices`` and ``battery`` are the ones the schedule was planned with.
+    ``prices``, ``battery`` and ``interval`` (the market's, 5 minutes unless given: the ``h`` of the
+    extra blocks) are the ones the schedule was planned with.
     Raises ``ValueError`` when the schedule has no intervals (not solved).
     """
     if not schedule.intervals or schedule.final_energy_wh is None:
@@ -100,6 +102,7 @@ def build_bid(schedule: Schedule, prices: Sequence[PricePoint], battery: Battery
     p_0, future = price[0], price[1:]
     eta, deg = battery.efficiency, battery.degradation_usd_per_mwh
     root = math.sqrt(eta)
+    interval_h = interval / timedelta(hours=1)
     later_energy_wh = [i.energy_wh for i in schedule.intervals[1:]] + [schedule.final_energy_wh]
 
     sells: list[BidPair] = []
@@ -116,13 +119,13 @@ def build_bid(schedule: Schedule, prices: Sequence[PricePoint], battery: Battery
         if battery.final_soc_pct is not None:
             keep_wh = max(keep_wh, battery.final_soc_pct / 100.0 * battery.capacity_wh)
         spare_wh = min(later_energy_wh) - keep_wh
-        extra_w = min(battery.max_discharge_w - first.discharge_w, root * spare_wh / INTERVAL_H)
+        extra_w = min(battery.max_discharge_w - first.discharge_w, root * spare_wh / interval_h)
         scarcity = max(max(price), deg)
         if extra_w >= _MIN_BLOCK_W:
             sells.append(BidPair(scarcity, extra_w))
     if first.discharge_w == 0:
         room_wh = battery.capacity_wh - max(later_energy_wh)
-        extra_w = min(battery.max_charge_w - first.charge_w, room_wh / (root * INTERVAL_H))
+        extra_w = min(battery.max_charge_w - first.charge_w, room_wh / (root * interval_h))
         bargain = min(0.0, min(price))
         if extra_w >= _MIN_BLOCK_W:
             buys.append(BidPair(bargain, -extra_w))

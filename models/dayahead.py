@@ -22,8 +22,10 @@ out-of-sample errors (a holdout of the last ``HOLDOUT_DAYS`` days at fit time;
 the backtest uses its own rolling errors), added to the forecast.
 
 Contract (as ``models.forecast``): ``fit(series, ...) -> DayAheadModel``,
-``predict(model, series, day_index)``, ``save``/``load`` (``metadata.json`` +
-``coefficients.npz``).
+``predict(model, series)``, ``save``/``load`` (``metadata.json`` +
+``coefficients.npz``). ``forecast_ahead`` forecasts any span from an origin
+(the autobidder's rolling day ahead): day by day, a day's unknown prices
+taken as its forecast when the next day's lags need them.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from models.features import epoch_ms
 from models.lasso import LassoPath, fit_lasso_aic, fit_ridge_gcv
 from models.price_series import PriceSeries
 
-__all__ = ["DayGrid", "DayAheadModel", "HOLDOUT_DAYS", "WINDOWS_DAYS", "calibrate", "day_grid", "fit", "forecast_day",
-           "load", "predict", "save"]
+__all__ = ["DayGrid", "DayAheadModel", "HOLDOUT_DAYS", "WINDOWS_DAYS", "calibrate", "day_grid", "fit", "forecast_ahead",
+           "forecast_day", "load", "predict", "save"]
 
 KIND = "dayahead_lear"
 #: The per-interval regressions: ridge (GCV, the default: fast) or LASSO (AIC, as epftoolbox's LEAR).
@@ -78,17 +80,26 @@ class DayGrid:
 def day_grid(series: PriceSeries, utc_offset_ms: int, extra_days: int = 0) -> DayGrid:
     """``series`` on whole local days (the first and last partly filled, NaN elsewhere), plus ``extra_days`` empty days."""
     interval_ms = int(series.interval.total_seconds() * 1000)
+    prices = np.full(len(series.starts), np.nan)
+    prices[: len(series.points)] = [p.price_usd_per_mwh for p in series.points]
+    starts = np.array([epoch_ms(s) for s in series.starts])
+    return _grid(starts, prices, series.regressors, interval_ms, utc_offset_ms, extra_days)
+
+
+def _grid(starts_ms: np.ndarray, prices: np.ndarray, regressors: np.ndarray, interval_ms: int, utc_offset_ms: int,
+          extra_days: int = 0) -> DayGrid:
+    """Rows (interval starts, prices with NaN unknown, regressors rows x k) on whole local days."""
     per_day = _DAY_MS // interval_ms
-    starts = np.array([epoch_ms(s) for s in series.starts]) + utc_offset_ms
-    first_day = int(starts[0] // _DAY_MS)
-    index = (starts - first_day * _DAY_MS) // interval_ms
+    local = starts_ms + utc_offset_ms
+    first_day = int(local[0] // _DAY_MS)
+    index = (local - first_day * _DAY_MS) // interval_ms
     days = int(index[-1] // per_day) + 1 + extra_days
-    prices = np.full(days * per_day, np.nan)
-    prices[index[: len(series.points)]] = [p.price_usd_per_mwh for p in series.points]
-    regressors = np.full((days * per_day, len(series.regressor_names)), np.nan)
-    regressors[index] = series.regressors
-    return DayGrid(first_day, prices.reshape(days, per_day), regressors.reshape(days, per_day, -1), interval_ms,
-                   utc_offset_ms)
+    grid_prices = np.full(days * per_day, np.nan)
+    grid_prices[index] = prices
+    grid_regressors = np.full((days * per_day, regressors.shape[1]), np.nan)
+    grid_regressors[index] = regressors
+    return DayGrid(first_day, grid_prices.reshape(days, per_day), grid_regressors.reshape(days, per_day, -1),
+                   interval_ms, utc_offset_ms)
 
 
 def _hourly(values: np.ndarray) -> np.ndarray:
@@ -261,6 +272,38 @@ def predict(model: DayAheadModel, series: PriceSeries) -> tuple[list[int], np.nd
     q10, q50, q90 = model.metadata["residual_quantiles"]
     starts = [grid.start_ms(day, s) for s in range(first_slot, grid.per_day)]
     return starts, np.column_stack([point, point + q10, point + q50, point + q90])
+
+
+def forecast_ahead(model: DayAheadModel, history_start_ms: int, prices: np.ndarray, regressors: np.ndarray,
+                   origin_ms: int, count: int) -> np.ndarray:
+    """Point forecasts of the ``count`` intervals from ``origin_ms`` (the model's interval), from ``prices``.
+
+    ``prices`` are the intervals from ``history_start_ms`` (NaN unknown; none at or after the origin
+    is read), ``regressors`` one row per interval from there to the end of the span (``len x k``,
+    NaN unknown: their calibration medians), columns as ``metadata["regressors"]``. Each day's
+    forecast uses the days before it; an unknown price of a day before (the intervals between the
+    newest price and the origin, today when tomorrow is forecast) is that day's forecast. Raises
+    ``ValueError`` when no price of the day before the origin's day is known.
+    """
+    interval_ms = int(model.metadata["interval_ms"])
+    lead, off_grid = divmod(origin_ms - history_start_ms, interval_ms)
+    if off_grid or lead < 0:
+        raise ValueError("the origin is not an interval of the history's grid at or after its start")
+    end = lead + count
+    if regressors.shape != (end, len(model.metadata["regressors"])):
+        raise ValueError(f"regressors must be {end} x {len(model.metadata['regressors'])}, got {regressors.shape}")
+    known = np.full(end, np.nan)
+    known[: min(prices.size, lead)] = prices[:lead]
+    grid = _grid(history_start_ms + interval_ms * np.arange(end), known, regressors, interval_ms, model.utc_offset_ms)
+    first = (origin_ms + model.utc_offset_ms) // _DAY_MS - grid.first_day
+    if first < 1 or np.isnan(grid.prices[first - 1]).all():
+        raise ValueError("no price of the day before the forecast's first day is known: the day-ahead model needs it")
+    for day in range(first, grid.prices.shape[0]):
+        unknown = np.isnan(grid.prices[day])
+        grid.prices[day, unknown] = forecast_day(model.members, features(grid)[day])[unknown]
+    flat = grid.prices.reshape(-1)
+    offset = (origin_ms - grid.start_ms(0)) // interval_ms
+    return flat[offset: offset + count].copy()
 
 
 def save(model: DayAheadModel, directory: str | Path) -> Path:

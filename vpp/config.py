@@ -80,7 +80,7 @@ class ConfigError(ValueError):
     """A setting is missing, has the wrong type or a value that makes no sense; the message says which."""
 
 
-from vpp.setting_ranges import _RANGES  # noqa: E402  (what each numeric setting may be)
+from vpp.setting_ranges import _RANGES, market_interval_problem  # noqa: E402  (what each numeric setting may be)
 
 #: Settings that are credentials: never shown (``repr``), and each may also come from a mounted file
 #: named by ``VPP_<FIELD>_FILE`` (Kubernetes secrets) or by the local stack's ``stack.json``.
@@ -138,7 +138,7 @@ class Settings:
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
     autobidder_state_wait_s: float = 120.0  # wall seconds an interval's workflow waits for the node's first aggregate
-    autobidder_horizon: int = 288  # intervals forecast and optimized
+    autobidder_horizon_s: int = 86_400  # how far ahead the autobidder forecasts and plans (a day: 288 5-minute intervals)
     optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none
     setpoint_resend_s: int = 60  # dispatch sends an unchanged set point again once it is this old (0: never)
@@ -183,6 +183,7 @@ class Settings:
     schema_registry_admin_password: str = field(default="", repr=False)
     market_token: str = field(default="", repr=False)  # bearer token of the market API (server and autobidder)
     max_bid_w: float = 10_000_000.0  # the market refuses a bid step of more than this many watts either way
+    market_interval_s: int = 300  # the market's interval (900: 15 min, 3600: hourly); prices of another are dead letters
     session_key_file: str = ""  # `vpp serve`'s session-cookie key (a mounted Secret); empty: <state_dir>/console-session.key
 
     def __post_init__(self) -> None:
@@ -195,6 +196,9 @@ class Settings:
                 raise ConfigError(f"setting {name!r} = {value!r} {rule}")
         if self.optimize_solver not in OPTIMIZE_SOLVERS:
             raise ConfigError(f"setting 'optimize_solver' = {self.optimize_solver!r} is not one of {', '.join(OPTIMIZE_SOLVERS)}")
+        problem = market_interval_problem(self.market_interval_s, self.autobidder_horizon_s)
+        if problem:
+            raise ConfigError(problem)
         problem = check_kafka_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
                                        self.kafka_sasl_password, self.kafka_ssl_ca_file)
         if problem:

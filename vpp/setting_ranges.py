@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["_RANGES"]
+__all__ = ["_RANGES", "market_interval_problem"]
 
 #: Numeric settings and the values that make sense for them: ``(lowest, whether lowest itself is allowed,
 #: what the error says)``. A window, a timeout or a refresh period of 0 s (or less) means nothing; a
@@ -18,7 +18,8 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "snapshot_interval_s": (0, False, "must be more than 0 s"),
     "autobidder_step_timeout_s": (0, False, "must be more than 0 s"),
     "autobidder_state_wait_s": (0, True, "must be 0 s (do not wait) or more"),
-    "autobidder_horizon": (1, True, "must be at least 1 interval"),
+    "autobidder_horizon_s": (0, False, "must be more than 0 s"),
+    "market_interval_s": (60, True, "must be at least 60 s (one minute)"),
     "optimize_time_limit_s": (0, True, "must be 0 (no bound) or more"),
     "setpoint_resend_s": (0, True, "must be 0 (never resend) or more"),
     "timeseries_max_future_s": (0, False, "must be more than 0 s"),
@@ -53,3 +54,18 @@ _RANGES: Mapping[str, tuple[float, bool, str]] = {
     "gateway_refresh_s": (0, False, "must be more than 0 s"),
     "gateway_ping_s": (0, False, "must be more than 0 s"),
 }
+
+
+def market_interval_problem(market_interval_s: int, horizon_s: int) -> str | None:
+    """What is wrong with a market interval and the autobidder's horizon together, or None.
+
+    An interval is a whole number of minutes that divides a day (5, 15, 30, 60 minutes...): the
+    forecasters put intervals on days. The horizon holds at least one interval.
+    """
+    if market_interval_s % 60 or 86_400 % market_interval_s:
+        return (f"setting 'market_interval_s' = {market_interval_s!r} must be a whole number of minutes that divides "
+                "a day, e.g. 300 (5 min), 900 (15 min), 1800 (30 min) or 3600 (1 h)")
+    if horizon_s < market_interval_s:
+        return (f"setting 'autobidder_horizon_s' = {horizon_s!r} is shorter than one market interval "
+                f"(market_interval_s = {market_interval_s}): plan at least one interval ahead, e.g. 86400 (a day)")
+    return None

@@ -1,4 +1,4 @@
-"""The market simulator: a 5-minute real-time market at one pricing node.
+"""The market simulator: a real-time market at one pricing node, of 5-minute intervals or longer ones (15 min, 1 h).
 
 - ``prices``: the price generator (pure, deterministic under a seed);
 - ``clearing``: the market's rules (gate closure, bid validation, awards; pure);

@@ -18,7 +18,8 @@ registry does not know is a 422 (``devtools.market.clearing.check_limits``):
   interval still open for bids, counts.
 
 Market time runs ``speed`` times faster than the wall clock from ``start_ms``.
-When market time reaches an interval's start, the loop takes that interval's
+Intervals are the book's ``interval_ms`` long (5 minutes unless given; 15 minutes,
+an hour, ...) on a grid from midnight UTC. When market time reaches an interval's start, the loop takes that interval's
 price from the generator, evaluates every bid for it at that price, and
 delivers the bids it accepted for the interval (``market.bids``, key = bid
 id: the market's record of what was bid, the gate having closed on them),
@@ -76,12 +77,13 @@ class MarketClock:
         return max(0.0, (market_ms - self.now_ms()) / 1000 / self.speed)
 
 
-def price_record(pricing_node: str, interval_start_ms: int, price_usd_per_mwh: float) -> dict:
-    """The ``market_price`` Avro record of one interval."""
+def price_record(pricing_node: str, interval_start_ms: int, price_usd_per_mwh: float,
+                 interval_ms: int = INTERVAL_MS) -> dict:
+    """The ``market_price`` Avro record of one interval (its length is ``interval_end - interval_start``)."""
     return {
         "pricing_node": pricing_node,
         "interval_start": interval_start_ms,
-        "interval_end": interval_start_ms + INTERVAL_MS,
+        "interval_end": interval_start_ms + interval_ms,
         "price_usd_per_mwh": price_usd_per_mwh,
     }
 
@@ -168,7 +170,8 @@ class MarketService:
         self._log = log
         self._retry_s = retry_s
         self._stop = threading.Event()
-        self._next_ms = clock.now_ms() // INTERVAL_MS * INTERVAL_MS
+        self.interval_ms = book.interval_ms
+        self._next_ms = clock.now_ms() // self.interval_ms * self.interval_ms
         self._last_cleared_ms: int | None = book.last_cleared()  # a journal's, after a restart
         self._http = BackgroundServer(build_app(self, token), host, port, LIMITS, name="market-http")
         self._threads: list[threading.Thread] = []
@@ -178,7 +181,7 @@ class MarketService:
         return self._http.url
 
     def price_of(self, interval_start_ms: int) -> float:
-        return float(price_series(interval_start_ms, 1, seed=self.seed, model=self.model)[0])
+        return float(price_series(interval_start_ms, 1, seed=self.seed, model=self.model, interval_ms=self.interval_ms)[0])
 
     # -- clearing --------------------------------------------------------------------
     def clear(self, interval_start_ms: int) -> list[dict]:
@@ -186,7 +189,7 @@ class MarketService:
         price = self.price_of(interval_start_ms)
         awards = self.book.awards_for(interval_start_ms, price)
         if self._deliver is not None:
-            self._deliver(price_record(self.book.pricing_node, interval_start_ms, price), awards,
+            self._deliver(price_record(self.book.pricing_node, interval_start_ms, price, self.interval_ms), awards,
                           self.book.bids_for(interval_start_ms))
         self.book.commit_clearing(interval_start_ms, price, awards)
         self._last_cleared_ms = max(interval_start_ms, self._last_cleared_ms or interval_start_ms)
@@ -215,7 +218,7 @@ class MarketService:
                 continue
             if not self.book.is_cleared(self._next_ms):
                 self._retrying(self._next_ms)
-            self._next_ms += INTERVAL_MS
+            self._next_ms += self.interval_ms
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "MarketService":
@@ -240,9 +243,11 @@ class MarketService:
 
     def status(self) -> dict:
         now = self.clock.now_ms()
-        first_open = (now + self.book.gate_closure_ms) // INTERVAL_MS * INTERVAL_MS + INTERVAL_MS
+        step = self.interval_ms
+        first_open = (now + self.book.gate_closure_ms) // step * step + step
         return {
             "pricing_node": self.book.pricing_node,
+            "interval_s": step // 1000,
             "market_time": iso(now),
             "market_time_ms": now,
             "speed": self.clock.speed,

@@ -34,6 +34,7 @@ from devtools.market.clearing import (
     iso,
     parse_bid,
 )
+from devtools.market.prices import INTERVAL_MS, check_interval_ms
 
 __all__ = ["JournalError", "OrderBook"]
 
@@ -46,9 +47,11 @@ class OrderBook:
     """Bids by id, awards by bid id, cleared intervals; see the module docstring."""
 
     def __init__(self, pricing_node: str, gate_closure_ms: int, journal: str | Path | None = None, *,
-                 max_bid_w: float | None = None, known_node: Callable[[str], bool] | None = None):
+                 max_bid_w: float | None = None, known_node: Callable[[str], bool] | None = None,
+                 interval_ms: int = INTERVAL_MS):
         if gate_closure_ms < 0:
             raise ValueError(f"gate closure must be zero or positive, got {gate_closure_ms} ms")
+        self.interval_ms = check_interval_ms(interval_ms)  # the market's interval: bids on its grid, awards as long
         self.pricing_node = pricing_node
         self.gate_closure_ms = gate_closure_ms
         self.max_bid_w, self.known_node = max_bid_w, known_node  # new bids only: a resent bid keeps its answer
@@ -111,7 +114,7 @@ class OrderBook:
         with different content it gets 409.
         """
         try:
-            bid = parse_bid(payload, pricing_node=self.pricing_node, submitted_at_ms=now_ms)
+            bid = parse_bid(payload, pricing_node=self.pricing_node, submitted_at_ms=now_ms, interval_ms=self.interval_ms)
         except BidRejected as exc:
             return exc.status, {"error": str(exc)}
         if bid.bid_id not in self._bids:  # a new bid's limits, outside the lock: the node check may read PostgreSQL
@@ -189,7 +192,7 @@ class OrderBook:
         """The interval's awards at this price (not yet recorded: ``commit_clearing`` does that)."""
         with self._lock:
             bids = [b for b in self._bids.values() if b.interval_start_ms == interval_start_ms]
-        return clear_interval(bids, interval_start_ms, clearing_price_usd_per_mwh)
+        return clear_interval(bids, interval_start_ms, clearing_price_usd_per_mwh, self.interval_ms)
 
     def commit_clearing(self, interval_start_ms: int, clearing_price_usd_per_mwh: float, awards: list[dict]) -> None:
         """Record a clearing whose price and awards were delivered."""

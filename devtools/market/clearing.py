@@ -1,6 +1,7 @@
 """The market's rules, pure: what a valid bid is, when an interval's gate closes, what a bid is awarded.
 
-A bid offers price-quantity steps for one 5-minute interval. ``quantity_w >
+A bid offers price-quantity steps for one market interval (5 minutes unless
+the market says otherwise: ``interval_ms``, e.g. 15 minutes or an hour). ``quantity_w >
 0`` sells (discharges) that many watts if the clearing price is at or above
 the step's price; ``quantity_w < 0`` buys (charges) if the clearing price is
 at or below it (the sign convention of ``models.bids``). Every buy price must
@@ -19,10 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devtools.market.prices import INTERVAL_MS
+from models.price_series import describe_interval
 
 __all__ = [
     "MAX_PAIRS",
@@ -173,11 +175,11 @@ def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
 MAX_BID_AHEAD_MS = 7 * 86_400_000
 
 
-def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int) -> MarketBid:
+def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int, interval_ms: int = INTERVAL_MS) -> MarketBid:
     """The bid in a request body (a decoded JSON object); ``BidRejected`` saying what is wrong.
 
     400 when the body is not a JSON object, 422 for a field that is missing or
-    wrong, an interval start off the 5-minute grid or more than ``MAX_BID_AHEAD_MS``
+    wrong, an interval start off the market's grid of ``interval_ms`` or more than ``MAX_BID_AHEAD_MS``
     from market time, or another pricing node.
     """
     if not isinstance(payload, Mapping):
@@ -188,14 +190,16 @@ def parse_bid(payload: Any, *, pricing_node: str, submitted_at_ms: int) -> Marke
     if node != pricing_node:
         raise BidRejected(422, f"pricing_node {node!r} is not cleared here: this market clears {pricing_node!r}")
     if "interval_start" not in payload:
-        raise BidRejected(422, "interval_start is missing: give the start of the 5-minute interval bid for")
+        raise BidRejected(422, f"interval_start is missing: give the start of the {_length(interval_ms)} interval bid for")
     start_ms = parse_time_ms(payload["interval_start"])
     if not submitted_at_ms - MAX_BID_AHEAD_MS <= start_ms <= submitted_at_ms + MAX_BID_AHEAD_MS:
         raise BidRejected(422, f"interval_start {_shown(payload['interval_start'])} is more than "
                                f"{MAX_BID_AHEAD_MS // 86_400_000} days from market time {iso(submitted_at_ms)}: "
                                "bid for an interval of the coming days")
-    if start_ms % INTERVAL_MS:
-        raise BidRejected(422, f"interval_start {iso(start_ms)} is not the start of a 5-minute interval (:00, :05, ...)")
+    if start_ms % interval_ms:
+        raise BidRejected(422, f"interval_start {iso(start_ms)} is not the start of a {_length(interval_ms)} interval: "
+                               f"this market's intervals start every "
+                               f"{describe_interval(timedelta(milliseconds=interval_ms))} from midnight UTC")
     return MarketBid(bid_id, node_path, node, start_ms, _pairs(payload.get("pairs")), submitted_at_ms)
 
 
@@ -238,14 +242,20 @@ def awarded_w(pairs: Iterable[tuple[float, float]], clearing_price_usd_per_mwh: 
     return total
 
 
-def clear_interval(bids: Iterable[MarketBid], interval_start_ms: int, clearing_price_usd_per_mwh: float) -> list[dict]:
+def _length(interval_ms: int) -> str:
+    minutes = interval_ms / 60_000
+    return f"{minutes / 60:g}-hour" if minutes % 60 == 0 else f"{minutes:g}-minute"
+
+
+def clear_interval(bids: Iterable[MarketBid], interval_start_ms: int, clearing_price_usd_per_mwh: float,
+                   interval_ms: int = INTERVAL_MS) -> list[dict]:
     """The ``market_award`` records of the interval's bids (one per bid, zero awards included), by bid id."""
     return [
         {
             "bid_id": bid.bid_id,
             "node_path": bid.node_path,
             "interval_start": interval_start_ms,
-            "interval_end": interval_start_ms + INTERVAL_MS,
+            "interval_end": interval_start_ms + interval_ms,
             "clearing_price_usd_per_mwh": clearing_price_usd_per_mwh,
             "awarded_w": awarded_w(bid.pairs, clearing_price_usd_per_mwh),
         }

@@ -1,8 +1,12 @@
-"""Synthetic 5-minute real-time prices ($/MWh) at one pricing node: pure and deterministic under a seed.
+"""Synthetic real-time prices ($/MWh) at one pricing node: pure and deterministic under a seed.
 
-The price of every interval is a function of ``(seed, interval_start, model)``
-alone, whatever range it is asked in: a history written today and the prices
-the market publishes tomorrow are one series. The shape follows a solar-heavy
+The generator draws 5-minute prices; a market of longer intervals (15, 30
+minutes, an hour: any multiple of 5 minutes that divides a day) prices each
+interval at the mean of its 5-minute prices, rounded to the cent, as a
+settlement interval averages its dispatch intervals. The price of every
+interval is a function of ``(seed, interval_start, interval, model)`` alone,
+whatever range it is asked in: a history written today and the prices the
+market publishes tomorrow are one series. The shape follows a solar-heavy
 western US node, in the node's local standard time (``utc_offset_h``, no
 daylight saving):
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +43,7 @@ import numpy as np
 __all__ = [
     "DAY_MS",
     "INTERVAL_MS",
+    "check_interval_ms",
     "INTERVALS_PER_DAY",
     "PriceModel",
     "expected_day_shape",
@@ -47,6 +52,7 @@ __all__ = [
     "price_series",
 ]
 
+#: The generator's own interval (and the market's default): 5 minutes.
 INTERVAL_MS = 300_000
 INTERVALS_PER_DAY = 288
 DAY_MS = 86_400_000
@@ -223,12 +229,16 @@ def expected_day_shape(day_start_ms: int, *, seed: int = 0, model: PriceModel = 
     return _shape(day, expected, model)
 
 
-def price_series(start_ms: int, count: int, *, seed: int = 0, model: PriceModel = PriceModel()) -> np.ndarray:
-    """Prices of ``count`` consecutive intervals from ``start_ms`` (epoch ms, a multiple of 5 minutes)."""
-    if start_ms % INTERVAL_MS:
-        raise ValueError(f"start {start_ms} ms is not on a 5-minute boundary")
-    if count < 0:
-        raise ValueError(f"count must be zero or positive, got {count}")
+def check_interval_ms(interval_ms: int) -> int:
+    """``interval_ms`` when the generator can price it (a multiple of 5 minutes dividing a day), else ``ValueError``."""
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms <= 0 \
+            or interval_ms % INTERVAL_MS or DAY_MS % interval_ms:
+        raise ValueError(f"a market interval of {interval_ms!r} ms cannot be simulated: give a multiple of 5 minutes "
+                         "that divides a day (5, 10, 15, 30 minutes, 1 hour, ...)")
+    return interval_ms
+
+
+def _five_minute_series(start_ms: int, count: int, seed: int, model: PriceModel) -> np.ndarray:
     out = np.empty(count)
     day, slot = local_day_and_slot(start_ms, model.utc_offset_ms)
     filled = 0
@@ -240,13 +250,31 @@ def price_series(start_ms: int, count: int, *, seed: int = 0, model: PriceModel 
     return out
 
 
-def generate_prices(start: datetime, count: int, *, seed: int = 0, model: PriceModel = PriceModel()):
-    """``count`` ``PricePoint``s from ``start`` (timezone-aware, on a 5-minute boundary), in UTC."""
-    from models.optimize import INTERVAL, PricePoint
+def price_series(start_ms: int, count: int, *, seed: int = 0, model: PriceModel = PriceModel(),
+                 interval_ms: int = INTERVAL_MS) -> np.ndarray:
+    """Prices of ``count`` consecutive intervals of ``interval_ms`` from ``start_ms`` (epoch ms, on that grid).
+
+    An interval longer than 5 minutes is priced at the mean of its 5-minute prices (rounded to the cent).
+    """
+    check_interval_ms(interval_ms)
+    if start_ms % interval_ms:
+        minutes = f"{interval_ms // 60_000}-minute"
+        raise ValueError(f"start {start_ms} ms is not on a {minutes} boundary")
+    if count < 0:
+        raise ValueError(f"count must be zero or positive, got {count}")
+    per = interval_ms // INTERVAL_MS
+    values = _five_minute_series(start_ms, count * per, seed, model)
+    return values if per == 1 else values.reshape(count, per).mean(axis=1).round(2)
+
+
+def generate_prices(start: datetime, count: int, *, seed: int = 0, model: PriceModel = PriceModel(),
+                    interval: timedelta = timedelta(minutes=5)):
+    """``count`` ``PricePoint``s of ``interval`` from ``start`` (timezone-aware, on that grid), in UTC."""
+    from models.optimize import PricePoint
 
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware (UTC)")
     start = start.astimezone(UTC)
     start_ms = int(start.timestamp() * 1000)
-    values = price_series(start_ms, count, seed=seed, model=model)
-    return [PricePoint(start + k * INTERVAL, float(v)) for k, v in enumerate(values)]
+    values = price_series(start_ms, count, seed=seed, model=model, interval_ms=interval // timedelta(milliseconds=1))
+    return [PricePoint(start + k * interval, float(v)) for k, v in enumerate(values)]

@@ -3,7 +3,8 @@ awards -> ``dispatch.commands``.
 
 One input step reads ``market.prices``, ``market.awards``, ``fleet.aggregates`` and the two result
 topics of the workers (``flows.forecast_worker.flow``, ``flows.optimize_worker.flow``); records are decoded
-(dead letters to ``telemetry.dlq``) and grouped per batch by the bidding node
+(dead letters to ``telemetry.dlq``; so is a price whose interval is not ``settings.market_interval_s``
+long: a ``contract_violation`` saying both lengths) and grouped per batch by the bidding node
 (``settings.autobidder_nodes``): a price goes to every node, the rest by their ``node_path``.
 One stateful step keyed by node path runs ``flows.autobidder.logic.BidderState``; the bids it
 decides go to the market API (``settings.market_url``) from a small thread pool
@@ -17,7 +18,12 @@ Time: with Kafka the wall clock; a missing result is noticed by ``notify_at`` at
 replay and in tests (``wall_clock=None``) time is the event time of the newest price, so a result
 missing when a later price arrives falls back deterministically.
 
-Restart: the state resumes from the last snapshot and the input after it is read again. A
+Horizon and history are times (``settings.autobidder_horizon_s``, a day by default; eight days of
+prices), counted in the market's intervals by ``BidderParams.for_market``: 288 5-minute intervals,
+24 hourly ones.
+
+Restart: the state resumes from the last snapshot (with the settings' params now; another market
+interval forgets the old grid's prices) and the input after it is read again. A
 workflow decided again decides the same bid with the same id (the results are read in the same
 order); the market answers a resend with 200 (or 409 when a fallback differed, and the bid it
 holds is kept). Awards are input: one read again after a restart is recognized and not
@@ -37,8 +43,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows._common.environment import flow_from_environment
-from flows.autobidder.logic import BidderParams, BidderState, Emitted
-from flows._common.decode import dead_letters_only, decoded_messages, records_only
+from flows.autobidder.logic import BidderParams, BidderState, Emitted, price_interval_problem
+from flows._common.decode import dead_letter_message, dead_letters_only, decoded_messages, records_only
 from sinks.dumps import base_topic
 from sinks.market_client import InlineBids, MarketApi, PooledBids
 from sinks.messages import OutMessage
@@ -55,9 +61,9 @@ _AUTO: Any = object()
 
 
 def params_from(settings) -> BidderParams:
-    return BidderParams(horizon=settings.autobidder_horizon,
-                        step_timeout_ms=round(settings.autobidder_step_timeout_s * 1000),
-                        state_wait_ms=round(settings.autobidder_state_wait_s * 1000))
+    return BidderParams.for_market(settings.market_interval_s * 1000, horizon_ms=settings.autobidder_horizon_s * 1000,
+                                   step_timeout_ms=round(settings.autobidder_step_timeout_s * 1000),
+                                   state_wait_ms=round(settings.autobidder_state_wait_s * 1000))
 
 
 def bidding_nodes(settings) -> tuple[str, ...]:
@@ -67,8 +73,10 @@ def bidding_nodes(settings) -> tuple[str, ...]:
 # -- stateless: decode, route to nodes ----------------------------------------------------------
 
 
-def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSourceMessage]) -> list[Any]:
-    """Dead letters (OutMessage) and ``(node, (node, [(kind, record | [price records])]))`` in input order per node."""
+def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSourceMessage],
+              interval_ms: int = 300_000) -> list[Any]:
+    """Dead letters (OutMessage) and ``(node, (node, [(kind, record | [price records])]))`` in input order per node;
+    a price of an interval other than ``interval_ms`` is a dead letter."""
     out: list[Any] = []
     groups: dict[str, list] = {}
     wanted = frozenset(nodes)
@@ -86,6 +94,10 @@ def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSou
     for msg, record in decoded_messages(serde, dlq_topic, msgs, out):
         topic = base_topic(msg.topic)
         if topic == "market.prices":
+            problem = price_interval_problem(record, interval_ms)
+            if problem is not None:
+                out.append(dead_letter_message(serde, dlq_topic, msg, "contract_violation", problem))
+                continue
             for node in nodes:
                 add(node, "prices", record)
         else:
@@ -108,6 +120,8 @@ class BidderLogic(StatefulBatchLogic):
     def __init__(self, resume: bytes | None, *, params: BidderParams, bids: InlineBids | PooledBids,
                  wall_clock: Callable[[], float] | None):
         self.state: BidderState | None = BidderState.loads(resume) if resume else None
+        if self.state is not None:
+            self.state.retune(params)
         self._params, self._bids, self._wall_clock = params, bids, wall_clock
 
     def _now_ms(self, event_ms: int = 0) -> int:
@@ -228,7 +242,8 @@ def build_flow(settings, *, ports: Ports | None = None, submit: Callable[[dict],
 
     flow = Dataflow("autobidder")
     msgs = ports.read(flow, "autobidder_in", INPUT_TOPICS)
-    items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, ports.topic("telemetry.dlq"), nodes))
+    items = op.flat_map_batch("to_events", msgs, partial(to_events, ports.serde, ports.topic("telemetry.dlq"), nodes,
+                                                         interval_ms=params.interval_ms))
     events = op.flat_map_batch("events", items, records_only)
     dead = op.flat_map_batch("dead_letters", items, dead_letters_only)
     emitted = op.stateful_batch("workflows", events, partial(BidderLogic, params=params, bids=bids,

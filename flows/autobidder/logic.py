@@ -5,6 +5,11 @@ state is snapshotted with the input offsets, so a restarted worker resumes each 
 workflow where it stopped. Nothing here does I/O or reads a clock: the caller hands in records,
 market answers and the wall time (``now_ms``); what to send comes back in an ``Emitted``.
 
+Any market interval (``BidderParams.interval_ms``: 5 minutes by default, 15 minutes, an hour...);
+``BidderParams.for_market`` counts the horizon, the history and the memory, given in time, in
+intervals of it (a day ahead: 288 5-minute, 96 15-minute or 24 hourly intervals). A price record
+of another length is refused before it gets here (``price_interval_problem``: a dead letter).
+
 A workflow is for the interval ``T`` that starts ``lead_intervals`` after the interval of the
 newest price (the first one whose gate is still open); prices read after ``T`` has ended (a
 backfill, a consumer catching up) start none. Its steps, each recorded once as a fact:
@@ -35,19 +40,32 @@ dropped, even when its workflow is unknown (e.g. forgotten): the node is still d
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timedelta
 from typing import Any
 
+from flows.autobidder.params import (
+    DAY_MS,
+    HISTORY_MS,
+    INTERVAL_MS,
+    BidderParams,
+    _dt,
+    battery_from_aggregate,
+    bid_id_for,
+    command_id_for,
+    price_interval_problem,
+    request_id_for,
+)
 from models.bids import build_bid
 from models.optimize import Battery, PricePoint, Schedule, ScheduledInterval
 from vpp.asset_lifecycle import MARKET_PROGRAM
 from vpp.commands import command_record
 
 __all__ = [
+    "DAY_MS",
+    "HISTORY_MS",
     "INTERVAL_MS",
     "BidderParams",
     "BidderState",
@@ -56,59 +74,12 @@ __all__ = [
     "battery_from_aggregate",
     "bid_id_for",
     "command_id_for",
+    "price_interval_problem",
     "request_id_for",
 ]
 
-INTERVAL_MS = 300_000
 #: Statuses a workflow passes through; the last three end it.
 STATUSES = ("fetching", "forecasting", "optimizing", "bidding", "submitted", "awarded", "dispatched", "no_bid")
-
-
-@dataclass(frozen=True)
-class BidderParams:
-    """How the autobidder of a node bids (from settings)."""
-
-    lead_intervals: int = 2
-    horizon: int = 288
-    history_intervals: int = 2 * 288
-    step_timeout_ms: int = 30_000
-    #: how long a workflow waits for the node's first usable aggregate. Long enough for the first window
-    #: to close after a start (window + lateness + the stores), short enough to leave the forecast, the
-    #: optimization and the bid time before the gate of an interval ``lead_intervals`` ahead.
-    state_wait_ms: int = 120_000
-    retry_ms: int = 2_000
-    efficiency: float = 0.9
-    degradation_usd_per_mwh: float = 20.0
-    keep_intervals: int = 288
-
-
-def bid_id_for(node_path: str, interval_start_ms: int) -> str:
-    """The one bid id of a node for an interval: a re-sent bid is the same bid."""
-    digest = hashlib.sha256(f"{node_path}|{int(interval_start_ms)}".encode()).hexdigest()[:24]
-    return f"bid-{digest}"
-
-
-def command_id_for(bid_id: str) -> str:
-    return f"cmd-{bid_id}"
-
-
-def request_id_for(node_path: str, interval_start_ms: int, kind: str) -> str:
-    return f"{node_path}|{int(interval_start_ms)}|{kind}"
-
-
-def battery_from_aggregate(aggregate: dict[str, Any], params: BidderParams) -> Battery | None:
-    """The node as one battery, from its latest ``fleet.aggregates`` record (None: not enough known)."""
-    capacity = float(aggregate.get("capacity_wh") or 0.0)
-    soc = aggregate.get("soc_pct")
-    if capacity <= 0 or soc is None or not math.isfinite(soc):
-        return None
-    soc = min(100.0, max(0.0, float(soc)))
-    available_pct = 100.0 * float(aggregate.get("energy_available_wh") or 0.0) / capacity
-    reserve = min(soc, max(0.0, soc - available_pct))
-    return Battery(capacity_wh=capacity, max_charge_w=max(0.0, float(aggregate.get("charge_available_w") or 0.0)),
-                   max_discharge_w=max(0.0, float(aggregate.get("discharge_available_w") or 0.0)), soc_pct=soc,
-                   reserve_pct=reserve, efficiency=params.efficiency,
-                   degradation_usd_per_mwh=params.degradation_usd_per_mwh)
 
 
 @dataclass
@@ -158,6 +129,13 @@ class BidderState:
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
+    def retune(self, params: BidderParams) -> None:
+        """Take ``params`` (the settings now, after a restart). Another market interval forgets the prices and
+        the last plan (they lie on another grid), never a workflow: its award must still be dispatched."""
+        if params.interval_ms != self.params.interval_ms:
+            self.prices, self.last_plan = {}, None
+        self.params = params
+
     @staticmethod
     def loads(data: bytes) -> "BidderState":
         return pickle.loads(data)
@@ -188,13 +166,14 @@ class BidderState:
         for r in records:
             self.prices[int(r["interval_start"])] = float(r["price_usd_per_mwh"])
             self.pricing_node = r["pricing_node"]
+        step = self.params.interval_ms
         newest = max(int(r["interval_start"]) for r in records)
-        keep_from = max(self.prices) - self.params.history_intervals * INTERVAL_MS
+        keep_from = max(self.prices) - self.params.history_intervals * step
         self.prices = {k: v for k, v in self.prices.items() if k > keep_from}
-        target = newest + self.params.lead_intervals * INTERVAL_MS
+        target = newest + self.params.lead_intervals * step
         if self.workflows and target <= max(self.workflows):
             return  # an old or repeated price: its interval's workflow exists or has passed
-        if target + INTERVAL_MS <= now_ms:
+        if target + step <= now_ms:
             return  # a backlog (a history backfill, a consumer catching up): that interval is over, nothing to bid
         self._start(target, newest, now_ms, out)
         self._forget(target)
@@ -220,13 +199,13 @@ class BidderState:
             "request_id": request_id_for(self.node_path, wf.interval_start_ms, "forecast"), "node_path": self.node_path,
             "pricing_node": self.pricing_node or "", "interval_start": wf.interval_start_ms,
             "horizon": self.params.horizon, "history_start": history_start, "history_usd_per_mwh": history,
-            "requested_at": now_ms})
+            "interval_ms": self.params.interval_ms, "regressors": [], "requested_at": now_ms})
         self._status(wf, "forecasting", None, now_ms, out)
 
     def _history(self, wf: Workflow) -> tuple[int, list[float | None]]:
-        n = self.params.history_intervals
-        history_start = wf.newest_price_ms - (n - 1) * INTERVAL_MS
-        return history_start, [self.prices.get(history_start + k * INTERVAL_MS) for k in range(n)]
+        n, step = self.params.history_intervals, self.params.interval_ms
+        history_start = wf.newest_price_ms - (n - 1) * step
+        return history_start, [self.prices.get(history_start + k * step) for k in range(n)]
 
     def _fetched(self, wf: Workflow, now_ms: int, out: Emitted) -> None:
         _, history = self._history(wf)
@@ -236,7 +215,7 @@ class BidderState:
                                    "aggregate": self.aggregate}, now_ms, out)
 
     def _forget(self, newest_target: int) -> None:
-        horizon = newest_target - self.params.keep_intervals * INTERVAL_MS
+        horizon = newest_target - self.params.keep_intervals * self.params.interval_ms
         for start in [s for s in self.workflows if s < horizon]:
             del self.workflows[start]
 
@@ -258,7 +237,8 @@ class BidderState:
             "interval_start": wf.interval_start_ms, "prices_usd_per_mwh": prices, "capacity_wh": b.capacity_wh,
             "max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w, "soc_pct": b.soc_pct,
             "reserve_pct": b.reserve_pct, "efficiency": b.efficiency,
-            "degradation_usd_per_mwh": b.degradation_usd_per_mwh, "requested_at": now_ms})
+            "degradation_usd_per_mwh": b.degradation_usd_per_mwh, "interval_ms": self.params.interval_ms,
+            "requested_at": now_ms})
         self._status(wf, "optimizing", None, now_ms, out)
 
     def on_optimized(self, record: dict[str, Any], now_ms: int, out: Emitted) -> None:
@@ -281,12 +261,14 @@ class BidderState:
 
     # -- bids ---------------------------------------------------------------------------
     def _bid_from_plan(self, wf: Workflow, plan: dict[str, Any], fallback: str | None, now_ms: int, out: Emitted) -> None:
-        k = (wf.interval_start_ms - plan["interval_start"]) // INTERVAL_MS
+        step = self.params.interval_ms
+        k = (wf.interval_start_ms - plan["interval_start"]) // step
         start = plan["interval_start"]
-        intervals = tuple(ScheduledInterval(_dt(start + i * INTERVAL_MS), plan["charge_w"][i], plan["discharge_w"][i],
+        intervals = tuple(ScheduledInterval(_dt(start + i * step), plan["charge_w"][i], plan["discharge_w"][i],
                                             plan["energy_wh"][i]) for i in range(k, len(plan["charge_w"])))
-        prices = [PricePoint(_dt(start + i * INTERVAL_MS), plan["prices"][i]) for i in range(k, len(plan["charge_w"]))]
-        bid = build_bid(Schedule("optimal", None, intervals, plan["final_energy_wh"]), prices, plan["battery"])
+        prices = [PricePoint(_dt(start + i * step), plan["prices"][i]) for i in range(k, len(plan["charge_w"]))]
+        bid = build_bid(Schedule("optimal", None, intervals, plan["final_energy_wh"]), prices, plan["battery"],
+                        interval=timedelta(milliseconds=step))
         pairs = [{"price_usd_per_mwh": p.price_usd_per_mwh, "quantity_w": p.quantity_w} for p in bid.pairs]
         if not pairs:
             reason = "the plan neither charges nor discharges and leaves no room: no bid"
@@ -301,7 +283,7 @@ class BidderState:
     def _fall_back(self, wf: Workflow, why: str, now_ms: int, out: Emitted) -> None:
         plan = self.last_plan
         covers = plan is not None and plan["interval_start"] < wf.interval_start_ms < (
-            plan["interval_start"] + len(plan["charge_w"]) * INTERVAL_MS)
+            plan["interval_start"] + len(plan["charge_w"]) * self.params.interval_ms)
         if covers:
             self._bid_from_plan(wf, plan, f"fallback: {why}; bid from the schedule planned for interval "
                                           f"{_dt(plan['interval_start']).isoformat()}", now_ms, out)
@@ -389,6 +371,3 @@ class BidderState:
         """Bids decided but not yet answered by the market (resent after a restart)."""
         return [dict(wf.bid) for wf in self.workflows.values() if wf.status == "bidding" and wf.bid is not None]
 
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)

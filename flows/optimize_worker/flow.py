@@ -1,7 +1,7 @@
 """Flow ``optimize-worker``: ``autobidder.optimize.requests`` -> ``autobidder.optimize.results``.
 
 Answers each request of the autobidder with ``models.optimize.plan`` over the request's
-forecast prices and battery, with the solver ``settings.optimize_solver`` and each solve bounded
+forecast prices (intervals of its ``interval_ms``: 5 minutes, 15 minutes, an hour...) and battery, with the solver ``settings.optimize_solver`` and each solve bounded
 by ``settings.optimize_time_limit_s`` (0: no bound); the solver status comes back with the
 schedule. Stateless: a request read twice is answered twice, and the autobidder
 takes the first answer to its request id.
@@ -10,7 +10,7 @@ takes the first answer to its request id.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Callable
 
@@ -26,14 +26,15 @@ __all__ = ["build_flow", "answer_optimize", "solver_options", "INPUT_TOPICS", "O
 
 INPUT_TOPICS = ["autobidder.optimize.requests"]
 OUTPUT_TOPICS = ("autobidder.optimize.results", "telemetry.dlq")
-_INTERVAL_MS = 300_000
+#: The interval of a request written before requests carried one.
+_DEFAULT_INTERVAL_MS = 300_000
 
 
 def answer_optimize(solver: str, time_limit_s: float | None, now: Callable[[], float], request: dict[str, Any]) -> dict[str, Any]:
     """The ``optimize_result`` answering ``request``: the plan, or an empty one with the reason as status."""
     from models.optimize import Battery, PricePoint, plan
 
-    start = int(request["interval_start"])
+    start, interval_ms = int(request["interval_start"]), int(request.get("interval_ms") or _DEFAULT_INTERVAL_MS)
     out = {"request_id": request["request_id"], "node_path": request["node_path"], "interval_start": start,
            "status": "error", "charge_w": [], "discharge_w": [], "energy_wh": [], "final_energy_wh": None,
            "revenue_usd": None, "produced_at": 0}
@@ -42,9 +43,10 @@ def answer_optimize(solver: str, time_limit_s: float | None, now: Callable[[], f
                           max_discharge_w=request["max_discharge_w"], soc_pct=request["soc_pct"],
                           reserve_pct=request["reserve_pct"], efficiency=request["efficiency"],
                           degradation_usd_per_mwh=request["degradation_usd_per_mwh"])
-        prices = [PricePoint(datetime.fromtimestamp((start + k * _INTERVAL_MS) / 1000, timezone.utc), float(p))
+        prices = [PricePoint(datetime.fromtimestamp((start + k * interval_ms) / 1000, timezone.utc), float(p))
                   for k, p in enumerate(request["prices_usd_per_mwh"])]
-        schedule = plan(prices, battery, solver=solver, time_limit_s=time_limit_s)
+        schedule = plan(prices, battery, solver=solver, time_limit_s=time_limit_s,
+                        interval=timedelta(milliseconds=interval_ms))
     except ValueError as exc:  # a request the model cannot take: answered, so the autobidder falls back now
         out.update(status=f"error: {exc}", produced_at=int(now() * 1000))
         return out

@@ -95,7 +95,8 @@ def test_a_missing_or_binary_config_file_is_a_config_error(tmp_path):
     ("autobidder_step_timeout_s", "-1", "must be more than 0 s"),
     ("autobidder_step_timeout_s", "inf", "must be more than 0 s"),
     ("autobidder_state_wait_s", "-1", "must be 0 s .* or more"),
-    ("autobidder_horizon", "0", "must be at least 1 interval"),
+    ("autobidder_horizon_s", "0", "must be more than 0 s"),
+    ("market_interval_s", "30", "must be at least 60 s"),
     ("optimize_time_limit_s", "-1", "must be 0 .* or more"),
     ("setpoint_resend_s", "-60", "must be 0 .* or more"),
 ])
@@ -115,6 +116,21 @@ def test_settings_built_in_code_are_checked_too():
         Settings().replace(window_s=0)
     with pytest.raises(ConfigError, match="partitions of 'telemetry.raw' = 0 must be a whole number of at least 1"):
         Settings.load(environ={"VPP_PARTITIONS": "telemetry.raw=0"}, state_dir="/nonexistent")
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"VPP_MARKET_INTERVAL_S": "600"}, None),                          # 10 minutes divide a day
+    ({"VPP_MARKET_INTERVAL_S": "3600"}, None),
+    ({"VPP_MARKET_INTERVAL_S": "90"}, "'market_interval_s' = 90 must be a whole number of minutes"),
+    ({"VPP_MARKET_INTERVAL_S": "4200"}, "'market_interval_s' = 4200 must be a whole number of minutes that divides a day"),
+    ({"VPP_MARKET_INTERVAL_S": "3600", "VPP_AUTOBIDDER_HORIZON_S": "1800"}, "'autobidder_horizon_s' = 1800 is shorter"),
+])
+def test_the_market_interval_divides_a_day_and_the_horizon_holds_one(tmp_path, environ, message):
+    if message is None:
+        assert Settings.load(state_dir=tmp_path, environ=environ).market_interval_s == int(environ["VPP_MARKET_INTERVAL_S"])
+    else:
+        with pytest.raises(ConfigError, match=message):
+            Settings.load(state_dir=tmp_path, environ=environ)
 
 
 def test_the_optimize_solver_is_one_the_worker_has():

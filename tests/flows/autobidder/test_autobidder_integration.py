@@ -82,7 +82,7 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
         upsert_assets(settings.postgres_dsn, [Asset("pw-1", "site-1", f"{NODE}/site-1", "America/Los_Angeles", 13_500.0,
                                                     5_000.0, 5_000.0, 20.0)])  # the market takes bids for known nodes
         _produce_aggregate(settings, serde, int(time.time() * 1000))
-        env = _env(settings, VPP_MARKET_URL=url, VPP_AUTOBIDDER_NODES=NODE, VPP_AUTOBIDDER_HORIZON="24",
+        env = _env(settings, VPP_MARKET_URL=url, VPP_AUTOBIDDER_NODES=NODE, VPP_AUTOBIDDER_HORIZON_S="7200",
                    VPP_AUTOBIDDER_STEP_TIMEOUT_S="6", VPP_RECOVERY_DIR=str(tmp_path / "recovery"))
         for flow, log in (("forecast-worker", "forecast"), ("optimize-worker", "optimize")):
             procs.append(subprocess.Popen(VPP + ["run", flow], env=env, stdout=logs[log], stderr=subprocess.STDOUT))
