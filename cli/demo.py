@@ -185,7 +185,8 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
             facts = workflow_facts(watcher.settings.postgres_dsn, bidding_node)
         except Exception:  # noqa: BLE001 - the table fills as the autobidder runs
             facts = []
-        market = Table(title=f"market: autobidder for {bidding_node} (5-minute intervals in UTC, $/MWh, W > 0 "
+        interval_s = watcher.settings.market_interval_s
+        market = Table(title=f"market: autobidder for {bidding_node} ({interval_s // 60}-minute intervals in UTC, $/MWh, W > 0 "
                              f"discharge; pricing node at {utc_zone(market_offset_h)}, its {DEMO_MARKET_LOCAL_START_H:g} h at the start)")
         for col in ("interval", "forecast price", "planned W", "bid", "award", "measured battery W (in it)"):
             market.add_column(col)
@@ -194,8 +195,9 @@ def _render(watcher: _Watcher, procs: _Processes, started: float, dispatch: _Dem
         readings = [r for r in watcher.latest.values() if f"{r['region_path']}/".startswith(f"{bidding_node}/")]
         if readings:  # the node's power from its devices' latest readings (the node_state windows lag at --speed)
             measure_interval_power(watcher.measured, {"window_start": max(r["ts"] for r in readings),
-                                                      "battery_w": sum(r["battery_w"] or 0.0 for r in readings)})
-        for row in market_rows(facts, watcher.measured, watcher.since_ms - 300_000):
+                                                      "battery_w": sum(r["battery_w"] or 0.0 for r in readings)},
+                                   interval_s * 1000)
+        for row in market_rows(facts, watcher.measured, watcher.since_ms - interval_s * 1000):
             market.add_row(*row)
         if not facts:
             market.add_row("waiting for the first price and aggregate", "", "", "", "", "")

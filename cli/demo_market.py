@@ -25,13 +25,13 @@ def utc_zone(offset_h: float) -> str:
     return f"UTC{'-' if offset_h < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None) -> None:
-    """Keep a node's battery power at a time (``window_start``: a datetime or epoch ms) under its 5-minute market interval."""
+def measure_interval_power(measured: dict[int, dict[str, float]], row: dict | None, interval_ms: int = 300_000) -> None:
+    """Keep a node's battery power at a time (``window_start``: a datetime or epoch ms) under its market interval."""
     if row is None or row.get("battery_w") is None:
         return
     start = row["window_start"]
     start_ms = int(start.timestamp() * 1000) if hasattr(start, "timestamp") else int(start)
-    measured.setdefault(start_ms - start_ms % 300_000, {})[str(start_ms)] = float(row["battery_w"])
+    measured.setdefault(start_ms - start_ms % interval_ms, {})[str(start_ms)] = float(row["battery_w"])
 
 
 def market_rows(facts: list[dict], measured_w, from_interval_ms: int = 0) -> list[tuple[str, ...]]:
