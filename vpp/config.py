@@ -71,6 +71,12 @@ DEFAULT_PARTITIONS: Mapping[str, int] = {
 }
 
 
+#: Settings of earlier releases that were replaced, and what to set instead.
+RENAMED_SETTINGS = {
+    "autobidder_horizon": "set autobidder_horizon_s (VPP_AUTOBIDDER_HORIZON_S) in seconds, e.g. 86400 for a day "
+                          "(the old setting counted 5-minute intervals)",
+}
+
 #: Settings that hold a credential: each may come from a file named by ``VPP_<FIELD>_FILE`` (a mounted
 #: Secret) instead of ``VPP_<FIELD>``, and none is ever printed whole (``vpp.errors.redact_dsn``).
 _SERVICE_SECRETS = ("postgres_dsn", "timeseries_token", "kafka_sasl_password")
@@ -246,6 +252,9 @@ class Settings:
                 raise ConfigError(f"config file {cfg} is not UTF-8 text (byte {exc.start}): is it a TOML file?") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {cfg} is not valid TOML: {exc}") from exc
+        for old, new in RENAMED_SETTINGS.items():  # refused, not ignored: the old value would silently stop counting
+            if old in values or f"VPP_{old.upper()}" in env:
+                raise ConfigError(f"setting {old!r} (VPP_{old.upper()}) was replaced: {new}")
         for f in dataclasses.fields(cls):
             key = f"VPP_{f.name.upper()}"
             if key in env and f.name not in ("state_dir", "partitions"):

@@ -53,6 +53,15 @@ def test_an_unknown_setting_in_the_file_is_refused(tmp_path):
         Settings.load(state_dir=tmp_path, config_file=toml, environ={})
 
 
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_a_replaced_setting_is_refused_with_what_to_set_instead(tmp_path, where):
+    toml = tmp_path / "vpp.toml"
+    toml.write_text("autobidder_horizon = 288\n" if where == "file" else "")
+    environ = {"VPP_AUTOBIDDER_HORIZON": "288"} if where == "environment" else {}
+    with pytest.raises(ConfigError, match=r"'autobidder_horizon' .* replaced: set autobidder_horizon_s .* in seconds"):
+        Settings.load(state_dir=tmp_path, config_file=toml, environ=environ)
+
+
 def test_topics_carry_the_deployment_prefix():
     assert Settings(topic_prefix="prod.").topic("telemetry.raw") == "prod.telemetry.raw"
     with pytest.raises(ConfigError, match="unknown topic"):
