@@ -144,6 +144,9 @@ class Settings:
     forecast_model_dir: str = ""  # a `vpp train` model directory; empty: persistence forecast
     autobidder_step_timeout_s: float = 30.0  # wall seconds a forecast/optimize result may take
     autobidder_state_wait_s: float = 120.0  # wall seconds an interval's workflow waits for the node's first aggregate
+    #: plan to sell at the forecast's p10 and to buy at its p90 where the forecast carries them (the day-ahead
+    #: model): bids less where the forecast is uncertain (`vpp plan --risk-quantiles` live); others: the point forecast
+    autobidder_risk_quantiles: bool = False
     autobidder_horizon_s: int = 86_400  # how far ahead the autobidder forecasts and plans (a day: 288 5-minute intervals)
     optimize_solver: str = "cbc"  # the optimize worker's MILP solver: cbc or highs
     optimize_time_limit_s: float = 20.0  # bound on one optimize-worker solve; 0: none

@@ -63,7 +63,8 @@ _AUTO: Any = object()
 def params_from(settings) -> BidderParams:
     return BidderParams.for_market(settings.market_interval_s * 1000, horizon_ms=settings.autobidder_horizon_s * 1000,
                                    step_timeout_ms=round(settings.autobidder_step_timeout_s * 1000),
-                                   state_wait_ms=round(settings.autobidder_state_wait_s * 1000))
+                                   state_wait_ms=round(settings.autobidder_state_wait_s * 1000),
+                                   risk_quantiles=settings.autobidder_risk_quantiles)
 
 
 def bidding_nodes(settings) -> tuple[str, ...]:

@@ -228,13 +228,20 @@ class BidderState:
         if not prices or not all(math.isfinite(p) for p in prices):
             self._fall_back(wf, "the forecast result holds no usable price", now_ms, out)
             return
-        self._fact(wf, "forecast", {"method": record["method"], "detail": record.get("detail"),
-                                    "prices_usd_per_mwh": prices}, now_ms, out)
+        fact = {"method": record["method"], "detail": record.get("detail"), "prices_usd_per_mwh": prices}
+        sell, buy = prices, []
+        if self.params.risk_quantiles:  # sell at p10, buy at p90: less where the forecast is uncertain
+            p10, p90 = (_finite(record.get(k), len(prices)) for k in ("p10_usd_per_mwh", "p90_usd_per_mwh"))
+            if p10 and p90:
+                sell, buy = p10, p90
+                fact |= {"p10_usd_per_mwh": p10, "p90_usd_per_mwh": p90}
+        self._fact(wf, "forecast", fact, now_ms, out)
         wf.deadline_ms = now_ms + self.params.step_timeout_ms
         b = wf.battery
         out.optimize_requests.append({
             "request_id": request_id_for(self.node_path, wf.interval_start_ms, "optimize"), "node_path": self.node_path,
-            "interval_start": wf.interval_start_ms, "prices_usd_per_mwh": prices, "capacity_wh": b.capacity_wh,
+            "interval_start": wf.interval_start_ms, "prices_usd_per_mwh": sell, "charge_prices_usd_per_mwh": buy,
+            "capacity_wh": b.capacity_wh,
             "max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w, "soc_pct": b.soc_pct,
             "reserve_pct": b.reserve_pct, "efficiency": b.efficiency,
             "degradation_usd_per_mwh": b.degradation_usd_per_mwh, "interval_ms": self.params.interval_ms,
@@ -253,7 +260,8 @@ class BidderState:
         if not charge or record.get("final_energy_wh") is None:
             self._fall_back(wf, f"the optimizer found no plan (status {record['status']})", now_ms, out)
             return
-        prices = wf.facts["forecast"]["prices_usd_per_mwh"][: len(charge)]
+        forecast = wf.facts["forecast"]  # the prices the plan sold at: p10 when risk-aware
+        prices = forecast.get("p10_usd_per_mwh", forecast["prices_usd_per_mwh"])[: len(charge)]
         self.last_plan = {"interval_start": wf.interval_start_ms, "prices": prices, "charge_w": list(charge),
                           "discharge_w": list(discharge), "energy_wh": list(energy),
                           "final_energy_wh": float(record["final_energy_wh"]), "battery": wf.battery}
@@ -371,3 +379,8 @@ class BidderState:
         """Bids decided but not yet answered by the market (resent after a restart)."""
         return [dict(wf.bid) for wf in self.workflows.values() if wf.status == "bidding" and wf.bid is not None]
 
+
+def _finite(values, count: int) -> list[float]:
+    """``count`` finite prices from a result's optional list, or [] (absent, short or not finite)."""
+    prices = [float(v) for v in (values or [])[:count]]
+    return prices if len(prices) == count and all(math.isfinite(p) for p in prices) else []

@@ -44,6 +44,8 @@ class BidderParams:
     degradation_usd_per_mwh: float = 20.0
     keep_intervals: int = 288
     interval_ms: int = INTERVAL_MS
+    #: plan to sell at the forecast's p10 and buy at its p90 when the forecast carries them (else at the forecast)
+    risk_quantiles: bool = False
 
     @classmethod
     def for_market(cls, interval_ms: int, *, horizon_ms: int = DAY_MS, history_ms: int = HISTORY_MS,

@@ -6,7 +6,8 @@ The model (``settings.forecast_model_dir``, loaded once by ``models.price_model.
 * the day-ahead model ``vpp train --method lear`` writes (``models.dayahead``, any interval): the
   whole horizon, day by day (``forecast_ahead``), with the request's regressors when it carries
   every one the model was trained with; without them otherwise (each missing one counts as its
-  calibration median, and ``detail`` names them); method ``lear``;
+  calibration median, and ``detail`` names them); method ``lear``, with p10 and p90 per interval (the
+  forecast plus the 10 % and 90 % quantiles of the model's holdout errors, as ``vpp forecast`` writes);
 * or the XGBoost model (``models.forecast``, 5-minute intervals only): its 288 intervals, then
   persistence; method ``xgboost``.
 
@@ -101,7 +102,7 @@ def answer_forecast(model, now: Callable[[], float], request: dict[str, Any]) ->
     origin, horizon = int(request["interval_start"]), int(request["horizon"])
     history, history_start = request["history_usd_per_mwh"], int(request["history_start"])
     interval_ms = int(request.get("interval_ms") or DEFAULT_INTERVAL_MS)
-    method, detail, prices = "persistence", "no forecast model configured", None
+    method, detail, prices, quantiles = "persistence", "no forecast model configured", None, ([], [])
     if interval_ms <= 0 or _DAY_MS % interval_ms:
         prices, detail = [], f"interval_ms {interval_ms} does not divide a day: no forecast"
     elif model is not None:
@@ -109,6 +110,9 @@ def answer_forecast(model, now: Callable[[], float], request: dict[str, Any]) ->
         try:
             prices, detail = (_dayahead if kind == "lear" else _xgboost)(model, request, interval_ms)
             method = kind
+            if kind == "lear":
+                q10, _, q90 = model.metadata["residual_quantiles"]
+                quantiles = ([p + q10 for p in prices], [p + q90 for p in prices])
         except ValueError as exc:
             detail = f"the {kind} model could not forecast: {exc}"
     if prices is None:
@@ -117,4 +121,5 @@ def answer_forecast(model, now: Callable[[], float], request: dict[str, Any]) ->
         except ValueError as exc:
             prices, detail = [], str(exc)
     return {"request_id": request["request_id"], "node_path": request["node_path"], "interval_start": origin,
-            "method": method, "prices_usd_per_mwh": prices, "detail": detail, "produced_at": int(now() * 1000)}
+            "method": method, "prices_usd_per_mwh": prices, "p10_usd_per_mwh": quantiles[0],
+            "p90_usd_per_mwh": quantiles[1], "detail": detail, "produced_at": int(now() * 1000)}

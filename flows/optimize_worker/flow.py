@@ -1,7 +1,8 @@
 """Flow ``optimize-worker``: ``autobidder.optimize.requests`` -> ``autobidder.optimize.results``.
 
 Answers each request of the autobidder with ``models.optimize.plan`` over the request's
-forecast prices (intervals of its ``interval_ms``: 5 minutes, 15 minutes, an hour...) and battery, with the solver ``settings.optimize_solver`` and each solve bounded
+forecast prices (and, when the request carries them, what charging costs: a risk-aware plan sells at
+the forecast's p10 and buys at its p90) (intervals of its ``interval_ms``: 5 minutes, 15 minutes, an hour...) and battery, with the solver ``settings.optimize_solver`` and each solve bounded
 by ``settings.optimize_time_limit_s`` (0: no bound); the solver status comes back with the
 schedule. Stateless: a request read twice is answered twice, and the autobidder
 takes the first answer to its request id.
@@ -46,7 +47,8 @@ def answer_optimize(solver: str, time_limit_s: float | None, now: Callable[[], f
         prices = [PricePoint(datetime.fromtimestamp((start + k * interval_ms) / 1000, timezone.utc), float(p))
                   for k, p in enumerate(request["prices_usd_per_mwh"])]
         schedule = plan(prices, battery, solver=solver, time_limit_s=time_limit_s,
-                        interval=timedelta(milliseconds=interval_ms))
+                        interval=timedelta(milliseconds=interval_ms),
+                        charge_prices=[float(p) for p in request.get("charge_prices_usd_per_mwh") or []] or None)
     except ValueError as exc:  # a request the model cannot take: answered, so the autobidder falls back now
         out.update(status=f"error: {exc}", produced_at=int(now() * 1000))
         return out

@@ -51,6 +51,9 @@ def test_the_day_ahead_model_forecasts_the_next_day_as_vpp_forecast_does(hourly)
     result = answer_forecast(model, lambda: 1.0, request(series, origin, 24, wind=True))
     assert (result["method"], result["detail"]) == ("lear", None)
     np.testing.assert_allclose(result["prices_usd_per_mwh"], rows[:, 0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(result["p10_usd_per_mwh"], rows[:, 1], rtol=1e-9, atol=1e-9)  # its quantiles too
+    np.testing.assert_allclose(result["p90_usd_per_mwh"], rows[:, 3], rtol=1e-9, atol=1e-9)
+    assert all(lo < hi for lo, hi in zip(result["p10_usd_per_mwh"], result["p90_usd_per_mwh"]))
 
 
 def test_from_mid_day_the_rest_of_today_is_its_day_ahead_forecast_and_tomorrow_follows(hourly) -> None:
@@ -89,6 +92,7 @@ def test_a_request_the_day_ahead_model_cannot_take_is_answered_by_persistence_sa
     assert result["method"] == "persistence" and result["detail"].startswith(detail), result["detail"]
     assert result["prices_usd_per_mwh"] == persistence_forecast(req["history_usd_per_mwh"], req["history_start"],
                                                                 origin, 8, interval_ms)
+    assert result["p10_usd_per_mwh"] == result["p90_usd_per_mwh"] == []  # persistence has no quantiles
 
 
 def test_the_five_minute_xgboost_model_gives_way_to_persistence_on_an_hourly_market() -> None:
