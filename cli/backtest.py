@@ -90,6 +90,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     if args.horizon not in _HORIZONS:
         raise UserError(f"--horizon {args.horizon!r}: this backtest is day-ahead, give --horizon 24h")
+    if args.penalty_days is not None and args.shrinkage != "lasso":
+        raise UserError("--penalty-days chooses the LASSO's penalties: give it with --shrinkage lasso (ridge chooses "
+                        "its penalty at every recalibration, in a closed form)")
     series = read_price_file(Path(args.prices))
     offset_ms = file_utc_offset_ms(series, args.utc_offset_h, args.prices)
     windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None

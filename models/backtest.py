@@ -77,7 +77,7 @@ def run_backtest(
     penalty_days: int | None = None,
 ) -> BacktestResult:
     """The backtest from the local day holding ``from_ms`` to the last day with a known price."""
-    penalty_days = penalty_days or refit_days
+    penalty_days = refit_days if penalty_days is None else penalty_days
     if refit_days < 1 or penalty_days < 1:
         raise ValueError(f"refit_days and penalty_days must be 1 or more, got {refit_days} and {penalty_days}")
     grid = day_grid(series, utc_offset_ms)
