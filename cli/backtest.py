@@ -90,6 +90,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     if args.horizon not in _HORIZONS:
         raise UserError(f"--horizon {args.horizon!r}: this backtest is day-ahead, give --horizon 24h")
+    if args.penalty_days is not None and args.shrinkage != "lasso":
+        raise UserError("--penalty-days chooses the LASSO's penalties: give it with --shrinkage lasso (ridge chooses "
+                        "its penalty at every recalibration, in a closed form)")
     series = read_price_file(Path(args.prices))
     offset_ms = file_utc_offset_ms(series, args.utc_offset_h, args.prices)
     windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None
@@ -97,6 +100,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     try:
         result = run_backtest(series, from_ms=_from_ms(args.from_date, offset_ms), utc_offset_ms=offset_ms,
                               refit_days=args.refit_days, progress=_Progress(), shrinkage=args.shrinkage,
+                              penalty_days=args.penalty_days,
                               **({"windows": windows} if windows else {}))
     except ValueError as exc:
         raise UserError(f"cannot backtest {args.prices}: {exc}") from None
@@ -118,7 +122,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     first = from_epoch_ms(int(result.starts_ms[0]) + offset_ms).date()
     last = from_epoch_ms(int(result.starts_ms[-1]) + offset_ms).date()
     print(f"backtest {first} .. {last}: {result.days} days, {len(actual)} intervals, refit every {args.refit_days} "
-          f"day(s), {args.shrinkage}, {took_s:.0f} s")
+          f"day(s), {args.shrinkage}"
+          + (f" (penalties every {args.penalty_days} days)" if args.penalty_days and args.shrinkage == "lasso" else "")
+          + f", {took_s:.0f} s")
     print(f"{'':36} {'MAE':>8} {'RMSE':>8} {'sMAPE %':>8} {'rMAE':>6}")
     for name, score in scores.items():
         print(f"{name:36} {score['mae']:8.3f} {score['rmse']:8.3f} {score['smape_pct']:8.2f} {score['mae'] / weekly:6.3f}")
@@ -146,7 +152,11 @@ def add_backtest(forecast_commands) -> None:
     b.add_argument("--windows", default=None, metavar="DAYS,...",
                    help="calibration windows of the ensemble (default 56,84,1092,1456 days, Lago et al. 2021)")
     b.add_argument("--shrinkage", choices=("ridge", "lasso"), default="ridge",
-                   help="per-interval regression: ridge (GCV, fast; default) or lasso (AIC, as epftoolbox's LEAR)")
+                   help="per-interval regression: ridge (GCV, fast; default) or lasso (AIC on the LARS path, as "
+                   "epftoolbox's LEAR)")
+    b.add_argument("--penalty-days", type=int, default=None, metavar="N",
+                   help="lasso: choose the penalties by AIC every N days and keep them in the recalibrations between "
+                   "(default: at every recalibration, as the paper)")
     b.add_argument("--utc-offset-h", type=float, default=None,
                    help="local standard time of the market's days (default: the file's first UTC offset)")
     b.add_argument("--out", required=True, metavar="FILE.csv", help="interval_start,actual,forecast,p10,p50,p90")

@@ -2,7 +2,8 @@
 
 For each local day from the first one asked: the ensemble calibrated on the
 days before it (recalibrated every ``refit_days``, each window warm-started
-from its last fit), the forecast of every interval of that day from the prices
+from its last fit; the LASSO's penalties chosen anew every ``penalty_days``,
+in between the last ones are kept), the forecast of every interval of that day from the prices
 up to the day before and that day's regressors. p10/p50/p90 are the forecast
 plus the 10/50/90 % quantiles of the backtest's own errors over the previous
 ``CONFORMAL_DAYS`` days (a rolling split-conformal interval; ``WARMUP_DAYS``
@@ -73,10 +74,12 @@ def run_backtest(
     windows: tuple[int, ...] = WINDOWS_DAYS,
     progress: Callable[[int, int], None] | None = None,
     shrinkage: str = "ridge",
+    penalty_days: int | None = None,
 ) -> BacktestResult:
     """The backtest from the local day holding ``from_ms`` to the last day with a known price."""
-    if refit_days < 1:
-        raise ValueError(f"refit_days must be 1 or more, got {refit_days}")
+    penalty_days = refit_days if penalty_days is None else penalty_days
+    if refit_days < 1 or penalty_days < 1:
+        raise ValueError(f"refit_days and penalty_days must be 1 or more, got {refit_days} and {penalty_days}")
     grid = day_grid(series, utc_offset_ms)
     x, y = features(grid), grid.prices
     first = int((from_ms + utc_offset_ms) // 86_400_000) - grid.first_day
@@ -94,8 +97,9 @@ def run_backtest(
     for day in range(start, last + 1):
         if (day - start) % refit_days == 0 or not members:
             sizes = _windows(day - PRICE_LAGS[-1], windows)
-            members = {k: calibrate(x[day - w: day], y[day - w: day], members.get(k), shrinkage)
-                       for k, w in enumerate(sizes)}
+            keep_penalty = (day - start) % penalty_days != 0
+            members = {k: calibrate(x[day - w: day], y[day - w: day], members.get(k), shrinkage,
+                                    reuse_penalty=keep_penalty) for k, w in enumerate(sizes)}
         point = forecast_day(members.values(), x[day])
         if len(pool) >= _MIN_POOL_DAYS:
             q10, q50, q90 = np.nanquantile(np.concatenate(pool), [0.1, 0.5, 0.9])

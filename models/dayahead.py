@@ -12,10 +12,14 @@ LEAR, which this follows for hourly data exactly in its structure):
 
 Prices and inputs go through the variance-stabilising transform of
 Uniejewski et al. (2018): ``asinh((v - median) / MAD)`` per column over the
-calibration window. Each interval's model is a LASSO with its penalty chosen
-by AIC (``models.lasso``). The forecast averages models calibrated on
-several windows (``WINDOWS_DAYS``: 56, 84, 1092 and 1456 days, the paper's
-ensemble; a window longer than the history is the whole history).
+calibration window. Each interval's model is a ridge regression with its
+penalty chosen by GCV (the fast default) or, as epftoolbox, a LASSO with its
+penalty chosen by AIC on the LARS path (``models.lasso``, scikit-learn). The
+forecast averages models calibrated on several windows (``WINDOWS_DAYS``: 56,
+84, 1092 and 1456 days, the paper's ensemble). As epftoolbox cuts them, a
+window of ``w`` days ends the day before the target and its first week only
+feeds the lags: ``w - 7`` days are regressed on. A window longer than the
+history is the whole history.
 
 Quantiles are conformal: ``residual_quantiles`` are the 10/50/90 % quantiles of
 out-of-sample errors (a holdout of the last ``HOLDOUT_DAYS`` days at fit time;
@@ -190,7 +194,8 @@ def calibrate(x: np.ndarray, y: np.ndarray, previous: _Member | None = None, shr
 
 
 def _windows(available_days: int, windows: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(sorted({min(w, available_days) for w in windows}))
+    """The days each window regresses on (its ``w`` days less the first week of lags), at most ``available_days``."""
+    return tuple(sorted({min(w - PRICE_LAGS[-1], available_days) for w in windows}))
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ def fit(series: PriceSeries, *, utc_offset_ms: int, windows: tuple[int, ...] = W
         "interval_ms": grid.interval_ms,
         "utc_offset_ms": utc_offset_ms,
         "regressors": list(series.regressor_names),
-        "windows_days": [int(w) for w in _windows(days - PRICE_LAGS[-1], windows)],
+        "windows_days": [int(w) + PRICE_LAGS[-1] for w in _windows(days - PRICE_LAGS[-1], windows)],
         "residual_quantiles": [float(q) for q in np.quantile(residuals, [0.1, 0.5, 0.9])] if residuals.size else
         [0.0, 0.0, 0.0],
         "holdout_days": holdout,

@@ -61,5 +61,9 @@ def test_the_backtest_refuses_what_it_cannot_do(tmp_path, capsys):
     assert "give --horizon 24h" in capsys.readouterr().err
     assert main([*args, "--from", "2024-03-06"]) == 1
     assert "needs 21 days of history" in capsys.readouterr().err
+    assert main([*args, "--from", "2024-03-25", "--penalty-days", "7"]) == 1
+    assert "give it with --shrinkage lasso" in capsys.readouterr().err
+    assert main([*args, "--from", "2024-03-25", "--shrinkage", "lasso", "--penalty-days", "0"]) == 1
+    assert "penalty_days must be 1 or more" in capsys.readouterr().err
     assert main(["plan", "--prices", str(prices), "--risk-quantiles", *BATTERY]) == 1
     assert "needs the columns p10_usd_per_mwh" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from models.backtest import metrics, naive_forecasts, run_backtest
 from models.dayahead import day_grid, features
@@ -34,10 +35,12 @@ def test_the_weekly_naive_takes_last_week_on_mondays_and_weekends():
     np.testing.assert_array_equal(weekly_tuesday, prices[7])
 
 
-def test_the_backtest_learns_the_regressor_and_beats_both_naive_baselines():
+@pytest.mark.parametrize("options", [{}, {"shrinkage": "lasso", "penalty_days": 7}],
+                         ids=["ridge", "lasso-penalties-weekly"])
+def test_the_backtest_learns_the_regressor_and_beats_both_naive_baselines(options):
     series = parse_prices(synthetic_csv(45, 60, seed=3), "s.csv")
     result = run_backtest(series, from_ms=epoch_ms(datetime(2024, 4, 4, tzinfo=UTC)) - 3_600_000,
-                          utc_offset_ms=3_600_000)
+                          utc_offset_ms=3_600_000, **options)
     actual, forecast = result.table[:, 0], result.table[:, 1]
     model = metrics(actual, forecast)["mae"]
     assert result.days == 14
