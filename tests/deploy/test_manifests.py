@@ -79,6 +79,10 @@ needs_kubectl = pytest.mark.skipif(
 )
 
 
+#: libyaml's safe loader when PyYAML has it: the same documents, ten times faster than the pure-Python one.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def _render(overlay: str) -> tuple[dict[str, Any], ...]:
     assert KUBECTL is not None
@@ -89,7 +93,7 @@ def _render(overlay: str) -> tuple[dict[str, Any], ...]:
         timeout=120,
     )
     assert result.returncode == 0, f"kubectl kustomize deploy/overlays/{overlay} failed:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    return tuple(doc for doc in yaml.load_all(result.stdout, Loader=_SAFE_LOADER) if doc)
 
 
 def _objects(overlay: str, kind: str) -> list[dict[str, Any]]:
