@@ -18,6 +18,7 @@ import pytest
 
 from flows.aggregate.flow import AGGREGATE_BUCKETS, DeviceBuckets
 from flows.aggregate.logic import WindowParams
+from cli.main import main
 from cli.replay import run_pipeline_replay
 from flows.aggregate.replay import run_aggregate_replay
 from sinks.dumps import canonical_jsonl_to_dump
@@ -42,8 +43,8 @@ def _records(path: Path) -> list[dict]:
 def fleet(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("fleet")
     raw, assets = d / "raw.jsonl", d / "assets.csv"
-    subprocess.run(VPP + ["simulate", "--devices", str(DEVICES), "--duration", "300", "--dump", str(raw), "--assets-out",
-                          str(assets), "--no-register"], check=True, capture_output=True)
+    assert main(["simulate", "--devices", str(DEVICES), "--duration", "300", "--dump", str(raw), "--assets-out",
+                 str(assets), "--no-register"]) == 0
     out = d / "pipeline"
     out.mkdir()
     run_pipeline_replay(SETTINGS, raw, assets, out)
