@@ -23,6 +23,7 @@ import functools
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -149,6 +150,8 @@ def _settings_config_map() -> dict[str, Any]:
 def _statefulsets() -> list[tuple[str, dict[str, Any]]]:
     if KUBECTL is None:
         return []
+    with ThreadPoolExecutor(max_workers=4) as renders:  # kubectl runs, ours wait: render the overlays side by side
+        list(renders.map(_render, OVERLAYS))
     return [(o, sts) for o in OVERLAYS for sts in _objects(o, "StatefulSet")]
 
 
