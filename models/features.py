@@ -162,8 +162,9 @@ class _Past:
     def window(self, center: np.ndarray, half: int, kind=None) -> tuple[np.ndarray, np.ndarray]:
         """Sum and count of the known values within ``half`` intervals of ``center`` (of a kind: weekend or not)."""
         csum, ccount = self._sums[kind]
-        lo = np.clip(center - half, 0, self.end)
-        hi = np.clip(center + half + 1, 0, self.end)
+        # np.minimum/np.maximum rather than np.clip: the same indices, without clip's per-call overhead
+        lo = np.minimum(np.maximum(center - half, 0), self.end)
+        hi = np.minimum(np.maximum(center + half + 1, 0), self.end)
         return csum[hi] - csum[lo], ccount[hi] - ccount[lo]
 
     def mean(self, center: np.ndarray, half: int) -> np.ndarray:
@@ -175,12 +176,14 @@ class _Past:
         count = np.zeros(index.shape)
         kinds = (False, True) if same_kind else (None,)
         wanted = self.weekend(index)
+        days_back = np.arange(1, PROFILE_DAYS + 1)[:, None] * _DAY
         for kind in kinds:
             rows = wanted == kind if same_kind else np.ones(index.shape, dtype=bool)
-            for k in range(1, PROFILE_DAYS + 1):
-                window_sum, window_count = self.window(index[rows] - k * _DAY, _SMOOTH, kind)
-                total[rows] += window_sum
-                count[rows] += window_count
+            # all the days at once (days x rows), added up day after day (an accumulate, never pairwise): the
+            # very sums of a loop over the days
+            window_sum, window_count = self.window(index[rows] - days_back, _SMOOTH, kind)
+            total[rows] += np.cumsum(window_sum, axis=0)[-1]
+            count[rows] += window_count.sum(axis=0)
         return _ratio(total, count)
 
 

@@ -70,6 +70,9 @@ def pytest_collection_modifyitems(config, items) -> None:
 def stack() -> StackHandle:
     from devtools.stack import Stack
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's worker processes would each start and stop it
+        pytest.fail('the integration tests share one local stack per session: run them without -n (-n 2 is for the '
+                    'pure tests: pytest -m "not integration" -n 2)', pytrace=False)
     state_dir = Path(os.environ.get("VPP_TEST_STATE_DIR", REPO / ".vpp-test")).absolute()
     local = Stack(state_dir)
     already = local.status().healthy

@@ -264,8 +264,9 @@ def test_a_plan_whose_numbers_overflow_is_an_error_not_infinity(tmp_path, monkey
 def model(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("model")
     history = prices_csv(tmp / "history.csv", [], days=2)
-    trained = vpp("train", "--prices", str(history), "--out", str(tmp / "model"), "--rounds", "2", state_dir=tmp)
-    assert trained.returncode == 0, trained.stderr
+    from cli.main import main
+
+    assert main(["train", "--prices", str(history), "--out", str(tmp / "model"), "--rounds", "2"]) == 0  # in-process
     return tmp / "model"
 
 

@@ -21,6 +21,7 @@ def run_demo(state_dir, *options: str, duration_s: int = 30) -> tuple[dict[str, 
     return counts, result.stdout
 
 
+@pytest.mark.integration  # starts a stack of its own and the whole platform
 @pytest.mark.timeout(600)
 def test_demo_shows_readings_flowing_and_stops_everything_and_runs_again_where_it_should_start(tmp_path):
     # the first run also shows the alerts: devices taken offline and a state islanded, then back (at speed 2:

@@ -33,6 +33,7 @@ def authenticating_broker(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.integration  # starts a broker of its own
 def test_the_broker_with_authentication_refuses_a_client_without_credentials(authenticating_broker) -> None:
     anonymous = AdminClient({"bootstrap.servers": authenticating_broker, "log_level": 0})
     with pytest.raises(KafkaException):

@@ -35,6 +35,7 @@ def status(state) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+@pytest.mark.integration  # starts a stack of its own
 def test_status_json_names_every_service_address(own_stack):
     code, doc = status(own_stack)
     assert code == 0
@@ -46,6 +47,7 @@ def test_status_json_names_every_service_address(own_stack):
     assert {s for s, v in doc["services"].items() if v["healthy"]} == {"broker", "schema_registry", "postgres", "timeseries"}
 
 
+@pytest.mark.integration  # starts a stack of its own
 def test_up_twice_is_harmless(own_stack):
     _, before = status(own_stack)
     again = vpp("up", "--state-dir", str(own_stack))
@@ -57,6 +59,7 @@ def test_up_twice_is_harmless(own_stack):
     assert {n: s["pid"] for n, s in before["services"].items()} == {n: s["pid"] for n, s in after["services"].items()}
 
 
+@pytest.mark.integration  # starts a stack of its own
 def test_a_killed_service_is_reported_and_up_restarts_it(own_stack):
     _, doc = status(own_stack)
     pid = doc["services"]["timeseries"]["pid"]
@@ -74,6 +77,7 @@ def test_a_killed_service_is_reported_and_up_restarts_it(own_stack):
     assert code == 0 and doc["services"]["timeseries"]["healthy"] is True
 
 
+@pytest.mark.integration  # starts a stack of its own
 def test_topics_are_created_with_the_configured_partition_counts(own_stack):
     from confluent_kafka.admin import AdminClient
 
@@ -110,6 +114,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.integration  # starts a stack of its own
 def test_security_is_on_out_of_the_box(own_stack):
     import httpx
 

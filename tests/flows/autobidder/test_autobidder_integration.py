@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from flows.autobidder.logic import bid_id_for, command_id_for
+from real_services import wait_for
 from sinks.asset_registry import upsert_assets
 from vpp.assets import Asset
 from sinks.kafka_tools import read_topic
@@ -36,15 +37,6 @@ def _env(settings, **extra: str) -> dict[str, str]:
             "VPP_STATE_DIR": settings.state_dir,  # the stack's credentials (stack.json names their files)
             "VPP_POSTGRES_DSN": settings.postgres_dsn, "VPP_TIMESERIES_URL": settings.timeseries_url,
             "VPP_TOPIC_PREFIX": settings.topic_prefix, "VPP_SNAPSHOT_INTERVAL_S": "1", **extra}
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _count(dsn: str, step: str) -> int:
@@ -94,14 +86,14 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
 
         bidder = start_autobidder()
         dsn = settings.postgres_dsn
-        _wait_for(lambda: _count(dsn, "bid_submitted") >= 2, 120, "two bids submitted")
+        wait_for(lambda: _count(dsn, "bid_submitted") >= 2, 120, "two bids submitted")
         time.sleep(1.5)  # mid-workflow: the next interval's requests are in flight
         bidder.send_signal(signal.SIGKILL)
         bidder.wait(10)
         before = _count(dsn, "bid_submitted")
         time.sleep(12)  # the market clears an interval or so while the orchestrator is down
         start_autobidder()
-        _wait_for(lambda: _count(dsn, "bid_submitted") >= before + 3, 150, "three more bids after the restart")
+        wait_for(lambda: _count(dsn, "bid_submitted") >= before + 3, 150, "three more bids after the restart")
         time.sleep(25)  # the last bids are cleared
 
         journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines() if line.strip()]
@@ -119,7 +111,7 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
             issued = {c["command_id"]: c for c in commands}
             return all(command_id_for(a["bid_id"]) in issued for a in awards if a["awarded_w"] != 0.0)
 
-        _wait_for(every_award_dispatched, 60, "a dispatch command for every non-zero award")
+        wait_for(every_award_dispatched, 60, "a dispatch command for every non-zero award")
         commands = read_topic(settings, settings.topic("dispatch.commands"), serde.decode)
         by_id = {c["command_id"]: c for c in commands}
         for a in awards:

@@ -107,17 +107,48 @@ def test_load_thresholds_refuses_a_bad_file_naming_file_node_key_and_value(tmp_p
     assert message.startswith(f"{path}: {says}"), message
 
 
+def _without_services(environ) -> dict[str, str]:
+    """``environ`` without any ``VPP_``/``BYTEWAX_`` variable, its broker and registry where nothing listens:
+    reading the file must fail before the flow needs either."""
+    env = {k: v for k, v in environ.items() if not k.startswith(("VPP_", "BYTEWAX_"))}
+    return {**env, "VPP_BROKER": "127.0.0.1:9", "VPP_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9"}
+
+
+RUN = ["run", "peak-shaving", "--config", "peak-shaving.toml"]
+
+
 @pytest.mark.parametrize("toml, says", BAD)
-def test_vpp_run_peak_shaving_refuses_a_bad_file_in_one_line_before_connecting_anywhere(tmp_path, toml, says):
+def test_vpp_run_peak_shaving_refuses_a_bad_file_in_one_line_before_connecting_anywhere(tmp_path, monkeypatch, capfd,
+                                                                                        toml, says):
+    from cli.main import main
+    from vpp import observability
+
     write(tmp_path, toml)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VPP_", "BYTEWAX_"))}
-    # nothing listens there: reading the file must fail before the flow needs the broker or the registry
-    env.update(VPP_BROKER="127.0.0.1:9", VPP_SCHEMA_REGISTRY_URL="http://127.0.0.1:9", PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-m", "cli", "run", "peak-shaving", "--state-dir", str(tmp_path / "state"),
-                           "--config", "peak-shaving.toml"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
-    lines = done.stderr.splitlines()
+    env = _without_services(os.environ)
+    for name in set(os.environ) - set(env):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    # `vpp run` sets the process-global OpenTelemetry providers once: keep this test process's unset
+    monkeypatch.setitem(observability._configured, "service", "test")
+    code = main([*RUN, "--state-dir", str(tmp_path / "state")])
+    out, err = capfd.readouterr()  # file descriptors: librdkafka's own lines would show too
+    assert code != 0 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vpp: error: peak-shaving.toml: {says}"), err
+
+
+def test_the_vpp_process_refusing_a_bad_file_prints_that_one_line_and_nothing_else(tmp_path):
+    """The same through ``python -m cli`` in a process of its own: nothing else on its stdout or stderr."""
+    (case,) = [p for p in BAD if p.id == "key-with-newline-stays-one-line"]
+    toml, says = case.values
+    write(tmp_path, toml)
+    done = subprocess.run([sys.executable, "-m", "cli", *RUN, "--state-dir", str(tmp_path / "state")], cwd=tmp_path,
+                          env={**_without_services(os.environ), "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode != 0 and done.stdout == ""
+    lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vpp: error: peak-shaving.toml: {says}"), done.stderr
 
 
