@@ -22,7 +22,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import signal
 
     from edge.gateway import Gateway
-    from vpp.gc_policy import tune_for_streaming
     from vpp.observability import setup_observability
 
     settings = load_settings(args)
@@ -35,7 +34,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     async def run() -> None:
         gateway = Gateway(settings)
         url = await gateway.start()
-        tune_for_streaming()  # a dict per reading of every frame: the collector's default thresholds ran it ~2 % of the time
         print(f"gateway listening on {url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
