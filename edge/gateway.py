@@ -62,17 +62,26 @@ _log = logging.getLogger(__name__)
 PATH = "/v1/device"
 STATE_FILE = "gateway.json"
 CLOSE_TRY_LATER, CLOSE_POLICY, CLOSE_REPLACED = 1013, 1008, 4000
-_TELEMETRY = {"type": "telemetry"}
+_TELEMETRY = (("type", "telemetry"),)
 
 
 class _Metrics:
+    """The gateway's instruments. Frames are counted in a plain ``Counter`` by their attributes and reported by an
+    observable counter when the metrics are collected: one dict increment a frame instead of the SDK's ``add``
+    (~3 us: attributes cleaned, measurement object, exemplar filter, lock)."""
+
     def __init__(self) -> None:
         meter = metrics.get_meter("vpp.gateway")
+        self.frame_counts: Counter[tuple[tuple[str, str], ...]] = Counter()
         self.connections = meter.create_up_down_counter("vpp.gateway.connections", description="open device sessions")
         self.refused = meter.create_counter("vpp.gateway.handshakes.refused", description="handshakes refused, by reason")
-        self.frames = meter.create_counter("vpp.gateway.frames", description="frames from devices, by type and outcome")
+        meter.create_observable_counter("vpp.gateway.frames", [self._observe_frames],
+                                        description="frames from devices, by type and outcome")
         self.ack_ms = meter.create_histogram("vpp.gateway.ack.latency", unit="ms", description="frame received to ack sent")
         self.paused = meter.create_up_down_counter("vpp.gateway.sockets.paused", description="sockets not read (window full)")
+
+    def _observe_frames(self, _options) -> list[metrics.Observation]:
+        return [metrics.Observation(n, dict(attributes)) for attributes, n in list(self.frame_counts.items())]
 
 
 @dataclass(eq=False)
@@ -100,7 +109,7 @@ class _Session:
         while True:
             frame = await self.outbox.get()
             try:
-                await self.ws.send(orjson.dumps(frame).decode())
+                await self.ws.send(orjson.dumps(frame), text=True)
             except ConnectionClosed:
                 return
 
@@ -248,7 +257,7 @@ class Gateway:
                     await sess.readable.wait()
                     self._metrics.paused.add(-1)
                 await self.producer.room.wait()
-                data = await ws.recv()
+                data = await ws.recv(decode=False)  # bytes: orjson reads them, no str made (and the size limit is in bytes)
                 await self._on_frame(sess, data, time.monotonic())
         except ConnectionClosed:
             pass
@@ -279,18 +288,18 @@ class Gateway:
         try:
             frame = protocol.parse_frame(data, max_bytes=s.gateway_max_frame_bytes, max_readings=s.gateway_max_readings)
             if isinstance(frame, protocol.CommandAck):
-                self._metrics.frames.add(1, {"type": "command_ack"})
+                self._metrics.frame_counts[(("type", "command_ack"),)] += 1
                 self._spawn(self._on_command_ack(sess, frame))
                 return
             if not sess.bucket.allow(received):
                 raise protocol.FrameError("rate_limited", f"more than {s.gateway_max_frames_per_s:g} frames/s", frame.seq)
         except protocol.FrameError as exc:
-            self._metrics.frames.add(1, {"type": "refused", "reason": exc.reason})
+            self._metrics.frame_counts[(("type", "refused"), ("reason", exc.reason))] += 1
             sess.send_soon(exc.answer())
             if sess.strikes.add(received):
                 self._spawn(sess.ws.close(CLOSE_POLICY, "limits exceeded repeatedly"))
             return
-        self._metrics.frames.add(1, _TELEMETRY)
+        self._metrics.frame_counts[_TELEMETRY] += 1
         ok, foreign = protocol.split_by_identity(frame.readings, sess.device_id)
         dead = [self._identity_mismatch(sess, *one) for one in foreign]
         sess.unacked += 1

@@ -123,7 +123,8 @@ class DeliveryProducer:
         if len(self._producer) + len(batch) > self._queue_max:
             await self._wait_for_room()
         while batch:
-            self._producer.produce_batch(self._topic, batch, on_delivery=on_delivery)
+            if self._producer.produce_batch(self._topic, batch, on_delivery=on_delivery) == len(batch):
+                return  # all queued (the usual case): no message to look at
             refused = [m for m in batch if "_error" in m]
             batch = []
             for m in refused:
