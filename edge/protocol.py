@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
 from typing import Any, Sequence
 
 import orjson
@@ -144,27 +143,9 @@ def parse_frame(data: str | bytes, *, max_bytes: int, max_readings: int) -> Tele
 def split_by_identity(readings: Sequence[Any], identity: str) -> tuple[list[bytes], list[tuple[int, bytes, str | None]]]:
     """``(envelopes to publish, [(index, bytes, claimed device_id)] that speak for someone else)``, as JSON bytes.
 
-    A healthy frame (every envelope an object of ``identity``, every number one orjson writes) takes the fast
-    path: no Python code per reading (``map`` of C functions: 0.23 instead of 0.45 us a reading in
-    bench/gateway.py's frames); anything else goes the careful way (``_split_careful``), which gives the same
-    answer for every frame (tests/edge/test_protocol.py holds the two together).
+    One loop for every frame: a fast twin for healthy frames (no Python code per reading) saved 0.22 us of the
+    gateway's 3.9 us a reading (about 5 %, bench/gateway.py), under the 10 % a second copy must earn.
     """
-    ok = _split_fast(readings, identity)
-    return (ok, []) if ok is not None else _split_careful(readings, identity)
-
-
-def _split_fast(readings: Sequence[Any], identity: str) -> list[bytes] | None:
-    """Every envelope's JSON if all are objects claiming ``identity`` and orjson writes them all; else None."""
-    try:
-        claimed = set(map(dict.get, readings, repeat("device_id")))  # TypeError: an envelope is not an object
-        if len(claimed) != 1 or identity not in claimed:
-            return None
-        return list(map(orjson.dumps, readings))
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-
-
-def _split_careful(readings: Sequence[Any], identity: str) -> tuple[list[bytes], list[tuple[int, bytes, str | None]]]:
     ok: list[bytes] = []
     foreign: list[tuple[int, bytes, str | None]] = []
     for i, env in enumerate(readings):

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from edge import protocol
 from sinks.certificates import CertRow
@@ -65,30 +64,6 @@ def test_envelopes_for_another_device_are_set_apart_in_order():
     assert [json.loads(x) for x in ok] == [{"device_id": "a", "v": 1}]
     assert [(i, json.loads(raw), claimed) for i, raw, claimed in foreign] == [(1, {"device_id": "b"}, "b"), (2, "text", None),
                                                                               (3, {"v": 2}, None)]
-
-
-_SCALARS = st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats() | st.text(max_size=4)
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-                       max_leaves=8)
-_CLAIMS = st.sampled_from(["a", "b", "", 1, None, True]) | st.lists(st.just("a"), max_size=1)  # a list: unhashable
-_ENVELOPES = st.one_of(st.builds(lambda claim, rest: {**rest, "device_id": claim}, _CLAIMS, st.dictionaries(st.text(max_size=3), _VALUES, max_size=3)),
-                       st.builds(lambda rest: {k: v for k, v in rest.items() if k != "device_id"}, st.dictionaries(st.text(max_size=3), _VALUES, max_size=3)),
-                       _VALUES)
-_HEALTHY = st.lists(st.builds(lambda rest: {**rest, "device_id": "a"},
-                              st.dictionaries(st.text(max_size=3), _SCALARS.filter(lambda v: not isinstance(v, int) or abs(v) < 2**63),
-                                              max_size=4)), min_size=1, max_size=5)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(_ENVELOPES, max_size=6) | _HEALTHY)
-def test_the_fast_split_answers_as_the_careful_one(readings):
-    assert protocol.split_by_identity(readings, "a") == protocol._split_careful(readings, "a")
-
-
-@settings(max_examples=50, deadline=None)
-@given(_HEALTHY)
-def test_a_healthy_frame_takes_the_fast_split(readings):
-    assert protocol._split_fast(readings, "a") == protocol._split_careful(readings, "a")[0]
 
 
 def test_token_bucket_allows_the_rate_with_a_burst_of_one_second():
