@@ -94,10 +94,17 @@ def test_killing_the_orchestrator_keeps_one_bid_per_interval_and_every_award(iso
         time.sleep(12)  # the market clears an interval or so while the orchestrator is down
         start_autobidder()
         wait_for(lambda: _count(dsn, "bid_submitted") >= before + 3, 150, "three more bids after the restart")
-        time.sleep(25)  # the last bids are cleared
+        def our_bids() -> list[dict]:
+            journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines() if line.strip()]
+            return [e["bid"] for e in journal if e["type"] == "bid" and e["bid"]["node_path"] == NODE]
 
-        journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines() if line.strip()]
-        bids = [e["bid"] for e in journal if e["type"] == "bid" and e["bid"]["node_path"] == NODE]
+        def awarded_ids() -> set[str]:
+            return {a["bid_id"] for a in read_topic(settings, settings.topic("market.awards"), serde.decode)}
+
+        placed = {b["bid_id"] for b in our_bids()}
+        wait_for(lambda: placed <= awarded_ids(), 120, "the market cleared every bid placed so far")
+
+        bids = our_bids()
         per_interval = Counter(b["interval_start"] for b in bids)
         assert bids and max(per_interval.values()) == 1, per_interval
         assert all(b["bid_id"] == bid_id_for(NODE, b["interval_start"]) for b in bids)
