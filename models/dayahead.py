@@ -47,6 +47,7 @@ from models.lasso import LassoPath, fit_lasso_aic, fit_ridge_gcv
 from models.price_series import PriceSeries
 
 __all__ = ["DayGrid", "DayAheadModel", "HOLDOUT_DAYS", "WINDOWS_DAYS", "calibrate", "day_grid", "fit", "forecast_ahead",
+           "quantile_band",
            "forecast_day", "load", "predict", "save"]
 
 KIND = "dayahead_lear"
@@ -274,9 +275,14 @@ def predict(model: DayAheadModel, series: PriceSeries) -> tuple[list[int], np.nd
     first_slot = int(last % _DAY_MS) // grid.interval_ms
     x = features(grid)
     point = forecast_day(model.members, x[day])[first_slot:]
-    q10, q50, q90 = model.metadata["residual_quantiles"]
     starts = [grid.start_ms(day, s) for s in range(first_slot, grid.per_day)]
-    return starts, np.column_stack([point, point + q10, point + q50, point + q90])
+    return starts, np.column_stack([point, *quantile_band(model, point)])
+
+
+def quantile_band(model: DayAheadModel, point: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p10, p50, p90)`` of point forecasts: each plus the model's holdout error quantile (conformal)."""
+    q10, q50, q90 = model.metadata["residual_quantiles"]
+    return point + q10, point + q50, point + q90
 
 
 def forecast_ahead(model: DayAheadModel, history_start_ms: int, prices: np.ndarray, regressors: np.ndarray,

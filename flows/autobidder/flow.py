@@ -43,7 +43,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from flows._common.environment import flow_from_environment
-from flows.autobidder.logic import BidderParams, BidderState, Emitted, price_interval_problem
+from flows.autobidder.logic import INTERVAL_MS, BidderParams, BidderState, Emitted, price_interval_problem
 from flows._common.decode import dead_letter_message, dead_letters_only, decoded_messages, records_only
 from sinks.dumps import base_topic
 from sinks.market_client import InlineBids, MarketApi, PooledBids
@@ -75,7 +75,7 @@ def bidding_nodes(settings) -> tuple[str, ...]:
 
 
 def to_events(serde, dlq_topic: str, nodes: tuple[str, ...], msgs: list[KafkaSourceMessage],
-              interval_ms: int = 300_000) -> list[Any]:
+              interval_ms: int = INTERVAL_MS) -> list[Any]:
     """Dead letters (OutMessage) and ``(node, (node, [(kind, record | [price records])]))`` in input order per node;
     a price of an interval other than ``interval_ms`` is a dead letter."""
     out: list[Any] = []

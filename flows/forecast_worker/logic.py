@@ -22,7 +22,9 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from models.dayahead import DayAheadModel, forecast_ahead
+import numpy as np
+
+from models.dayahead import DayAheadModel, forecast_ahead, quantile_band
 from models.price_series import describe_interval
 
 __all__ = ["DEFAULT_INTERVAL_MS", "answer_forecast", "persistence_forecast"]
@@ -76,8 +78,6 @@ def _xgboost(model, request: dict[str, Any], interval_ms: int) -> tuple[list[flo
 
 
 def _dayahead(model, request: dict[str, Any], interval_ms: int) -> tuple[list[float], str | None]:
-    import numpy as np
-
     _check_interval(model.metadata["interval_ms"], interval_ms, "train it on this market's prices (vpp train)")
     origin, horizon, start = int(request["interval_start"]), int(request["horizon"]), int(request["history_start"])
     rows = (origin - start) // interval_ms + horizon
@@ -111,8 +111,8 @@ def answer_forecast(model, now: Callable[[], float], request: dict[str, Any]) ->
             prices, detail = (_dayahead if kind == "lear" else _xgboost)(model, request, interval_ms)
             method = kind
             if kind == "lear":
-                q10, _, q90 = model.metadata["residual_quantiles"]
-                quantiles = ([p + q10 for p in prices], [p + q90 for p in prices])
+                p10, _, p90 = quantile_band(model, np.array(prices))
+                quantiles = (p10.tolist(), p90.tolist())
         except ValueError as exc:
             detail = f"the {kind} model could not forecast: {exc}"
     if prices is None:

@@ -1,8 +1,9 @@
 """Flow ``optimize-worker``: ``autobidder.optimize.requests`` -> ``autobidder.optimize.results``.
 
 Answers each request of the autobidder with ``models.optimize.plan`` over the request's
-forecast prices (and, when the request carries them, what charging costs: a risk-aware plan sells at
-the forecast's p10 and buys at its p90) (intervals of its ``interval_ms``: 5 minutes, 15 minutes, an hour...) and battery, with the solver ``settings.optimize_solver`` and each solve bounded
+forecast prices at its ``interval_ms`` (5 minutes, 15 minutes, an hour...), what charging costs when
+the request says (a risk-aware plan sells at the forecast's p10 and buys at its p90) and its battery,
+with the solver ``settings.optimize_solver`` and each solve bounded
 by ``settings.optimize_time_limit_s`` (0: no bound); the solver status comes back with the
 schedule. Stateless: a request read twice is answered twice, and the autobidder
 takes the first answer to its request id.
