@@ -300,7 +300,7 @@ class Gateway:
                 self._spawn(sess.ws.close(CLOSE_POLICY, "limits exceeded repeatedly"))
             return
         self._metrics.frame_counts[_TELEMETRY] += 1
-        ok, foreign = protocol.split_by_identity(frame.readings, sess.device_id)
+        ok, foreign = protocol.split_by_identity(frame, sess.device_id)
         dead = [self._identity_mismatch(sess, *one) for one in foreign]
         sess.unacked += 1
         if sess.unacked >= sess.window:

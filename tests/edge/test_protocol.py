@@ -6,7 +6,9 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
+from hypothesis import given, strategies as st
 
 from edge import protocol
 from sinks.certificates import CertRow
@@ -54,16 +56,43 @@ def test_frames_that_are_refused(data, reason):
 
 def test_frames_that_are_understood():
     assert protocol.parse_frame(frame(type="telemetry", seq=4, readings=[{"device_id": "a"}]), max_bytes=100,
-                                max_readings=10) == protocol.TelemetryFrame(4, [{"device_id": "a"}])
+                                max_readings=10) == protocol.TelemetryFrame(4, [b'{"device_id": "a"}'], ["a"])
     assert protocol.parse_frame(frame(type="command_ack", command_id="c", start=5, status="rejected", reason="soc"),
                                 max_bytes=200, max_readings=1) == protocol.CommandAck("c", 5, "rejected", "soc")
 
 
+def telemetry(*envelopes: str) -> protocol.TelemetryFrame:
+    return protocol.parse_frame(f'{{"type":"telemetry","seq":1,"readings":[{",".join(envelopes)}]}}'.encode(),
+                                max_bytes=100_000, max_readings=10)
+
+
 def test_envelopes_for_another_device_are_set_apart_in_order():
-    ok, foreign = protocol.split_by_identity([{"device_id": "a", "v": 1}, {"device_id": "b"}, "text", {"v": 2}], "a")
-    assert [json.loads(x) for x in ok] == [{"device_id": "a", "v": 1}]
-    assert [(i, json.loads(raw), claimed) for i, raw, claimed in foreign] == [(1, {"device_id": "b"}, "b"), (2, "text", None),
-                                                                              (3, {"v": 2}, None)]
+    ok, foreign = protocol.split_by_identity(telemetry('{"device_id": "a", "v": 1}', '{"device_id":"b"}', '"text"',
+                                                       '{"v":2}', '{"device_id":7}'), "a")
+    assert ok == [b'{"device_id": "a", "v": 1}']
+    assert foreign == [(1, b'{"device_id":"b"}', "b"), (2, b'"text"', None), (3, b'{"v":2}', None),
+                       (4, b'{"device_id":7}', None)]
+
+
+def test_envelopes_are_published_as_the_device_sent_them():
+    sent = ['{ "payload" : {"W": 1e999, "n": 123456789012345678901234567890}, "device_id":"a" }',
+            '{"device_\\u0069d":"a","note":"caf\\u00e9 \u00e9"}']
+    ok, foreign = protocol.split_by_identity(telemetry(*sent), "a")
+    assert ok == [s.encode() for s in sent] and foreign == []
+
+
+def test_the_claimed_identity_is_the_one_canonicalize_reads():
+    # a repeated key: JSON readers keep the last one (orjson, the stdlib, msgspec), so must the gateway
+    ok, foreign = protocol.split_by_identity(telemetry('{"device_id":"a","device_id":"b"}', '{"device_id":"b","device_id":"a"}'), "a")
+    assert ok == [b'{"device_id":"b","device_id":"a"}']
+    assert [claimed for _, _, claimed in foreign] == ["b"]
+
+
+def test_a_frame_that_is_not_utf8_is_refused_whole():
+    with pytest.raises(protocol.FrameError) as refused:
+        protocol.parse_frame(b'{"type":"telemetry","seq":1,"readings":[{"device_id":"a","s":"\xff"}]}', max_bytes=1000,
+                             max_readings=10)
+    assert refused.value.reason == "malformed_frame"
 
 
 def test_token_bucket_allows_the_rate_with_a_burst_of_one_second():
@@ -80,10 +109,12 @@ def test_strikes_count_only_recent_violations():
 
 
 def test_readings_orjson_refuses_still_travel():
-    parsed = protocol.parse_frame('{"type":"telemetry","seq":1,"readings":[{"device_id":"a","w":NaN,"n":123456789012345678901234}]}',
-                                  max_bytes=1000, max_readings=10)
-    ok, foreign = protocol.split_by_identity(parsed.readings, "a")
-    assert foreign == [] and json.loads(ok[0])["n"] == 123456789012345678901234
+    parsed = protocol.parse_frame('{"type":"telemetry","seq":1,"readings":[{"device_id":"a","w":NaN},'
+                                  '{"device_id":"a","n":123456789012345678901234},{"device_id":"a","s":"\\ud800"},{"device_id":"b"}]}', max_bytes=1000, max_readings=10)
+    ok, foreign = protocol.split_by_identity(parsed, "a")
+    assert [json.loads(x) for x in ok] == [{"device_id": "a", "w": None}, {"device_id": "a", "n": 123456789012345678901234},
+                                           {"device_id": "a", "s": "\ud800"}]
+    assert foreign == [(3, b'{"device_id":"b"}', "b")]
 
 
 def _ssl_error(cls, reason: str | None = None, verify_code: int | None = None):
@@ -110,3 +141,22 @@ def _ssl_error(cls, reason: str | None = None, verify_code: int | None = None):
 ])
 def test_a_handshake_refused_by_tls_has_a_reason(cls, reason, verify_code, expected):
     assert protocol.tls_refusal_reason(_ssl_error(cls, reason, verify_code)) == expected
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                                       max_size=3), max_leaves=8)
+_envelope = st.one_of(_json, st.dictionaries(st.sampled_from(["device_id", "dialect", "payload"]), st.sampled_from(["a", "b", 1]) | _json,
+                                             min_size=1, max_size=3))
+
+
+@given(st.lists(_envelope, min_size=1, max_size=6), st.booleans())
+def test_the_gateway_reads_every_envelope_as_canonicalize_will(envelopes, spaced):
+    """What the gateway publishes parses (with orjson, as canonicalize does) to what the device sent, and it is
+    published exactly when the device_id canonicalize will read is the certificate's."""
+    texts = [json.dumps(e, separators=(", ", ": ") if spaced else (",", ":")) for e in envelopes]
+    ok, foreign = protocol.split_by_identity(telemetry(*texts), "a")
+    assert ok == [t.encode() for t, e in zip(texts, envelopes) if isinstance(e, dict) and e.get("device_id") == "a"]
+    assert [orjson.loads(raw) for _, raw, _ in foreign] == [e for e in envelopes if not (isinstance(e, dict) and e.get("device_id") == "a")]
+    assert all(claimed == (e.get("device_id") if isinstance(e, dict) and isinstance(e.get("device_id"), str) else None)
+               for (i, _, claimed) in foreign for e in [envelopes[i]])
