@@ -46,6 +46,7 @@ from cryptography import x509
 from opentelemetry import metrics
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from edge import protocol
 from edge.kafka_io import CommandFollower, DeliveryProducer
@@ -95,23 +96,25 @@ class _Session:
     unacked: int = 0
     session_id: int | None = None
     readable: asyncio.Event = field(default_factory=asyncio.Event)
-    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     key: bytes = b""  # the Kafka key of its readings: device_id, encoded once
 
     def __post_init__(self) -> None:
         self.key = self.device_id.encode()
 
-    def send_soon(self, frame: dict[str, Any]) -> None:
-        self.outbox.put_nowait(frame)
-
-    async def writer(self) -> None:
-        """Sends this session's frames in the order they were queued (acks, errors, commands)."""
-        while True:
-            frame = await self.outbox.get()
+    def send(self, frame: dict[str, Any]) -> None:
+        """Writes ``frame`` to the device now, in call order (acks, errors, commands), framed by websockets' protocol
+        object into the transport's buffer; nothing waits for the device to read (no task, no queue of our own).
+        What can pile up there is small and bounded: at most ``window`` acks before the device must read to send
+        more, an error per refused frame until the strikes close it, a set point per dispatch interval; a device
+        that reads nothing misses its pongs and the keep-alive closes it."""
+        ws = self.ws
+        if ws.protocol.state is State.OPEN:
+            ws.protocol.send_text(orjson.dumps(frame))
             try:
-                await self.ws.send(orjson.dumps(frame), text=True)
-            except ConnectionClosed:
-                return
+                ws.send_data()
+            except Exception:  # noqa: BLE001 - as websockets does: a transport that cannot write ends the session
+                _log.debug("could not write to %s", self.device_id, exc_info=True)
+                ws.transport.abort()
 
 
 class Gateway:
@@ -246,7 +249,6 @@ class Gateway:
             self._spawn(previous.ws.close(CLOSE_REPLACED, "replaced by a newer session of the device"))
         self.sessions[device_id] = sess
         self._metrics.connections.add(1)
-        writer = asyncio.create_task(sess.writer())
         try:
             sess.session_id = await self.registry.open_session(device_id, serial, str(ws.remote_address))
             await self._session_event(sess, "device_connected", remote=str(ws.remote_address))
@@ -256,7 +258,8 @@ class Gateway:
                     self._metrics.paused.add(1)
                     await sess.readable.wait()
                     self._metrics.paused.add(-1)
-                await self.producer.room.wait()
+                if not self.producer.room.is_set():
+                    await self.producer.room.wait()
                 data = await ws.recv(decode=False)  # bytes: orjson reads them, no str made (and the size limit is in bytes)
                 await self._on_frame(sess, data, time.monotonic())
         except ConnectionClosed:
@@ -265,8 +268,6 @@ class Gateway:
             self._metrics.connections.add(-1)
             if self.sessions.get(device_id) is sess:
                 del self.sessions[device_id]
-            await asyncio.sleep(0)  # let the writer send what is queued, if it still can
-            writer.cancel()
             if sess.session_id is not None:
                 await self.registry.close_session(sess.session_id, ws.close_code, ws.close_reason)
                 await self._session_event(sess, "device_disconnected", close_code=ws.close_code, close_reason=ws.close_reason)
@@ -295,7 +296,7 @@ class Gateway:
                 raise protocol.FrameError("rate_limited", f"more than {s.gateway_max_frames_per_s:g} frames/s", frame.seq)
         except protocol.FrameError as exc:
             self._metrics.frame_counts[(("type", "refused"), ("reason", exc.reason))] += 1
-            sess.send_soon(exc.answer())
+            sess.send(exc.answer())
             if sess.strikes.add(received):
                 self._spawn(sess.ws.close(CLOSE_POLICY, "limits exceeded repeatedly"))
             return
@@ -305,8 +306,7 @@ class Gateway:
         sess.unacked += 1
         if sess.unacked >= sess.window:
             sess.readable.clear()
-        delivered = await self.producer.produce_frame(sess.key, ok, dead)
-        delivered.add_done_callback(functools.partial(self._answer, sess, frame.seq, foreign, received))
+        await self.producer.produce_frame(sess.key, ok, dead, functools.partial(self._answer, sess, frame.seq, foreign, received))
 
     def _identity_mismatch(self, sess: _Session, index: int, raw: bytes, claimed: str | None) -> OutMessage:
         dlq = self.topics["telemetry.dlq"]
@@ -318,20 +318,19 @@ class Gateway:
                                   source_offset=received_us, source_timestamp=received_us // 1000, device_id=claimed)
         return OutMessage(dlq, sess.device_id, self.serde.encode(dlq, dead))
 
-    def _answer(self, sess: _Session, seq: int, foreign, received: float, delivered: asyncio.Future) -> None:
-        """The frame's answer, once every delivery report of its messages ran (a done callback of ``delivered``)."""
-        errors = delivered.result()
+    def _answer(self, sess: _Session, seq: int, foreign, received: float, errors: list[str]) -> None:
+        """The frame's answer, within the last delivery report of its messages."""
         sess.unacked -= 1
         if sess.unacked < sess.window:
             sess.readable.set()
         if errors:
-            sess.send_soon({"type": "error", "seq": seq, "reason": f"delivery_failed: {errors[0]}"})
+            sess.send({"type": "error", "seq": seq, "reason": f"delivery_failed: {errors[0]}"})
         elif foreign:
             claimed = sorted({str(c) for _, _, c in foreign})
-            sess.send_soon({"type": "error", "seq": seq, "reason": f"{protocol.IDENTITY_MISMATCH}: "
+            sess.send({"type": "error", "seq": seq, "reason": f"{protocol.IDENTITY_MISMATCH}: "
                             f"{len(foreign)} reading(s) not for {sess.device_id} (for {', '.join(claimed)}) were not published"})
         else:
-            sess.send_soon({"type": "ack", "seq": seq})
+            sess.send({"type": "ack", "seq": seq})
             self._metrics.ack_ms.record((time.monotonic() - received) * 1000)
 
     # -- commands -------------------------------------------------------------------------------------
@@ -342,7 +341,7 @@ class Gateway:
             self.latest_setpoints[device_id] = record
         sess = self.sessions.get(device_id)
         if sess is not None:
-            sess.send_soon(protocol.command_frame(record))
+            sess.send(protocol.command_frame(record))
 
     async def _send_current_setpoint(self, sess: _Session) -> None:
         now_ms = int(time.time() * 1000)
@@ -350,7 +349,7 @@ class Gateway:
         if record is None or not record["start"] <= now_ms < record["end"]:
             record = await self.registry.current_setpoint(sess.device_id, now_ms)
         if record is not None:
-            sess.send_soon(protocol.command_frame(record))
+            sess.send(protocol.command_frame(record))
 
     async def _on_command_ack(self, sess: _Session, ack: protocol.CommandAck) -> None:
         topic = self.topics["device.command_acks"]

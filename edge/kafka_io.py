@@ -1,11 +1,11 @@
 """The gateway's Kafka side: a producer whose deliveries are awaitable, and a follower of ``device.commands``.
 
-``DeliveryProducer.produce_frame(key, values, others)`` produces a frame's readings to its topic (one
+``DeliveryProducer.produce_frame(key, values, others, on_done)`` produces a frame's readings to its topic (one
 ``produce_batch`` call) and any ``others`` (dead letters) with the idempotent producer (acks=all,
-``sinks.kafka.producer_config``) and returns a future resolved with the
-list of errors once EVERY message of the frame has its delivery report (empty: the broker confirmed
-all). Each message has its own report, counted down per frame: the frame's future is resolved once,
-by its last report. No report is skipped: with ``enable.gapless.guarantee`` off (and message
+``sinks.kafka.producer_config``) and calls ``on_done(errors)`` once EVERY message of the frame has its delivery
+report (empty: the broker confirmed all). Each message has its own report, counted down per frame: ``on_done`` runs
+once, within its last report (no future, no extra turn of the loop: the gateway answers the device right there).
+``produce(messages)`` is the same with a future, for whoever awaits. No report is skipped: with ``enable.gapless.guarantee`` off (and message
 timeouts never covered by it), an earlier message of a partition can fail while a later one is
 delivered, so "the last one arrived" would not prove the others did.
 
@@ -42,19 +42,19 @@ _QUEUE_MAX = 100_000
 
 
 class _Frame:
-    """The delivery reports of one frame's messages, counted down; resolves ``future`` with the errors at the last."""
+    """The delivery reports of one frame's messages, counted down; calls ``on_done`` with the errors at the last."""
 
-    __slots__ = ("remaining", "errors", "future")
+    __slots__ = ("remaining", "errors", "on_done")
 
-    def __init__(self, n: int, future: asyncio.Future):
-        self.remaining, self.errors, self.future = n, [], future
+    def __init__(self, n: int, on_done: Callable[[list[str]], None]):
+        self.remaining, self.errors, self.on_done = n, [], on_done
 
     def on_delivery(self, err, msg) -> None:  # served on the loop's thread by DeliveryProducer's poll
         if err is not None:
             self.errors.append(f"{msg.topic()}: {err.str()}" if msg is not None else err.str())
         self.remaining -= 1
-        if self.remaining == 0 and not self.future.done():
-            self.future.set_result(self.errors)
+        if self.remaining == 0:
+            self.on_done(self.errors)
 
 
 class _Failed:
@@ -92,15 +92,15 @@ class DeliveryProducer:
                 _log.exception("a delivery report handler failed")
             await asyncio.sleep(self._poll_interval_s)
 
-    async def produce_frame(self, key: bytes, values: Sequence[bytes], others: Sequence[OutMessage] = ()) -> asyncio.Future:
+    async def produce_frame(self, key: bytes, values: Sequence[bytes], others: Sequence[OutMessage],
+                            on_done: Callable[[list[str]], None]) -> None:
         """Produce ``values`` to the frame topic under ``key`` (one ``produce_batch``), then ``others``, waiting
-        while the local queue is full; returns a future of their errors, resolved once every report ran."""
-        future = self._loop.create_future()
+        while the local queue is full; ``on_done(errors)`` runs once every report ran."""
         n = len(values) + len(others)
         if n == 0:
-            future.set_result([])
-            return future
-        frame = _Frame(n, future)
+            on_done([])
+            return
+        frame = _Frame(n, on_done)
         on_delivery = frame.on_delivery
         self._outstanding.set()
         if values:
@@ -115,7 +115,6 @@ class DeliveryProducer:
                 except KafkaException as exc:  # e.g. an unknown topic: nothing will report on this one
                     on_delivery(_Failed(f"{m.topic}: {exc}"), None)
                     break
-        return future
 
     async def _produce_batch(self, batch: list[dict], on_delivery) -> None:
         """One call for a frame's messages (the cheapest per message); a message refused at once (``_error``: no
@@ -137,8 +136,10 @@ class DeliveryProducer:
                 await self._wait_for_room()
 
     async def produce(self, messages: Sequence[OutMessage]) -> asyncio.Future:
-        """``produce_frame`` for messages of any topics and keys."""
-        return await self.produce_frame(b"", (), messages)
+        """Messages of any topics and keys; the future resolves with their errors once every report ran."""
+        future = self._loop.create_future()
+        await self.produce_frame(b"", (), messages, future.set_result)
+        return future
 
     async def _wait_for_room(self) -> None:
         self.room.clear()

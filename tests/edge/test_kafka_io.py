@@ -1,4 +1,4 @@
-"""The gateway's producer: a frame's future resolves once, after the delivery report of EVERY one of its messages."""
+"""The gateway's producer: a frame is done once, after the delivery report of EVERY one of its messages."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ def test_a_frame_is_confirmed_only_when_every_message_is_and_a_failure_mid_frame
     async def produce() -> tuple[list, list]:
         producer = DeliveryProducer(isolated_settings, asyncio.get_running_loop(), raw, extra={"message.max.bytes": 4096})
         try:
-            failing = await producer.produce_frame(b"pw-1", values)
-            clean = await producer.produce_frame(b"pw-1", values[:2], [OutMessage(raw, "pw-1", b'{"n": 9}')])
+            loop = asyncio.get_running_loop()
+            failing, clean = loop.create_future(), loop.create_future()
+            await producer.produce_frame(b"pw-1", values, (), failing.set_result)
+            await producer.produce_frame(b"pw-1", values[:2], [OutMessage(raw, "pw-1", b'{"n": 9}')], clean.set_result)
             return await asyncio.wait_for(failing, 30), await asyncio.wait_for(clean, 30)
         finally:
             assert await producer.close() == 0
