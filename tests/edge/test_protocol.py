@@ -160,3 +160,14 @@ def test_the_gateway_reads_every_envelope_as_canonicalize_will(envelopes, spaced
     assert [orjson.loads(raw) for _, raw, _ in foreign] == [e for e in envelopes if not (isinstance(e, dict) and e.get("device_id") == "a")]
     assert all(claimed == (e.get("device_id") if isinstance(e, dict) and isinstance(e.get("device_id"), str) else None)
                for (i, _, claimed) in foreign for e in [envelopes[i]])
+
+
+@given(st.lists(_envelope, min_size=1, max_size=6), st.integers(0, 2**40))
+def test_the_standard_library_reading_of_a_frame_agrees_with_msgspecs(envelopes, seq):
+    """The frames msgspec refuses (NaN literals...) are read by the standard library: on any frame both can read,
+    the two readings give the same frame (each envelope's text aside, which the stdlib re-encodes)."""
+    data = json.dumps({"type": "telemetry", "seq": seq, "readings": envelopes}).encode()
+    fast = protocol.parse_frame(data, max_bytes=100_000, max_readings=10)
+    lenient = protocol._parse_with_stdlib(data, None, max_readings=10)
+    assert (fast.seq, fast.claimed) == (lenient.seq, lenient.claimed)
+    assert [orjson.loads(r) for r in fast.readings] == [orjson.loads(r) for r in lenient.readings] == envelopes
