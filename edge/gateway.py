@@ -260,7 +260,7 @@ class Gateway:
                     self._metrics.paused.add(-1)
                 if not self.producer.room.is_set():
                     await self.producer.room.wait()
-                data = await ws.recv(decode=False)  # bytes: orjson reads them, no str made (and the size limit is in bytes)
+                data = await ws.recv(decode=False)  # bytes: msgspec reads them, no str made (and the size limit is in bytes)
                 await self._on_frame(sess, data, time.monotonic())
         except ConnectionClosed:
             pass

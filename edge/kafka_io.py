@@ -1,4 +1,4 @@
-"""The gateway's Kafka side: a producer whose deliveries are awaitable, and a follower of ``device.commands``.
+"""The gateway's Kafka side: a producer that reports when every message of a frame was delivered, and a follower of ``device.commands``.
 
 ``DeliveryProducer.produce_frame(key, values, others, on_done)`` produces a frame's readings to its topic (one
 ``produce_batch`` call) and any ``others`` (dead letters) with the idempotent producer (acks=all,
