@@ -104,9 +104,10 @@ class _Session:
     def send(self, frame: dict[str, Any]) -> None:
         """Writes ``frame`` to the device now, in call order (acks, errors, commands), framed by websockets' protocol
         object into the transport's buffer; nothing waits for the device to read (no task, no queue of our own).
-        What can pile up there is small and bounded: at most ``window`` acks before the device must read to send
-        more, an error per refused frame until the strikes close it, a set point per dispatch interval; a device
-        that reads nothing misses its pongs and the keep-alive closes it."""
+        What can pile up there while a device does not read is small: a device that keeps to its window reads its
+        acks to send more, an error per refused frame until the strikes close it, a set point per dispatch
+        interval; and a device that reads nothing misses its pongs, so the keep-alive closes it (the old writer
+        task's queue grew the same way while its send waited)."""
         ws = self.ws
         if ws.protocol.state is State.OPEN:
             ws.protocol.send_text(orjson.dumps(frame))

@@ -8,9 +8,10 @@ Frames (JSON text, one object each, edge.md section 2):
 - ``{"type": "command_ack", "command_id": ..., "start": ..., "status": "applied"|"rejected", "reason": ...}``.
 
 An envelope is published unchanged, its bytes as the device sent them (edge.md section 2), except in a frame that
-only the standard library can read (a NaN or infinite number, which JSON cannot hold, a lone surrogate escape): its
-envelopes are re-encoded as compact JSON, a NaN or infinite number as null, and canonicalize rejects that reading as
-it would have. An envelope whose ``device_id`` is not the certificate's identity (or that
+only the standard library can read (a NaN or Infinity literal, which JSON does not allow, a lone surrogate escape):
+its envelopes are re-encoded as compact JSON, NaN and Infinity as null (or as literals beside an integer beyond 64
+bits), and canonicalize rejects such a reading as it would have. A number beyond a double written as digits
+(``1e999``) travels unchanged; canonicalize rejects it too. An envelope whose ``device_id`` is not the certificate's identity (or that
 has none, or is not an object) is not published: it becomes a dead letter ``identity_mismatch``
 and the frame's answer is an ``error`` naming it; the frame's other envelopes are published (each
 stands alone; a device resending the frame would only make duplicates, which canonicalize drops).
