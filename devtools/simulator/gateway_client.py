@@ -200,9 +200,10 @@ def run_via_gateway(settings: Any, options: PublishOptions, url: str, certs_dir:
 
     fleet = build_fleet(options.n_devices, options.depth, options.fanout, options.seed)
     csv_path = Path(options.assets_out) if options.assets_out else Path(settings.state_dir) / "assets.csv"
-    report = PublishReport(fleet=fleet, assets_csv=write_assets_csv(csv_path, fleet.assets()))
     if options.register:
         register_fleet(settings.postgres_dsn, fleet)
+    # written once the registry holds the fleet: the CSV appearing is the sign that devices are registered
+    report = PublishReport(fleet=fleet, assets_csv=write_assets_csv(csv_path, fleet.assets()))
     start_ms = options.start_ms if options.start_ms is not None else int(time.time() * 1000)
     sim = Simulation(fleet, SimulationConfig(start_ms=start_ms, rate_s=options.rate_s, faults=options.faults, seed=options.seed,
                                              program_reserve_pct=options.program_reserve_pct, load_surge=options.load_surge))

@@ -271,9 +271,10 @@ def run_publisher(
     stop_event = stop_event or threading.Event()
     fleet = build_fleet(options.n_devices, options.depth, options.fanout, options.seed)
     csv_path = Path(options.assets_out) if options.assets_out else Path(settings.state_dir) / "assets.csv"
-    report = PublishReport(fleet=fleet, assets_csv=write_assets_csv(csv_path, fleet.assets()))
     if options.register:
         register_fleet(settings.postgres_dsn, fleet)
+    # written once the registry holds the fleet: the CSV appearing is the sign that devices are registered
+    report = PublishReport(fleet=fleet, assets_csv=write_assets_csv(csv_path, fleet.assets()))
     raw_topic = options.raw_topic or settings.topic("telemetry.raw")
     commands_topic = options.commands_topic or settings.topic("device.commands")
     _ensure_topic(settings, raw_topic, int(settings.partitions.get("telemetry.raw", 4)))

@@ -153,18 +153,18 @@ def test_killed_flows_and_poison_leave_every_store_as_an_uninterrupted_replay(is
                   str(tmp_path / "r-agg"))
         want_agg = last_copies(read_jsonl(tmp_path / "r-agg" / "fleet.aggregates.jsonl"), lambda r: tuple(r[k] for k in AGG_KEY))
         input_end = max(r[1] for r in want_points)  # the replay's last window holds it
+        with open(assets_csv) as fh:
+            device_paths = {a["device_id"]: a["region_path"] for a in csv.DictReader(fh)}
 
         def aggregates_closed() -> bool:
             procs.check_running()
             records = dump_values(procs.dump("fleet.aggregates", tmp_path))
             got["agg"] = last_copies(records, lambda r: tuple(r[k] for k in AGG_KEY))
             got["agg_copies"] = len(records) - len(got["agg"])
-            return live_span(got["agg"])[1] > input_end and not missing_live(got["agg"], want_agg)
+            return live_span(got["agg"])[1] > input_end and not missing_live(got["agg"], want_agg, device_paths)
 
         wait_for(aggregates_closed, 180, "the live aggregate to close every window of the replay up to the last reading")
 
-    with open(assets_csv) as fh:
-        device_paths = {a["device_id"]: a["region_path"] for a in csv.DictReader(fh)}
     problems, counts = compare_aggregates(got["agg"], want_agg, device_paths)
     print(f"kills {len(kills)} {kills}; points {len(want_points)}; raw dead letters {sum(want_raw_rows.values())}; "
           f"poison {[r for _, _, r in poison]}; aggregate copies {got['agg_copies']}; aggregates {counts}")

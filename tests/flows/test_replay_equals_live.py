@@ -98,13 +98,21 @@ def test_each_flow_replayed_over_its_dumped_inputs_gives_what_it_gave_live(isola
         want_agg = keyed(read_jsonl(tmp_path / "r-agg" / "fleet.aggregates.jsonl"), lambda r: tuple(r[k] for k in AGG_KEY))
         # live closes the last windows on the wall clock: wait until it has closed the window of the last raw message
         input_end = max(r[1] for r in want_canon)  # the replay's last window holds it
+        device_paths = {a["device_id"]: a["region_path"] for a in assets}
 
         def aggregates_closed() -> bool:
             state["agg"] = dump_values(procs.dump("fleet.aggregates", tmp_path))
             live = keyed(state["agg"], lambda r: tuple(r[k] for k in AGG_KEY))
-            return live_span(live)[1] > input_end and not missing_live(live, want_agg)
+            return live_span(live)[1] > input_end and not missing_live(live, want_agg, device_paths)
 
-        procs.wait_for(aggregates_closed, 120, "the live aggregate to close every window of the replay up to the last reading")
+        try:
+            procs.wait_for(aggregates_closed, 120, "the live aggregate to close every window of the replay up to the last reading")
+        except AssertionError as timed_out:
+            live = keyed(state["agg"], lambda r: tuple(r[k] for k in AGG_KEY))
+            missing = missing_live(live, want_agg, device_paths)
+            raise AssertionError(f"{timed_out}: live closed windows {live_span(live)}, the last reading is in the window "
+                                 f"starting {input_end}; {len(missing)} replay windows missing live, first {missing[:10]}; "
+                                 f"log:\n{procs.log_tail()}") from None
 
         commands = procs.dump("dispatch.commands", tmp_path)
         procs.run("replay", "dispatch", "--input", str(merge_by_timestamp([canon_dump, commands], tmp_path / "mixed.jsonl")),
@@ -112,7 +120,6 @@ def test_each_flow_replayed_over_its_dumped_inputs_gives_what_it_gave_live(isola
         live_status = [s for s in dump_values(procs.dump("dispatch.status", tmp_path)) if s["command_id"] == "replay-vs-live"]
         live_setpoints = [s for s in dump_values(procs.dump("device.commands", tmp_path)) if s["command_id"] == "replay-vs-live"]
 
-    device_paths = {a["device_id"]: a["region_path"] for a in assets}
     live_agg = keyed(state["agg"], lambda r: tuple(r[k] for k in AGG_KEY))
     agg_problems, agg_counts = compare_aggregates(live_agg, want_agg, device_paths)
     print(f"canonical {len(want_canon)}, dead letters {len(want_dlq)}, aggregates {agg_counts}")

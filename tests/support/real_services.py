@@ -72,13 +72,16 @@ class VppProcesses:
         self.run("dump", topic, "--out", str(path))
         return path
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The last ``chars`` characters the processes wrote."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
     def check_running(self) -> None:
         """Fail early, with the log's tail, when a process died."""
         dead = [" ".join(p.args[3:5]) for p in self.procs if p.poll() is not None]
         if dead:
-            self._log.flush()
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{dead} stopped early; log:\n{tail}")
+            raise AssertionError(f"{dead} stopped early; log:\n{self.log_tail()}")
 
     def wait_for(self, predicate: Callable[[], object], timeout_s: float, what: str, *,
                  poll: Callable[[], object] | None = None) -> None:

@@ -27,9 +27,11 @@ Rules (stated once, here):
       readings of that device: a reading one run dropped changes its own window and the next (a
       reading's value holds until the device's next reading: the means are time-weighted), so a device
       differs in at most twice as many windows as it had late readings in the two runs together, none
-      after its last window that reports late; a device leaf that holds nothing but late readings
-      (``devices_known`` 0, ``late`` > 0) may exist in one run only. A node's window is compared
-      exactly unless one of those device windows lies under it.
+      after its last window that reports late. "Differs" includes "exists in one run only": a leaf
+      whose only readings one run dropped as late is absent from that run (and so are the nodes above
+      it that had no other device in the window), and a leaf that holds nothing but late readings
+      (``devices_known`` 0, ``late`` > 0) exists in one run only. A node's window is compared exactly
+      (present in both, equal) unless one of those device windows lies under it.
   Everything else (every field but ``late``, of every other node window) must be equal.
 """
 
@@ -114,10 +116,56 @@ def live_span(live: dict) -> tuple[int, int]:
     return min((r["window_start"] for r in roots), default=0), max((r["window_end"] for r in roots), default=0)
 
 
-def missing_live(live: dict, replay: dict) -> list:
-    """Replay windows within the live span that live has not written (yet)."""
+def _in_span(replay: dict, live: dict) -> dict:
+    """The replay's windows within the live span (rule 1): the ones compared."""
     first, frontier = live_span(live)
-    return [k for k, r in replay.items() if first <= r["window_start"] and r["window_end"] <= frontier and k not in live]
+    return {k: r for k, r in replay.items() if first <= r["window_start"] and r["window_end"] <= frontier}
+
+
+def _leaf_device(key: tuple, device_paths: dict[str, str]) -> str | None:
+    """The device whose leaf ``key`` (node_path, window_start) is, or None for an inner node."""
+    node = key[0]
+    device = node.rsplit("/", 1)[-1]
+    return device if device in device_paths and node == f"{device_paths[device]}/{device}" else None
+
+
+def _late_counts(runs: Iterable[dict], device_paths: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """(late readings by device over the runs together, the last window that reported some) of rule 2."""
+    late: dict[str, int] = defaultdict(int)
+    last_late: dict[str, int] = {}
+    for run in runs:
+        for k, r in run.items():
+            device = _leaf_device(k, device_paths)
+            if device is not None and r["late"]:
+                late[device] += r["late"]
+                last_late[device] = max(last_late.get(device, k[1]), k[1])
+    return late, last_late
+
+
+def _tainted_windows(live: dict, compared: dict, one_sided: set, device_paths: dict[str, str]) -> dict[str, set[int]]:
+    """Device -> the windows in which its leaf differs between the runs or exists in one of them only."""
+    tainted: dict[str, set[int]] = defaultdict(set)
+    for k in one_sided | {k for k in set(compared) & set(live) if _without_late(live[k]) != _without_late(compared[k])}:
+        device = _leaf_device(k, device_paths)
+        if device is not None:
+            tainted[device].add(k[1])
+    return tainted
+
+
+def _under_tainted(key: tuple, tainted: dict[str, set[int]], device_paths: dict[str, str]) -> bool:
+    node, ws = key
+    return any(ws in windows and _covers(node, f"{device_paths[d]}/{d}") for d, windows in tainted.items())
+
+
+def missing_live(live: dict, replay: dict, device_paths: dict[str, str]) -> list:
+    """Replay windows within the live span that live has not written (yet), leaving out what rule 2 lets
+    live lack: the leaf of a device whose late readings the runs counted, and the nodes above such leaves."""
+    compared = _in_span(replay, live)
+    missing = set(compared) - set(live)
+    late, _ = _late_counts((live, compared), device_paths)
+    excused = {k for k in missing if late.get(_leaf_device(k, device_paths) or "", 0)}
+    tainted = _tainted_windows(live, compared, excused, device_paths)
+    return sorted(k for k in missing - excused if not _under_tainted(k, tainted, device_paths))
 
 
 def compare_aggregates(live: dict, replay: dict, device_paths: dict[str, str]) -> tuple[list[str], dict[str, int]]:
@@ -125,47 +173,36 @@ def compare_aggregates(live: dict, replay: dict, device_paths: dict[str, str]) -
 
     ``device_paths``: device id -> its leaf's node_path prefix (the site path): which nodes a device is under.
     """
-    first, frontier = live_span(live)
-    compared = {k: r for k, r in replay.items() if first <= r["window_start"] and r["window_end"] <= frontier}
-    problems = [f"aggregate: window {k} closed in replay, missing live: {compared[k]}"
-                for k in sorted(set(compared) - set(live))[:10]]
+    compared = _in_span(replay, live)
     replay_last = max((r["window_start"] for r in replay.values()), default=0)
     after_input = {k for k in set(live) - set(replay) if k[1] > replay_last}
-    problems += [f"aggregate: window {k} live only: {live[k]}" for k in sorted(set(live) - set(replay) - after_input)
-                 if not _late_only(live[k])][:10]
+    replay_only = set(compared) - set(live)
+    late_only = {k for k in set(live) - set(replay) - after_input if _late_only(live[k])}
+    live_only = set(live) - set(replay) - after_input - late_only
+    late, last_late = _late_counts((live, replay), device_paths)
+    tainted = _tainted_windows(live, compared, replay_only | live_only, device_paths)
 
-    late: dict[str, int] = defaultdict(int)
-    last_late: dict[str, int] = {}
-    leaves = {}
-    for run in (live, replay):
-        for (node, ws), r in run.items():
-            device = node.rsplit("/", 1)[-1]
-            if device in device_paths and node == f"{device_paths[device]}/{device}":
-                leaves[(node, ws)] = device
-                if r["late"]:
-                    late[device] += r["late"]
-                    last_late[device] = max(last_late.get(device, ws), ws)
-    # device windows that differ (both sides present; a missing one is reported above)
-    tainted: dict[str, set[int]] = defaultdict(set)
-    for k, device in leaves.items():
-        if k in compared and k in live and _without_late(live[k]) != _without_late(compared[k]):
-            tainted[device].add(k[1])
+    problems = []
     for device, windows in tainted.items():
         if len(windows) > 2 * late[device] or max(windows) > last_late.get(device, -1):
-            problems.append(f"aggregate: device {device} differs in windows {sorted(windows)} but the runs counted "
-                            f"{late[device]} late readings of it (last reported in window {last_late.get(device)})")
+            problems.append(f"aggregate: device {device} differs in windows {sorted(windows)} (or is in one run only) "
+                            f"but the runs counted {late[device]} late readings of it (last reported in window "
+                            f"{last_late.get(device)})")
+    problems += [f"aggregate: window {k} closed in replay, missing live: {compared[k]}"
+                 for k in sorted(replay_only) if not _under_tainted(k, tainted, device_paths)][:10]
+    problems += [f"aggregate: window {k} live only: {live[k]}"
+                 for k in sorted(live_only) if not _under_tainted(k, tainted, device_paths)][:10]
     excluded = 0
     for k in sorted(set(compared) & set(live)):
-        node, ws = k
-        if any(ws in windows and _covers(node, f"{device_paths[d]}/{d}") for d, windows in tainted.items()):
+        if _under_tainted(k, tainted, device_paths):
             excluded += 1
-            continue
-        if _without_late(live[k]) != _without_late(compared[k]):
+        elif _without_late(live[k]) != _without_late(compared[k]):
             problems.append(f"aggregate: window {k} differs:\n  live   {live[k]}\n  replay {compared[k]}")
-    counts = {"replay_windows": len(replay), "compared": len(compared) - excluded, "excluded_late": excluded,
+    counts = {"replay_windows": len(replay), "compared": len(set(compared) & set(live)) - excluded, "excluded_late": excluded,
+              "replay_only_late": sum(1 for k in replay_only if _under_tainted(k, tainted, device_paths)),
+              "live_only_late": sum(1 for k in live_only if _under_tainted(k, tainted, device_paths)),
               "outside_live_span": len(replay) - len(compared), "live_after_input": len(after_input),
-              "live_late_only": sum(1 for k in set(live) - set(replay) if _late_only(live[k])), "late_devices": len(late),
-              "late_readings": sum(late.values())}
+              "live_late_only": len(late_only), "late_devices": len(late), "late_readings": sum(late.values())}
     return problems[:20], counts
 
 
