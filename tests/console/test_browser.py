@@ -134,7 +134,10 @@ def test_an_operator_watches_the_fleet_dispatches_acks_an_alert_and_logs_out(bro
     page.goto(console_server.url + "/market")
     expect(page.locator("#market tbody tr")).to_have_count(6)
     expect(page.locator("#price-chart svg path[data-series]")).to_have_count(2)
-    expect(page.locator("#power-chart svg path[data-series]")).to_have_count(2)
+    # planned and awarded power of the intervals, then (a second request) the bidding node's measured power:
+    # the root reports, so all three
+    for series in ("planned W", "awarded W", "measured W"):
+        expect(page.locator(f'#power-chart svg path[data-series="{series}"]')).to_have_count(1)
     expect(page.locator("#market tbody tr").first.locator("td").nth(7)).to_have_text("4500")
     _shot(page, "market")
 
