@@ -371,10 +371,9 @@ class Gateway:
 
     async def _publish(self, message: OutMessage, what: str) -> None:
         """Hand ``message`` to the producer; a delivery that fails is logged (nothing waits for it)."""
-        delivered = await self.producer.produce([message])
-        delivered.add_done_callback(functools.partial(_log_undelivered, what))
+        await self.producer.produce_frame(b"", (), [message], functools.partial(_log_undelivered, what))
 
 
-def _log_undelivered(what: str, delivered: asyncio.Future) -> None:
-    if delivered.result():
-        _log.error("%s not delivered: %s", what, delivered.result()[0])
+def _log_undelivered(what: str, errors: list[str]) -> None:
+    if errors:
+        _log.error("%s not delivered: %s", what, errors[0])

@@ -5,7 +5,7 @@
 ``sinks.kafka.producer_config``) and calls ``on_done(errors)`` once EVERY message of the frame has its delivery
 report (empty: the broker confirmed all). Each message has its own report, counted down per frame: ``on_done`` runs
 once, within its last report (no future, no extra turn of the loop: the gateway answers the device right there).
-``produce(messages)`` is the same with a future, for whoever awaits. No report is skipped: with ``enable.gapless.guarantee`` off (and message
+No report is skipped: with ``enable.gapless.guarantee`` off (and message
 timeouts never covered by it), an earlier message of a partition can fail while a later one is
 delivered, so "the last one arrived" would not prove the others did.
 
@@ -134,12 +134,6 @@ class DeliveryProducer:
                     on_delivery(err, None)
             if batch:
                 await self._wait_for_room()
-
-    async def produce(self, messages: Sequence[OutMessage]) -> asyncio.Future:
-        """Messages of any topics and keys; the future resolves with their errors once every report ran."""
-        future = self._loop.create_future()
-        await self.produce_frame(b"", (), messages, future.set_result)
-        return future
 
     async def _wait_for_room(self) -> None:
         self.room.clear()
