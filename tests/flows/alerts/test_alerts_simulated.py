@@ -55,8 +55,12 @@ def test_an_islanded_state_and_a_garbage_dialect_raise_one_outage_and_a_dlq_spik
         procs.wait_for((tmp_path / "assets.csv").exists, 60, "the simulator to register its fleet")
         procs.start("run", "canonicalize")
         procs.start("run", "alerts")
-        procs.wait_for(lambda: has("grid_outage", node, "firing") and has("dlq_spike", "unknown", "firing"), 240,
-                       f"grid_outage on {node} and a dead-letter spike", poll=poll)
+        try:
+            procs.wait_for(lambda: has("grid_outage", node, "firing") and has("dlq_spike", "unknown", "firing"), 240,
+                           f"grid_outage on {node} and a dead-letter spike", poll=poll)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; alert records seen: {Counter((a['rule'], a['subject'], a['state']) for a in seen)}; "
+                                 f"log:\n{procs.log_tail()}") from None
         time.sleep(3)
         poll()
     alerts.close()
