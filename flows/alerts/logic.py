@@ -5,12 +5,15 @@ per identity is open (a :class:`Track`). :func:`observe` moves it through its li
 what the rule sees at an event time ``at``:
 
 - ``raised``: the raise condition holds (SoC < 10 %, ...);
-- ``cleared``: the clear condition holds (SoC >= 15 %, ...). Between the two (hysteresis band) an
-  alert keeps its state, so a value hovering around one threshold does not flap.
+- ``cleared``: the clear condition holds (SoC >= 15 %, ...). Between the two (hysteresis band) a
+  firing alert keeps its state, so a value hovering around one threshold does not flap; a pending
+  one is dropped (alerts.md: pending is "condition true, waiting for_s", it fires only when raised
+  for ``for_ms``; kept, a pending outage of a few first reports would wait in the band for ever and
+  inhibit the nodes below it).
 
 Lifecycle: nothing -> ``pending`` (raised; waits ``for_ms``) -> ``firing`` (raised for ``for_ms``)
--> ``resolved`` (cleared for ``clear_for_ms``). A pending alert that clears (or becomes inhibited)
-is ``dropped``: it never fired. Each change is one record; firing and resolving also give an
+-> ``resolved`` (cleared for ``clear_for_ms``). A pending alert no longer raised (or inhibited) is
+``dropped``: it never fired. Each change is one record; firing and resolving also give an
 ``alert_firing`` / ``alert_resolved`` event. Ids are hashes of what they identify, so the same input
 read twice (at-least-once delivery, a restart) gives the same ids and the stores keep one copy.
 
@@ -184,7 +187,7 @@ def observe(track: Track | None, spec: RuleSpec, out: Emitted, *, subject: str, 
         return track
     track.value, track.threshold = value, threshold
     if track.state == "pending":
-        if cleared or inhibited:
+        if not raised or cleared or inhibited:
             out.record(track, "dropped", at, spec.severity,
                        "inhibited by an alert on a node above" if inhibited and not cleared else None)
             return None

@@ -162,6 +162,15 @@ def test_grid_outage_fires_at_half_the_devices_islanded_for_60_s_with_no_device_
     assert {t[2] for t in device} == {"pending", "dropped"} and len(device) == 10
 
 
+def test_a_pending_outage_whose_share_falls_into_the_band_is_dropped_and_the_node_below_fires() -> None:
+    # the first reports are all from the islanded state: us sees 100 %, goes pending (and inhibits us/ca);
+    # from 30 s the rest of the country reports: us sees 33 %, under the 50 % the alert was raised for
+    out_state = outage_fleet({i: (0, 1000) for i in range(5)}, 1000, n=5)
+    rest = in_time_order(*(readings(f"tx{i}", 30, 1000, site="us/tx/oncor") for i in range(10)))
+    got = [t for t in transitions(in_time_order(out_state, rest)) if t[0] == "grid_outage"]
+    assert [(t[1], t[2]) for t in got] == [("us", "pending"), ("us", "dropped"), ("us/ca", "pending"), ("us/ca", "firing")]
+
+
 def test_grid_outage_below_half_does_not_fire() -> None:
     got = transitions(outage_fleet({i: (100, 1000) for i in range(4)}, 1000))
     assert not [t for t in got if t[0] == "grid_outage"]
